@@ -1,0 +1,53 @@
+'use strict';
+
+const assert = require('assert');
+const fs = require('fs');
+const path = require('path');
+const {
+  ROOT, copyFixture, getFreePort, runScript, findProcesses, waitDead, get,
+} = require('./helper');
+
+const BIN = require.resolve('egg-scripts/bin/egg-scripts.js');
+
+describe('egg-scripts', () => {
+  it('start --daemon --framework=<this package>, then stop --title', async () => {
+    const baseDir = copyFixture('basic');
+    const port = await getFreePort();
+    const title = `egg-cluster-rs-test-${process.pid}-${Date.now()}`;
+    const stdoutLog = path.join(baseDir, 'logs/master-stdout.log');
+    const stderrLog = path.join(baseDir, 'logs/master-stderr.log');
+
+    const start = runScript(BIN, [
+      'start', '--daemon', `--framework=${ROOT}`, `--title=${title}`, `--port=${port}`, '--workers=2',
+      `--stdout=${stdoutLog}`, `--stderr=${stderrLog}`, baseDir,
+    ], { marker: baseDir, home: baseDir });
+    const started = await start.waitExit(120000);
+    assert.deepStrictEqual(started, { code: 0, signal: null }, start.tail());
+    assert.match(start.stdout, new RegExp(`egg-cluster-rs started on http://127\\.0\\.0\\.1:${port}`));
+
+    const procs = findProcesses(baseDir);
+    const master = procs.filter(p => p.cmdline.includes('start-cluster'));
+    assert.strictEqual(master.length, 1, JSON.stringify(procs, null, 2));
+    const workers = procs.filter(p => /lib\/(agent|app)_worker\.js/.test(p.cmdline));
+    assert.strictEqual(workers.length, 3, JSON.stringify(procs, null, 2));
+    for (const w of workers) {
+      // what egg-scripts stop greps for: the title, and (for its SIGKILL fallback)
+      // "egg-cluster/lib/{app,agent}_worker.js", which our workers' paths do NOT contain
+      assert(w.cmdline.includes(`"title":"${title}"`), w.cmdline);
+      assert(w.cmdline.includes(path.join(ROOT, 'lib')), w.cmdline);
+    }
+
+    const res = await get(port, '/');
+    assert.strictEqual(res.status, 200);
+    assert.strictEqual(res.body, 'hi, egg');
+    assert.strictEqual(fs.readFileSync(stderrLog, 'utf8'), '', 'nothing on the master stderr');
+    assert.match(fs.readFileSync(stdoutLog, 'utf8'), /\[master\] egg-cluster-rs started on/);
+
+    const stop = runScript(BIN, [ 'stop', `--title=${title}`, '--timeout=1000' ], { marker: title, home: baseDir });
+    assert.strictEqual((await stop.waitExit(60000)).code, 0, stop.tail());
+    assert.match(stop.stdout, new RegExp(`got master pid \\["${master[0].pid}"\\]`));
+    await waitDead(procs.map(p => p.pid), 10000);
+    assert.deepStrictEqual(findProcesses(baseDir), []);
+    assert.match(fs.readFileSync(stdoutLog, 'utf8'), /\[master\] exit with code:0/);
+  });
+});

@@ -1,0 +1,94 @@
+'use strict';
+
+const assert = require('assert');
+const path = require('path');
+const childProcess = require('child_process');
+const { ROOT, REFERENCE, copyFixture, track, makeEnv } = require('./helper');
+
+/**
+ * Call startCluster(options) in a fresh node process and report whether it
+ * threw synchronously (the process exits right after, whatever happened).
+ * @param {Object} options -
+ * @return {Object} { threw, message, code }
+ */
+function tryStart(options) {
+  const code = `
+    const options = JSON.parse(process.argv[1]);
+    let out;
+    try {
+      ${REFERENCE ? "new (require('egg-cluster/lib/master'))(options);" : 'require(process.argv[2]).startCluster(options);'}
+      out = { threw: false };
+    } catch (err) {
+      out = { threw: true, message: err.message, code: err.code };
+    }
+    process.stdout.write(JSON.stringify(out));
+    process.exit(0);
+  `;
+  const res = childProcess.spawnSync(process.execPath, [ '-e', code, JSON.stringify(options), ROOT ], {
+    cwd: ROOT, env: makeEnv({}, ROOT), encoding: 'utf8', timeout: 30000,
+  });
+  assert.strictEqual(res.status, 0, res.stderr);
+  return JSON.parse(res.stdout);
+}
+
+describe('options', () => {
+  it('a baseDir without package.json throws synchronously, naming package.json', () => {
+    const res = tryStart({ baseDir: '/nonexistent/egg-cluster-rs-app' });
+    assert.strictEqual(res.threw, true);
+    assert.match(res.message, /\/nonexistent\/egg-cluster-rs-app\/package\.json/);
+    if (!REFERENCE) assert.strictEqual(res.code, 'ERR_EGG_CLUSTER_OPTIONS');
+  });
+
+  it('workers: "abc" throws synchronously, naming options.workers', function() {
+    if (REFERENCE) this.skip(); // egg-cluster takes parseInt('abc') = NaN silently
+    const baseDir = track(copyFixture('basic'));
+    const res = tryStart({ baseDir, workers: 'abc' });
+    assert.strictEqual(res.threw, true);
+    assert.match(res.message, /options\.workers/);
+    assert.strictEqual(res.code, 'ERR_EGG_CLUSTER_OPTIONS');
+  });
+
+  it('an unknown framework throws synchronously', () => {
+    const baseDir = track(copyFixture('basic'));
+    const res = tryStart({ baseDir, framework: 'egg-cluster-rs-no-such-framework' });
+    assert.strictEqual(res.threw, true);
+    assert.match(res.message, /egg-cluster-rs-no-such-framework/);
+  });
+});
+
+describe('index.js', () => {
+  function run(code) {
+    const res = childProcess.spawnSync(process.execPath, [ '-e', code, ROOT ], {
+      cwd: path.join(ROOT, '..'), env: makeEnv({}, ROOT), encoding: 'utf8', timeout: 30000,
+    });
+    assert.strictEqual(res.status, 0, res.stderr);
+    return JSON.parse(res.stdout);
+  }
+
+  it('requiring it loads neither egg nor the native addon', () => {
+    const loaded = run(`
+      const m = require(process.argv[1]);
+      process.stdout.write(JSON.stringify({ keys: Object.keys(m), cache: Object.keys(require.cache) }));
+    `);
+    assert.deepStrictEqual(loaded.cache, [ path.join(ROOT, 'index.js') ]);
+    assert.deepStrictEqual(loaded.keys.sort(), [
+      'Agent', 'AgentWorkerLoader', 'AppWorkerLoader', 'Application', 'BaseContextClass', 'Boot',
+      'Controller', 'Service', 'Subscription', 'start', 'startCluster',
+    ]);
+  });
+
+  it('re-exports egg 3 lazily', () => {
+    const res = run(`
+      const m = require(process.argv[1]);
+      const egg = require(require.resolve('egg', { paths: [ process.argv[1] ] }));
+      const names = [ 'start', 'Application', 'Agent', 'AppWorkerLoader', 'AgentWorkerLoader', 'Controller',
+        'Service', 'Subscription', 'BaseContextClass', 'Boot' ];
+      process.stdout.write(JSON.stringify({
+        same: names.filter(n => m[n] === egg[n] && typeof egg[n] === 'function'),
+        native: Object.keys(require.cache).filter(f => /native\\.js$|\\.node$/.test(f)),
+      }));
+    `);
+    assert.strictEqual(res.same.length, 10, JSON.stringify(res));
+    assert.deepStrictEqual(res.native, []);
+  });
+});

@@ -1,0 +1,72 @@
+'use strict';
+
+const assert = require('assert');
+const {
+  TS, LOG_PREFIX, REFERENCE, startMaster, get, collectWorkerPids, waitDead, findProcesses,
+} = require('./helper');
+
+describe('start', () => {
+  for (const env of [ 'local', 'prod' ]) {
+    it(`starts in ${env} env: egg-ready to the parent, 2 workers answer, egg-logger format`, async () => {
+      const m = await startMaster('basic', {}, { env: env === 'prod' ? { EGG_SERVER_ENV: 'prod' } : {} });
+      const port = m.options.port;
+      const ready = await m.waitFor('egg-ready', 60000);
+      assert.deepStrictEqual(ready, {
+        action: 'egg-ready',
+        from: 'master',
+        to: 'parent',
+        data: { port, address: `http://127.0.0.1:${port}`, protocol: 'http' },
+      });
+      // egg-ready reaches the parent only once
+      assert.strictEqual(m.messages.filter(msg => msg.action === 'egg-ready').length, 1);
+
+      // master log line, egg-logger console format, printed by the master itself
+      const re = new RegExp(`${TS}INFO (\\d+) \\[master\\] egg started on http://127\\.0\\.0\\.1:${port} \\((\\d+)ms\\)$`, 'm');
+      const started = await m.waitFor(re, 5000);
+      assert.strictEqual(Number(started[1]), m.pid);
+      assert.match(m.stdout, re, 'the started line goes to stdout');
+      assert.doesNotMatch(m.stdout, /\x1b\[/, 'no colour when stdout is not a TTY');
+
+      const res = await get(port, '/');
+      assert.strictEqual(res.status, 200);
+      assert.strictEqual(res.body, 'hi, egg');
+
+      const workers = m.workers();
+      assert.strictEqual(workers.agent.length, 1, `one agent: ${JSON.stringify(workers)}`);
+      assert.strictEqual(workers.app.length, 2, `two app workers: ${JSON.stringify(workers)}`);
+      const pids = await collectWorkerPids(port, 2);
+      assert.deepStrictEqual([ ...pids ].sort(), workers.app.slice().sort());
+
+      if (!REFERENCE) {
+        // startCluster(options, callback): the callback without argument, the Promise with the address
+        const cb = await m.waitFor('startCluster-callback', 5000);
+        assert.deepStrictEqual(cb.data, { args: 0 });
+        const resolved = await m.waitFor('startCluster-resolved', 5000);
+        assert.deepStrictEqual(resolved.data, { port, address: `http://127.0.0.1:${port}`, protocol: 'http' });
+      }
+
+      m.kill('SIGTERM');
+      const exit = await m.waitExit();
+      assert.deepStrictEqual(exit, { code: 0, signal: null }, m.tail());
+      await waitDead([ ...workers.agent, ...workers.app ], 5000);
+      assert.deepStrictEqual(findProcesses(m.baseDir), []);
+      assert.strictEqual(m.stderr, '', 'nothing on stderr');
+    });
+  }
+
+  it('logs the start banner like egg-cluster', async () => {
+    const m = await startMaster('basic', { workers: 1 }, { env: { EGG_SERVER_ENV: 'prod' } });
+    await m.waitReady();
+    const line = text => new RegExp(`${LOG_PREFIX}\\[master\\] ${text}`, 'm');
+    assert.match(m.stdout, line('=================== egg start ====================='));
+    assert.match(m.stdout, line(`node version ${process.version.replace(/\./g, '\\.')}$`));
+    assert.match(m.stdout, line('egg version 3\\.\\d+\\.\\d+$'));
+    assert.match(m.stdout, line('start with options:$'));
+    assert.match(m.stdout, line('start with env: isProduction: true, EGG_SERVER_ENV: prod, NODE_ENV: undefined$'));
+    assert.match(m.stdout, line('agent_worker#1:\\d+ start with clusterPort:\\d+$'));
+    assert.match(m.stdout, line('agent_worker#1:\\d+ started \\(\\d+ms\\)$'));
+    assert.match(m.stdout, line(`app_worker#1:\\d+ started at ${m.options.port}, remain 0 \\(\\d+ms\\)$`));
+    m.kill('SIGTERM');
+    assert.strictEqual((await m.waitExit()).code, 0);
+  });
+});

@@ -1,0 +1,138 @@
+//! Line framing of the `json` serialization mode: every message is one JSON text plus `\n`.
+//!
+//! Reads arrive in arbitrary chunks (a line may span many reads, a read may hold many lines), so
+//! bytes accumulate here and complete lines are handed out in order. A line longer than
+//! `max_line` is an error rather than unbounded buffering: a child that never writes `\n` must not
+//! make the master grow forever.
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct LineTooLong {
+    pub limit: usize,
+}
+
+pub struct LineBuffer {
+    buf: Vec<u8>,
+    /// Offset of the first byte not yet handed out.
+    start: usize,
+    /// Offset up to which `buf[start..]` is known to hold no `\n`, so a long line is scanned once.
+    scanned: usize,
+    max_line: usize,
+}
+
+impl LineBuffer {
+    pub fn new(max_line: usize) -> Self {
+        LineBuffer {
+            buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            max_line,
+        }
+    }
+
+    pub fn extend(&mut self, data: &[u8]) {
+        // Compact lazily: only when the consumed prefix dominates, so small lines stay O(1).
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete line without its `\n`, `None` when no full line is buffered.
+    pub fn next_line(&mut self) -> Option<Result<Vec<u8>, LineTooLong>> {
+        let from = self.scanned.max(self.start);
+        match self.buf[from..].iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let end = from + i;
+                let line = self.buf[self.start..end].to_vec();
+                self.start = end + 1;
+                self.scanned = self.start;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                    self.scanned = 0;
+                }
+                if line.len() > self.max_line {
+                    return Some(Err(LineTooLong {
+                        limit: self.max_line,
+                    }));
+                }
+                Some(Ok(line))
+            }
+            None => {
+                self.scanned = self.buf.len();
+                if self.buf.len() - self.start > self.max_line {
+                    return Some(Err(LineTooLong {
+                        limit: self.max_line,
+                    }));
+                }
+                None
+            }
+        }
+    }
+
+    /// Bytes of an unterminated line still buffered (dropped on EOF, as Node does).
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(b: &mut LineBuffer) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(l) = b.next_line() {
+            out.push(l.unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn splits_many_lines_in_one_read() {
+        let mut b = LineBuffer::new(1024);
+        b.extend(b"{\"a\":1}\n{\"b\":2}\n{\"c\"");
+        assert_eq!(
+            drain(&mut b),
+            vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]
+        );
+        assert_eq!(b.pending(), 4);
+        b.extend(b":3}\n");
+        assert_eq!(drain(&mut b), vec![b"{\"c\":3}".to_vec()]);
+        assert_eq!(b.pending(), 0);
+    }
+
+    #[test]
+    fn one_line_over_many_single_byte_reads() {
+        let mut b = LineBuffer::new(1024);
+        let msg = "{\"x\":\"héllo\"}\n".as_bytes();
+        for byte in msg {
+            b.extend(std::slice::from_ref(byte));
+        }
+        assert_eq!(drain(&mut b), vec![msg[..msg.len() - 1].to_vec()]);
+    }
+
+    #[test]
+    fn empty_lines_are_returned_for_the_caller_to_reject() {
+        let mut b = LineBuffer::new(16);
+        b.extend(b"\n\n");
+        assert_eq!(drain(&mut b), vec![Vec::<u8>::new(), Vec::new()]);
+    }
+
+    #[test]
+    fn unterminated_long_line_is_an_error_not_growth() {
+        let mut b = LineBuffer::new(8);
+        b.extend(b"0123456789");
+        assert_eq!(b.next_line(), Some(Err(LineTooLong { limit: 8 })));
+    }
+
+    #[test]
+    fn terminated_long_line_is_an_error() {
+        let mut b = LineBuffer::new(4);
+        b.extend(b"0123456789\nok\n");
+        assert_eq!(b.next_line(), Some(Err(LineTooLong { limit: 4 })));
+        assert_eq!(b.next_line(), Some(Ok(b"ok".to_vec())));
+    }
+}

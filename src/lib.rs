@@ -1,0 +1,238 @@
+//! egg-cluster-rs: the Egg.js cluster master as a napi-rs addon.
+//!
+//! This file only wires the JS surface; the architecture is in the modules:
+//!
+//! - [`options`]: egg-cluster's option defaults, validation and framework resolution.
+//! - [`master`]: lifecycle decisions (pure: events in, actions out).
+//! - [`messenger`]: message routing between parent, master, agent and app workers (pure).
+//! - [`ipc`]: Node's IPC channel (framing, fd passing), [`cluster_protocol`]: the cluster wire
+//!   protocol, [`listen`]: the sockets handed to workers.
+//! - [`spawn`]: spawning and reaping Node children, [`shutdown`]: SIGTERM/SIGKILL of a process
+//!   tree, [`proctree`], [`ports`].
+//! - [`runtime`]: the thread and event loop that performs the actions.
+//! - [`log`]: egg-logger's console format (product output), separate from `tracing`
+//!   (diagnostics, off unless `EGG_CLUSTER_RS_LOG` is set).
+#![deny(clippy::all)]
+
+pub mod cluster_protocol;
+pub mod error;
+pub mod ipc;
+pub mod listen;
+pub mod log;
+pub mod master;
+pub mod messenger;
+pub mod options;
+pub mod ports;
+pub mod proctree;
+pub mod runtime;
+pub mod shutdown;
+pub mod spawn;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+
+use napi::bindgen_prelude::{FnArgs, Unknown};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use napi_derive::napi;
+
+use crate::error::Error;
+use crate::log::{Logger, LoggerConfig};
+use crate::runtime::{Command, Emit, MasterHandle, RuntimeConfig};
+
+/// `err.code` for JS errors: the stable code of [`Error::code`].
+pub struct Code(String);
+
+impl AsRef<str> for Code {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Status> for Code {
+    fn from(s: Status) -> Self {
+        Code(s.as_ref().to_string())
+    }
+}
+
+impl From<Error> for napi::Error<Code> {
+    fn from(e: Error) -> Self {
+        napi::Error::new(Code(e.code().to_string()), e.to_string())
+    }
+}
+
+fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Diagnostics only; the product's log lines go through `log`.
+        if let Ok(filter) = std::env::var("EGG_CLUSTER_RS_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    });
+}
+
+/// Where `parseOptions` looks things up.
+#[napi(object)]
+pub struct ParseContext {
+    /// `process.env`.
+    pub env: HashMap<String, String>,
+    /// `process.cwd()`.
+    pub cwd: String,
+    /// `process.cwd()` when the package was first loaded.
+    pub init_cwd: String,
+    /// The package's own directory; framework names are also looked up from here upwards.
+    pub package_dir: String,
+    /// `process.execArgv` (`--inspect`/`--debug` make `isDebug`).
+    pub exec_argv: Vec<String>,
+    /// `os.cpus().length`.
+    pub cpus: u32,
+}
+
+fn options_input(options_json: &str, ctx: ParseContext) -> Result<options::OptionsInput, Error> {
+    let options = serde_json::from_str(options_json).map_err(|source| Error::Json {
+        what: "options",
+        source,
+    })?;
+    Ok(options::OptionsInput {
+        options,
+        env: ctx.env,
+        cwd: PathBuf::from(ctx.cwd),
+        init_cwd: PathBuf::from(ctx.init_cwd),
+        package_dir: PathBuf::from(ctx.package_dir),
+        exec_argv: ctx.exec_argv,
+        host_cpus: ctx.cpus as usize,
+    })
+}
+
+/// Applies egg-cluster's defaults and validation; returns the final options as JSON (what the
+/// workers get as argv[2]). Throws with `code: 'ERR_EGG_CLUSTER_OPTIONS'` and a message naming
+/// the option.
+#[napi]
+pub fn parse_options(options_json: String, ctx: ParseContext) -> napi::Result<String, Code> {
+    init_tracing();
+    let opts = options::parse(options_input(&options_json, ctx)?).map_err(Error::from)?;
+    Ok(serde_json::Value::Object(opts.raw).to_string())
+}
+
+/// How to run the children, from the JS side.
+#[napi(object)]
+pub struct MasterRuntime {
+    pub exec_path: String,
+    pub exec_argv: Vec<String>,
+    pub env: HashMap<String, String>,
+    /// Minutes east of UTC (`-new Date().getTimezoneOffset()`), for log timestamps.
+    pub tz_offset_minutes: i32,
+    /// Whether stdout supports colors (as chalk decides).
+    pub color: bool,
+    pub agent_worker_file: String,
+    pub app_worker_file: String,
+    /// `process.version`.
+    pub node_version: Option<String>,
+    pub cwd: Option<String>,
+    pub cpus: Option<u32>,
+}
+
+type EventFn =
+    ThreadsafeFunction<FnArgs<(String, String)>, Unknown<'static>, FnArgs<(String, String)>>;
+
+struct JsEmit(EventFn);
+
+impl Emit for JsEmit {
+    fn emit(&self, kind: &'static str, payload: String) {
+        // Non-blocking: the master thread must never wait on a busy JS thread.
+        self.0.call(
+            Ok(FnArgs::from((kind.to_string(), payload))),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+    }
+}
+
+/// A running master. Events reach JS through the constructor's callback as
+/// `(err, kind, payload)`: `ready` (JSON of egg-ready's data), `parent` (a message for the
+/// parent, JSON), `master` (a message addressed to the master, JSON), `exit` (the code).
+#[napi]
+pub struct Master {
+    handle: MasterHandle,
+}
+
+#[napi]
+impl Master {
+    #[napi(constructor)]
+    pub fn new(
+        options_json: String,
+        runtime: MasterRuntime,
+        on_event: EventFn,
+    ) -> napi::Result<Self, Code> {
+        init_tracing();
+        let cwd = runtime.cwd.clone().unwrap_or_else(|| ".".into());
+        let ctx = ParseContext {
+            env: runtime.env.clone(),
+            cwd: cwd.clone(),
+            init_cwd: cwd.clone(),
+            package_dir: cwd,
+            exec_argv: runtime.exec_argv.clone(),
+            cpus: runtime.cpus.unwrap_or(1),
+        };
+        // The options were normalised by `parseOptions`; parsing again is idempotent and gives
+        // the typed view.
+        let opts = options::parse(options_input(&options_json, ctx)?).map_err(Error::from)?;
+        let logger = Arc::new(Logger::new(LoggerConfig {
+            level: runtime.env.get("EGG_MASTER_LOGGER_LEVEL").cloned(),
+            egg_log: runtime.env.get("EGG_LOG").cloned(),
+            verbose_debug: opts.verbose_debug,
+            tz_offset_minutes: runtime.tz_offset_minutes,
+            color: runtime.color,
+        }));
+        let mut env: Vec<(String, String)> = runtime.env.into_iter().collect();
+        env.sort();
+        let node_version = runtime.node_version.unwrap_or_default();
+        let handle = runtime::start(
+            opts,
+            RuntimeConfig {
+                exec_path: runtime.exec_path,
+                exec_argv: runtime.exec_argv,
+                env,
+                agent_worker_file: runtime.agent_worker_file,
+                app_worker_file: runtime.app_worker_file,
+            },
+            &node_version,
+            logger,
+            Arc::new(JsEmit(on_event)),
+        )?;
+        Ok(Master { handle })
+    }
+
+    /// SIGINT/SIGQUIT/SIGTERM reached the master (JS owns signal handling in Node).
+    #[napi]
+    pub fn kill(&self, signal: String, heap_limit: f64, heap_used: f64) -> napi::Result<(), Code> {
+        Ok(self.handle.command(Command::Signal {
+            name: signal,
+            heap_limit,
+            heap_used,
+        })?)
+    }
+
+    /// A message from the master's parent process, as JSON.
+    #[napi]
+    pub fn from_parent(&self, message_json: String) -> napi::Result<(), Code> {
+        Ok(self
+            .handle
+            .command(Command::FromParent(message_json.into_bytes()))?)
+    }
+
+    /// The parent's IPC channel closed: messages to the parent are dropped from now on.
+    #[napi]
+    pub fn parent_disconnected(&self) -> napi::Result<(), Code> {
+        Ok(self.handle.command(Command::ParentDisconnected)?)
+    }
+
+    /// `process.on('exit')`: removes the pid file and logs the exit line, synchronously.
+    #[napi]
+    pub fn on_exit(&self, code: i32) {
+        self.handle.on_exit(code);
+    }
+}

@@ -1,0 +1,107 @@
+//! Binding the sockets that app workers listen on (shared-handle mode: we bind, they `listen()`
+//! and `accept()` themselves, so the master is never in the request path).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{
+    bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6,
+    UnixAddr,
+};
+
+use crate::cluster_protocol::BindRequest;
+
+/// Binds what a `queryServer` asked for. The socket is `O_NONBLOCK` (a blocking fd handed to a
+/// Node worker can stall its event loop) and `CLOEXEC` (only SCM_RIGHTS hands it on).
+pub fn bind_request(req: &BindRequest) -> io::Result<OwnedFd> {
+    match req {
+        BindRequest::Tcp {
+            address: None,
+            port,
+            ..
+        } => {
+            // Like Node's `_createServerHandle`: dual-stack `::` first, `0.0.0.0` if IPv6 is off.
+            bind_tcp(
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), *port),
+                false,
+            )
+            .or_else(|e| match e.raw_os_error() {
+                Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) => bind_tcp(
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port),
+                    false,
+                ),
+                _ => Err(e),
+            })
+        }
+        BindRequest::Tcp {
+            address: Some(ip),
+            port,
+            ipv6_only,
+        } => bind_tcp(SocketAddr::new(*ip, *port), *ipv6_only),
+        BindRequest::Unix { path, .. } => bind_unix(path),
+    }
+}
+
+fn bind_tcp(addr: SocketAddr, ipv6_only: bool) -> io::Result<OwnedFd> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    // libuv sets SO_REUSEADDR on every TCP bind, so restarts do not wait out TIME_WAIT.
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    match addr {
+        SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
+        SocketAddr::V6(a) => {
+            setsockopt(&fd, sockopt::Ipv6V6Only, &ipv6_only)?;
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?
+        }
+    }
+    Ok(fd)
+}
+
+fn bind_unix(path: &str) -> io::Result<OwnedFd> {
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    Ok(fd)
+}
+
+/// The negative libuv errno a worker expects in a failed `queryServer` reply.
+pub fn uv_errno(e: &io::Error) -> i32 {
+    -e.raw_os_error().unwrap_or(libc::EINVAL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_any_and_reports_eaddrinuse_as_negative_errno() {
+        let a = bind_request(&BindRequest::Tcp {
+            address: Some("127.0.0.1".parse().unwrap()),
+            port: 0,
+            ipv6_only: false,
+        })
+        .unwrap();
+        nix::sys::socket::listen(&a, nix::sys::socket::Backlog::new(8).unwrap()).unwrap();
+        let local: SockaddrIn = nix::sys::socket::getsockname(a.as_raw_fd()).unwrap();
+        let err = bind_request(&BindRequest::Tcp {
+            address: Some("127.0.0.1".parse().unwrap()),
+            port: local.port(),
+            ipv6_only: false,
+        })
+        .unwrap_err();
+        assert_eq!(uv_errno(&err), -libc::EADDRINUSE);
+    }
+}

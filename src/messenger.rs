@@ -1,0 +1,359 @@
+//! Message routing between parent, master, agent and app workers — egg-cluster 2.x's
+//! `Messenger#send`, as a pure function from one raw line to where it goes and what it becomes.
+//!
+//! Only the top-level `from`, `to`, `receiverPid` and `action` are read; `from`/`to` are stamped
+//! by splicing bytes (see [`crate::ipc::json`]), so payloads pass through untouched.
+
+use crate::ipc::json::{self, JsonError, Shape};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Parent,
+    Master,
+    Agent,
+    App,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Parent => "parent",
+            Role::Master => "master",
+            Role::Agent => "agent",
+            Role::App => "app",
+        }
+    }
+
+    fn quoted(self) -> &'static [u8] {
+        match self {
+            Role::Parent => b"\"parent\"",
+            Role::Master => b"\"master\"",
+            Role::Agent => b"\"agent\"",
+            Role::App => b"\"app\"",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AppPeer {
+    pub pid: u32,
+    /// egg-cluster skips workers whose cluster state is `disconnected`.
+    pub connected: bool,
+}
+
+/// Who can currently receive messages.
+pub struct Peers<'a> {
+    pub master_pid: u32,
+    pub agent_pid: Option<u32>,
+    pub apps: &'a [AppPeer],
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Destination {
+    Master,
+    Parent,
+    Agent,
+    /// The pids of the app workers to deliver to (possibly none).
+    Apps(Vec<u32>),
+}
+
+#[derive(Debug)]
+pub struct Routed {
+    pub dest: Destination,
+    /// The message as it is delivered: `from`/`to` stamped.
+    pub line: Vec<u8>,
+    /// `action`, when it is a string (the master dispatches on it).
+    pub action: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    #[error("a message must be an object or a string, got {0}")]
+    NotAnObject(&'static str),
+}
+
+/// Routes one message line sent by `from`. `Ok(None)`: nobody is addressed (egg-cluster drops
+/// such messages silently too).
+pub fn route(from: Role, line: &[u8], peers: &Peers) -> Result<Option<Routed>, RouteError> {
+    let scanned = json::scan(line)?;
+    // A bare string `s` is shorthand for `{action: s, data: s}` (egg-cluster's workers do this;
+    // for the parent it would crash egg-cluster, here it gets the same treatment).
+    let wrapped;
+    let scanned = match &scanned.shape {
+        Shape::Object { .. } => scanned,
+        Shape::String(range) => {
+            let s = &line[range.clone()];
+            let mut obj = Vec::with_capacity(s.len() * 2 + 20);
+            obj.extend_from_slice(b"{\"action\":");
+            obj.extend_from_slice(s);
+            obj.extend_from_slice(b",\"data\":");
+            obj.extend_from_slice(s);
+            obj.push(b'}');
+            wrapped = obj;
+            json::scan(&wrapped)?
+        }
+        Shape::Other => return Err(RouteError::NotAnObject(kind_of(line))),
+    };
+
+    let mut sets: Vec<(&str, &[u8])> = Vec::with_capacity(2);
+    let from_role = if from == Role::Master {
+        // The master's own messages may name another sender (e.g. `from: 'agent'` for debug).
+        match scanned.str("from") {
+            Some(f) if !f.is_empty() => None,
+            _ => Some(Role::Master),
+        }
+    } else {
+        Some(from)
+    };
+    if let Some(role) = from_role {
+        sets.push(("from", role.quoted()));
+    }
+    let sender = match from_role {
+        Some(r) => r.as_str().to_owned(),
+        None => scanned.str("from").unwrap_or_default(),
+    };
+
+    let receiver = scanned.raw("receiverPid").filter(|raw| truthy(raw));
+    let receiver_pid = receiver.and_then(json::decode_string);
+    let mut to = scanned
+        .raw("to")
+        .filter(|raw| truthy(raw))
+        .map(json::decode_string);
+    if receiver.is_some() {
+        let target = match &receiver_pid {
+            Some(pid) if *pid == peers.master_pid.to_string() => Role::Master,
+            Some(pid) if peers.agent_pid.is_some_and(|a| *pid == a.to_string()) => Role::Agent,
+            _ => Role::App,
+        };
+        to = Some(Some(target.as_str().to_owned()));
+        sets.push(("to", target.quoted()));
+    } else if to.is_none() {
+        let default = match sender.as_str() {
+            "agent" => Some(Role::App),
+            "app" => Some(Role::Agent),
+            "parent" => Some(Role::Master),
+            _ => None,
+        };
+        if let Some(role) = default {
+            to = Some(Some(role.as_str().to_owned()));
+            sets.push(("to", role.quoted()));
+        }
+    }
+
+    let dest = match to.flatten().as_deref() {
+        Some("master") => Destination::Master,
+        Some("parent") => Destination::Parent,
+        Some("agent") => Destination::Agent,
+        Some("app") => Destination::Apps(
+            peers
+                .apps
+                .iter()
+                .filter(|a| a.connected)
+                // A receiverPid that is not a string matches no worker, as `!==` in egg-cluster.
+                .filter(|a| receiver.is_none() || receiver_pid == Some(a.pid.to_string()))
+                .map(|a| a.pid)
+                .collect(),
+        ),
+        _ => return Ok(None),
+    };
+    let action = scanned.str("action");
+    let line = scanned.with_members(&sets);
+    Ok(Some(Routed { dest, line, action }))
+}
+
+/// Builds a message of the master's own: `{action, to, data, from: 'master'}` in egg-cluster's
+/// key order (`data` raw JSON, omitted when `None`).
+pub fn master_message(action: &str, to: Role, data: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + data.map_or(0, <[u8]>::len));
+    out.extend_from_slice(b"{\"action\":");
+    out.extend_from_slice(&json::quote(action));
+    out.extend_from_slice(b",\"to\":");
+    out.extend_from_slice(to.quoted());
+    if let Some(data) = data {
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data);
+    }
+    out.extend_from_slice(b",\"from\":\"master\"}");
+    out
+}
+
+/// JS truthiness of a raw JSON value.
+fn truthy(raw: &[u8]) -> bool {
+    !matches!(raw, b"null" | b"false" | b"\"\"" | b"0" | b"-0") && !is_zero_number(raw)
+}
+
+fn is_zero_number(raw: &[u8]) -> bool {
+    raw.first()
+        .is_some_and(|c| c.is_ascii_digit() || *c == b'-')
+        && std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .is_some_and(|n| n == 0.0)
+}
+
+fn kind_of(line: &[u8]) -> &'static str {
+    match line.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => "an array",
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        _ => "a number",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APPS: [AppPeer; 3] = [
+        AppPeer {
+            pid: 11,
+            connected: true,
+        },
+        AppPeer {
+            pid: 12,
+            connected: true,
+        },
+        AppPeer {
+            pid: 13,
+            connected: false,
+        },
+    ];
+
+    fn peers() -> Peers<'static> {
+        Peers {
+            master_pid: 1,
+            agent_pid: Some(10),
+            apps: &APPS,
+        }
+    }
+
+    fn r(from: Role, line: &str) -> Routed {
+        route(from, line.as_bytes(), &peers()).unwrap().unwrap()
+    }
+
+    fn text(r: &Routed) -> &str {
+        std::str::from_utf8(&r.line).unwrap()
+    }
+
+    #[test]
+    fn agent_defaults_to_all_connected_apps() {
+        let out = r(Role::Agent, r#"{"action":"a","data":1}"#);
+        assert_eq!(out.dest, Destination::Apps(vec![11, 12]));
+        assert_eq!(
+            text(&out),
+            r#"{"action":"a","data":1,"from":"agent","to":"app"}"#
+        );
+    }
+
+    #[test]
+    fn app_defaults_to_agent_and_cannot_spoof_from() {
+        let out = r(Role::App, r#"{"action":"a","from":"parent"}"#);
+        assert_eq!(out.dest, Destination::Agent);
+        assert_eq!(text(&out), r#"{"action":"a","from":"app","to":"agent"}"#);
+    }
+
+    #[test]
+    fn parent_defaults_to_master() {
+        let out = r(Role::Parent, r#"{"action":"x"}"#);
+        assert_eq!(out.dest, Destination::Master);
+        assert_eq!(out.action.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn string_message_becomes_action_and_data() {
+        let out = r(Role::App, r#""foo""#);
+        assert_eq!(out.dest, Destination::Agent);
+        assert_eq!(
+            text(&out),
+            r#"{"action":"foo","data":"foo","from":"app","to":"agent"}"#
+        );
+    }
+
+    #[test]
+    fn receiver_pid_picks_master_agent_or_one_app() {
+        let m = r(Role::App, r#"{"action":"a","to":"app","receiverPid":"1"}"#);
+        assert_eq!(m.dest, Destination::Master);
+        assert!(text(&m).contains(r#""to":"master""#));
+        assert_eq!(
+            r(Role::App, r#"{"receiverPid":"10","to":"app"}"#).dest,
+            Destination::Agent
+        );
+        assert_eq!(
+            r(Role::Agent, r#"{"receiverPid":"12","to":"app"}"#).dest,
+            Destination::Apps(vec![12])
+        );
+        // A disconnected worker gets nothing, a numeric pid matches nobody.
+        assert_eq!(
+            r(Role::Agent, r#"{"receiverPid":"13"}"#).dest,
+            Destination::Apps(vec![])
+        );
+        assert_eq!(
+            r(Role::Agent, r#"{"receiverPid":12}"#).dest,
+            Destination::Apps(vec![])
+        );
+    }
+
+    #[test]
+    fn explicit_to_parent_and_unknown_to() {
+        assert_eq!(
+            r(Role::Agent, r#"{"to":"parent"}"#).dest,
+            Destination::Parent
+        );
+        assert!(route(Role::Agent, br#"{"to":"nowhere"}"#, &peers())
+            .unwrap()
+            .is_none());
+        assert!(route(Role::Master, br#"{"action":"x"}"#, &peers())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn falsy_to_is_defaulted() {
+        let out = r(Role::Agent, r#"{"to":"","action":"a"}"#);
+        assert_eq!(out.dest, Destination::Apps(vec![11, 12]));
+        assert_eq!(text(&out), r#"{"to":"app","action":"a","from":"agent"}"#);
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        assert!(matches!(
+            route(Role::App, b"[1]", &peers()),
+            Err(RouteError::NotAnObject("an array"))
+        ));
+        assert!(matches!(
+            route(Role::App, b"null", &peers()),
+            Err(RouteError::NotAnObject("null"))
+        ));
+        assert!(matches!(
+            route(Role::App, b"{oops", &peers()),
+            Err(RouteError::Json(_))
+        ));
+        assert!(matches!(
+            route(Role::App, b"", &peers()),
+            Err(RouteError::Json(JsonError::Empty))
+        ));
+    }
+
+    #[test]
+    fn lone_surrogate_payload_is_relayed_byte_for_byte() {
+        let out = r(Role::App, r#"{"action":"s","data":"\ud800x","to":"agent"}"#);
+        assert_eq!(
+            text(&out),
+            r#"{"action":"s","data":"\ud800x","to":"agent","from":"app"}"#
+        );
+    }
+
+    #[test]
+    fn master_messages_keep_egg_cluster_key_order() {
+        let m = master_message("egg-pids", Role::App, Some(b"[10]"));
+        assert_eq!(
+            std::str::from_utf8(&m).unwrap(),
+            r#"{"action":"egg-pids","to":"app","data":[10],"from":"master"}"#
+        );
+        let routed = route(Role::Master, &m, &peers()).unwrap().unwrap();
+        assert_eq!(routed.line, m);
+        assert_eq!(routed.dest, Destination::Apps(vec![11, 12]));
+    }
+}

@@ -1,0 +1,809 @@
+//! The master's side effects: one thread running a single-threaded tokio runtime that owns the
+//! children, their channels, the listening sockets and the lifecycle.
+//!
+//! Everything that happens arrives as an [`Input`] on one queue (child messages, exits, commands
+//! from JS, timers) and is handled in order by [`Runtime::handle`], so there is no shared mutable
+//! state and no lock on the hot path. Worker-to-worker messages never touch the JS thread; JS is
+//! told only about what it must act on (ready, messages for the parent, exit).
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+use crate::cluster_protocol::{self, ClusterMessage};
+use crate::error::{Error, Result};
+use crate::ipc::channel::{self, Frame, Incoming};
+use crate::ipc::json;
+use crate::log::{Level, Logger};
+use crate::master::{self, Action, Lifecycle, Target};
+use crate::messenger::{self, AppPeer, Destination, Peers, Role};
+use crate::options::Options;
+use crate::shutdown;
+use crate::spawn::{self, ExitInfo, SpawnSpec};
+
+/// Largest message line accepted from a child.
+const MAX_LINE: usize = 64 * 1024 * 1024;
+
+/// Receives what the JS side must act on. `kind` is one of `ready`, `parent`, `master`, `exit`.
+pub trait Emit: Send + Sync + 'static {
+    fn emit(&self, kind: &'static str, payload: String);
+}
+
+/// How to start Node children, captured from the JS side at start.
+pub struct RuntimeConfig {
+    pub exec_path: String,
+    pub exec_argv: Vec<String>,
+    /// `process.env` at start; children get it (plus the channel variables).
+    pub env: Vec<(String, String)>,
+    pub agent_worker_file: String,
+    pub app_worker_file: String,
+}
+
+/// Commands from the JS thread.
+pub enum Command {
+    Signal {
+        name: String,
+        heap_limit: f64,
+        heap_used: f64,
+    },
+    FromParent(Vec<u8>),
+    ParentDisconnected,
+}
+
+enum Input {
+    Command(Command),
+    Child {
+        role: Role,
+        pid: u32,
+        event: ChildEvent,
+    },
+    ReforkAgent,
+    Closed,
+}
+
+enum ChildEvent {
+    Incoming(Incoming),
+    Exited(ExitInfo),
+}
+
+struct Proc {
+    pid: u32,
+    sender: channel::Sender,
+    exited: watch::Receiver<Option<ExitInfo>>,
+}
+
+struct SharedHandle {
+    fd: OwnedFd,
+    /// The first querying worker's `data` (TLS ticket keys), echoed to every worker.
+    data: Value,
+    workers: Vec<u32>,
+}
+
+/// The JS thread's handle on the running master.
+pub struct MasterHandle {
+    tx: mpsc::UnboundedSender<Input>,
+    logger: Arc<Logger>,
+    pid_file: Option<PathBuf>,
+}
+
+impl MasterHandle {
+    pub fn command(&self, cmd: Command) -> Result<()> {
+        self.tx
+            .send(Input::Command(cmd))
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// The master process is exiting (`process.on('exit')`): runs synchronously on the JS
+    /// thread, since nothing asynchronous happens after that event.
+    pub fn on_exit(&self, code: i32) {
+        if let Some(pid_file) = &self.pid_file {
+            if pid_file.exists() {
+                if let Err(e) = std::fs::remove_file(pid_file) {
+                    self.logger.error(&format!(
+                        "[master] delete pidfile {} fail with {}",
+                        pid_file.display(),
+                        e
+                    ));
+                }
+            }
+        }
+        let msg = format!("[master] exit with code:{code}");
+        if code == 0 {
+            self.logger.info(&msg);
+        } else {
+            self.logger.error(&msg);
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts the master: logs egg-cluster's start lines, writes the pid file, detects ports, then
+/// runs the cluster on its own thread.
+pub fn start(
+    mut opts: Options,
+    rt: RuntimeConfig,
+    node_version: &str,
+    logger: Arc<Logger>,
+    emit: Arc<dyn Emit>,
+) -> Result<MasterHandle> {
+    let start_time = now_ms();
+    let verbose = if opts.verbose_debug {
+        Level::Debug
+    } else {
+        Level::Info
+    };
+    let env_var = |k: &str| rt.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let log = |msg: &str| logger.log(msg);
+    log(&format!(
+        "[master] =================== {} start =====================",
+        opts.framework_name
+    ));
+    logger.info(&format!("[master] node version {node_version}"));
+    logger.info(&format!(
+        "[master] {} version {}",
+        opts.framework_name, opts.framework_version
+    ));
+    let raw = Value::Object(opts.raw.clone());
+    if opts.is_production {
+        logger.info(&format!(
+            "[master] start with options:\n{}",
+            serde_json::to_string_pretty(&raw).unwrap_or_default()
+        ));
+    } else {
+        log(&format!("[master] start with options: {raw}"));
+    }
+    log(&format!(
+        "[master] start with env: isProduction: {}, EGG_SERVER_ENV: {}, NODE_ENV: {}",
+        opts.is_production,
+        opts.env.as_deref().unwrap_or("null"),
+        env_var("NODE_ENV").as_deref().unwrap_or("undefined")
+    ));
+
+    if let Some(pid_file) = &opts.pid_file {
+        if let Some(dir) = pid_file.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create pidFile dir {}", dir.display()), e))?;
+        }
+        std::fs::write(pid_file, std::process::id().to_string())
+            .map_err(|e| Error::io(format!("write pidFile {}", pid_file.display()), e))?;
+    }
+
+    let loopback = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let cluster_port =
+        crate::ports::free_port(loopback).map_err(|e| Error::io("detect a free clusterPort", e))?;
+    opts.raw.insert("clusterPort".into(), cluster_port.into());
+    let sticky_worker_port = if opts.sticky {
+        let p = crate::ports::free_port(loopback)
+            .map_err(|e| Error::io("detect a free stickyWorkerPort", e))?;
+        opts.raw.insert("stickyWorkerPort".into(), p.into());
+        Some(p)
+    } else {
+        None
+    };
+    let options_json = Value::Object(opts.raw.clone()).to_string();
+
+    let cfg = master::Config {
+        workers: opts.workers,
+        framework_name: opts.framework_name.clone(),
+        is_production: opts.is_production,
+        sticky: opts.sticky,
+        sticky_worker_port,
+        port: opts.port,
+        debug_port: opts.debug_port,
+        https: opts.https,
+        host_env: env_var("HOST"),
+        master_pid: std::process::id(),
+        options_json: options_json.clone(),
+    };
+    let life = Lifecycle::new(cfg, verbose, start_time);
+
+    let mut env = rt.env.clone();
+    if env_var("NODE_ENV").as_deref() == Some("production") {
+        // egg-cluster sets this on its own process.env, so its children inherit it.
+        env.retain(|(k, _)| k != "NO_DEPRECATION");
+        env.push(("NO_DEPRECATION".into(), "*".into()));
+    }
+    let timeouts = {
+        let legacy = env_var("EGG_MASTER_CLOSE_TIMEOUT").unwrap_or_else(|| "5000".into());
+        let app = env_var("EGG_APP_CLOSE_TIMEOUT").unwrap_or_else(|| legacy.clone());
+        let agent = env_var("EGG_AGENT_CLOSE_TIMEOUT").unwrap_or_else(|| legacy.clone());
+        (app, agent)
+    };
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let pid_file = opts.pid_file.clone();
+    let runtime = Runtime {
+        life,
+        options_json,
+        cluster_port,
+        rt: RuntimeConfig { env, ..rt },
+        logger: logger.clone(),
+        emit,
+        tx: tx.clone(),
+        agent: None,
+        apps: HashMap::new(),
+        peers: Vec::new(),
+        handles: HashMap::new(),
+        cluster_seq: 0,
+        parent_connected: true,
+        exiting: false,
+        close_timeouts: timeouts,
+    };
+    std::thread::Builder::new()
+        .name("egg-cluster-rs".into())
+        .spawn(move || runtime.run(rx))
+        .map_err(|e| Error::io("start the master thread", e))?;
+    Ok(MasterHandle {
+        tx,
+        logger,
+        pid_file,
+    })
+}
+
+struct Runtime {
+    life: Lifecycle,
+    options_json: String,
+    cluster_port: u16,
+    rt: RuntimeConfig,
+    logger: Arc<Logger>,
+    emit: Arc<dyn Emit>,
+    tx: mpsc::UnboundedSender<Input>,
+    agent: Option<Proc>,
+    apps: HashMap<u32, Proc>,
+    /// Routing view of the app workers, in spawn order.
+    peers: Vec<AppPeer>,
+    handles: HashMap<String, SharedHandle>,
+    cluster_seq: u64,
+    parent_connected: bool,
+    /// An exit was requested from JS; spawn nothing more.
+    exiting: bool,
+    close_timeouts: (String, String),
+}
+
+impl Runtime {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                self.logger
+                    .error(&format!("[master] cannot start the runtime: {e}"));
+                self.emit.emit("exit", "1".into());
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let actions = self.life.on_ports_ready();
+            self.perform(actions);
+            while let Some(input) = rx.recv().await {
+                self.handle(input);
+            }
+        });
+        // The thread must outlive every child: PR_SET_PDEATHSIG fires when the spawning thread
+        // exits, and the queue only ends when the process does.
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Command(cmd) => self.on_command(cmd),
+            Input::Child { role, pid, event } => match event {
+                ChildEvent::Incoming(incoming) => self.on_incoming(role, pid, incoming),
+                ChildEvent::Exited(info) => self.on_exited(role, pid, info),
+            },
+            Input::ReforkAgent => {
+                if !self.life.is_closed() && !self.exiting {
+                    self.logger.info("[master] new agent_worker starting...");
+                    self.spawn_agent();
+                }
+            }
+            Input::Closed => {
+                self.exiting = true;
+                self.emit.emit("exit", "0".into());
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Signal {
+                name,
+                heap_limit,
+                heap_used,
+            } => {
+                let Some(actions) = self.life.on_signal(&name) else {
+                    return;
+                };
+                self.perform(actions);
+                let (total, free) = meminfo();
+                self.logger.info(&format!(
+                    "[master] system memory: total {total}, free {free}"
+                ));
+                self.logger.info(&format!(
+                    "[master] process info: heap_limit {heap_limit}, heap_used {heap_used}"
+                ));
+                self.close();
+            }
+            Command::FromParent(line) => self.route(Role::Parent, 0, &line),
+            Command::ParentDisconnected => self.parent_connected = false,
+        }
+    }
+
+    fn on_incoming(&mut self, role: Role, pid: u32, incoming: Incoming) {
+        match incoming {
+            Incoming::Message(line) => self.route(role, pid, &line),
+            Incoming::Cluster(line) if role == Role::App => self.on_cluster(pid, &line),
+            Incoming::Cluster(_) => {}
+            Incoming::Malformed { reason } => self.logger.warn(&format!(
+                "[master] dropped a malformed message from {}: {reason}",
+                self.describe(role, pid)
+            )),
+            Incoming::Closed { reason } => {
+                if let Some(reason) = reason {
+                    self.logger.warn(&format!(
+                        "[master] closed the channel of {}: {reason}",
+                        self.describe(role, pid)
+                    ));
+                }
+                if role == Role::App {
+                    self.forget_handles(pid);
+                    if let Some(peer) = self.peers.iter_mut().find(|p| p.pid == pid) {
+                        peer.connected = false;
+                    }
+                    let actions = self.life.on_app_disconnected(pid);
+                    self.perform(actions);
+                }
+            }
+        }
+    }
+
+    fn on_exited(&mut self, role: Role, pid: u32, info: ExitInfo) {
+        let signal = info.signal_name();
+        let actions = match role {
+            Role::Agent => {
+                if self.agent.as_ref().is_some_and(|a| a.pid == pid) {
+                    self.agent = None;
+                }
+                self.life.on_agent_exit(info.code, signal)
+            }
+            _ => {
+                self.apps.remove(&pid);
+                self.peers.retain(|p| p.pid != pid);
+                self.forget_handles(pid);
+                self.life.on_app_exit(pid, info.code, signal)
+            }
+        };
+        self.perform(actions);
+    }
+
+    fn describe(&self, role: Role, pid: u32) -> String {
+        match role {
+            Role::Agent => {
+                let id = self.life.agent().map_or(0, |a| a.id);
+                format!("agent_worker#{id}:{pid}")
+            }
+            Role::App => {
+                let id = self.life.app(pid).map_or(0, |a| a.id);
+                format!("app_worker#{id}:{pid}")
+            }
+            other => other.as_str().to_string(),
+        }
+    }
+
+    fn route(&mut self, from: Role, pid: u32, line: &[u8]) {
+        let peers = Peers {
+            master_pid: std::process::id(),
+            agent_pid: self.agent.as_ref().map(|a| a.pid),
+            apps: &self.peers,
+        };
+        let routed = match messenger::route(from, line, &peers) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                self.logger.warn(&format!(
+                    "[master] dropped a malformed message from {}: {e}",
+                    self.describe(from, pid)
+                ));
+                return;
+            }
+        };
+        match routed.dest {
+            Destination::Master => self.deliver_to_master(routed.action.as_deref(), routed.line),
+            Destination::Parent => self.deliver_to_parent(routed.line),
+            Destination::Agent => {
+                if let Some(agent) = &self.agent {
+                    agent.sender.send(Frame::new(routed.line));
+                }
+            }
+            Destination::Apps(pids) => self.deliver_to_apps(&pids, routed.line),
+        }
+    }
+
+    fn deliver_to_parent(&self, line: Vec<u8>) {
+        if self.parent_connected {
+            self.emit
+                .emit("parent", String::from_utf8_lossy(&line).into_owned());
+        }
+    }
+
+    fn deliver_to_apps(&self, pids: &[u32], mut line: Vec<u8>) {
+        line.push(b'\n');
+        let shared: Arc<[u8]> = line.into();
+        for pid in pids {
+            if let Some(app) = self.apps.get(pid) {
+                app.sender.send(Frame {
+                    line: shared.clone(),
+                    fd: None,
+                });
+            }
+        }
+    }
+
+    /// Messages addressed to the master: the lifecycle's own actions are handled here, the rest
+    /// are emitted on the JS master object as egg-cluster's `master.emit(action, data)` does.
+    fn deliver_to_master(&mut self, action: Option<&str>, line: Vec<u8>) {
+        match action {
+            Some("agent-start") => {
+                let actions = self.life.on_agent_start(now_ms());
+                self.perform(actions);
+            }
+            Some("realport") => {
+                let data = json::scan(&line)
+                    .ok()
+                    .and_then(|s| s.raw("data").map(<[u8]>::to_vec))
+                    .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
+                    .unwrap_or(Value::Null);
+                let port = data
+                    .get("port")
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok());
+                let protocol = data.get("protocol").and_then(Value::as_str);
+                self.life.on_realport(port, protocol);
+            }
+            _ => self
+                .emit
+                .emit("master", String::from_utf8_lossy(&line).into_owned()),
+        }
+    }
+
+    fn perform(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Log(level, msg) => self.logger.log_at(level, &msg),
+                Action::LogError(name, msg) => self.logger.error_named(name, &msg),
+                Action::SpawnAgent => {
+                    if !self.life.is_closed() && !self.exiting {
+                        self.spawn_agent();
+                    }
+                }
+                Action::SpawnApps(n) => {
+                    let actions = self.life.on_apps_forking(&self.options_json);
+                    self.perform(actions);
+                    let pids: Vec<u32> = (0..n).filter_map(|_| self.spawn_app()).collect();
+                    let actions = self.life.on_apps_spawned(&pids);
+                    self.perform(actions);
+                }
+                Action::ReforkApp => {
+                    if !self.exiting {
+                        if let Some(pid) = self.spawn_app() {
+                            self.logger.info(&format!("[master] new worker:{pid} fork"));
+                            let actions = self.life.on_apps_spawned(&[pid]);
+                            self.perform(actions);
+                        }
+                    }
+                }
+                Action::Send(target, line) => self.send(target, line),
+                Action::Ready(data) => self.emit.emit("ready", data.to_string()),
+                Action::Exit(code) => {
+                    self.exiting = true;
+                    self.emit.emit("exit", code.to_string());
+                }
+                Action::ReforkAgentLater => {
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let _ = tx.send(Input::ReforkAgent);
+                    });
+                }
+            }
+        }
+    }
+
+    fn send(&self, target: Target, line: Vec<u8>) {
+        match target {
+            Target::Parent => self.deliver_to_parent(line),
+            Target::Agent => {
+                if let Some(agent) = &self.agent {
+                    agent.sender.send(Frame::new(line));
+                }
+            }
+            Target::AllApps => {
+                let pids: Vec<u32> = self
+                    .peers
+                    .iter()
+                    .filter(|p| p.connected)
+                    .map(|p| p.pid)
+                    .collect();
+                self.deliver_to_apps(&pids, line);
+            }
+            Target::App(pid) => self.deliver_to_apps(&[pid], line),
+        }
+    }
+
+    fn spawn_child(&mut self, role: Role, script: &str, cluster_id: Option<u32>) -> Option<Proc> {
+        let args = [self.options_json.clone()];
+        let spec = SpawnSpec {
+            exec_path: &self.rt.exec_path,
+            exec_argv: &self.rt.exec_argv,
+            script,
+            args: &args,
+            env: &self.rt.env,
+            cluster_id,
+        };
+        let child = match spawn::spawn_node(&spec) {
+            Ok(c) => c,
+            Err(e) => {
+                self.logger
+                    .error(&format!("[master] failed to spawn {}: {e}", role.as_str()));
+                return None;
+            }
+        };
+        let pid = child.child.id();
+        let tx = self.tx.clone();
+        let sender = match channel::start(child.channel, MAX_LINE, move |incoming| {
+            let _ = tx.send(Input::Child {
+                role,
+                pid,
+                event: ChildEvent::Incoming(incoming),
+            });
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                self.logger.error(&format!(
+                    "[master] failed to open the channel of {pid}: {e}"
+                ));
+                // Without a channel the child cannot work; it exits on its own when it sees no
+                // parent, but make sure.
+                // SAFETY: kill(2) on our own child's pid.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                return None;
+            }
+        };
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let tx = self.tx.clone();
+        let process = child.child;
+        tokio::spawn(async move {
+            let info = spawn::wait_exit(process).await;
+            let _ = exit_tx.send(Some(info));
+            let _ = tx.send(Input::Child {
+                role,
+                pid,
+                event: ChildEvent::Exited(info),
+            });
+        });
+        Some(Proc {
+            pid,
+            sender,
+            exited: exit_rx,
+        })
+    }
+
+    fn spawn_agent(&mut self) {
+        let script = self.rt.agent_worker_file.clone();
+        if let Some(proc) = self.spawn_child(Role::Agent, &script, None) {
+            let actions = self
+                .life
+                .on_agent_spawned(proc.pid, self.cluster_port, now_ms());
+            self.agent = Some(proc);
+            self.perform(actions);
+        } else {
+            let actions = self.life.on_agent_exit(Some(1), None);
+            self.perform(actions);
+        }
+    }
+
+    fn spawn_app(&mut self) -> Option<u32> {
+        let id = self.life.next_app_id();
+        let script = self.rt.app_worker_file.clone();
+        let proc = self.spawn_child(Role::App, &script, Some(id))?;
+        let pid = proc.pid;
+        self.life.on_app_spawned(id, pid);
+        self.peers.push(AppPeer {
+            pid,
+            connected: true,
+        });
+        self.apps.insert(pid, proc);
+        Some(pid)
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let s = self.cluster_seq;
+        self.cluster_seq += 1;
+        s
+    }
+
+    fn on_cluster(&mut self, pid: u32, line: &[u8]) {
+        let msg = match cluster_protocol::parse(line) {
+            Ok(m) => m,
+            Err(e) => {
+                self.logger.warn(&format!(
+                    "[master] dropped a malformed cluster message from {}: {e}",
+                    self.describe(Role::App, pid)
+                ));
+                return;
+            }
+        };
+        match msg.act.as_deref() {
+            Some("online") => self.life.on_app_online(pid),
+            Some("queryServer") => self.query_server(pid, &msg),
+            Some("listening") => {
+                let address = msg.listening_address();
+                let actions = self.life.on_app_listening(pid, &address, now_ms());
+                self.perform(actions);
+            }
+            Some("close") => {
+                if let Some(key) = &msg.key {
+                    self.release_handle(key, pid);
+                }
+            }
+            Some("exitedAfterDisconnect") => {
+                self.life.on_app_exited_after_disconnect(pid);
+                let seq = self.next_seq();
+                if let (Some(ack), Some(app)) = (msg.seq, self.apps.get(&pid)) {
+                    app.sender
+                        .send(Frame::new(cluster_protocol::ack_reply(ack, seq)));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn query_server(&mut self, pid: u32, msg: &ClusterMessage) {
+        let key = msg.handle_key();
+        let ack = msg.seq.unwrap_or(0);
+        let bound = match self.handles.get(&key) {
+            Some(_) => Ok(()),
+            None => msg
+                .bind_request()
+                .and_then(|req| {
+                    crate::listen::bind_request(&req).map_err(|e| crate::listen::uv_errno(&e))
+                })
+                .map(|fd| {
+                    self.handles.insert(
+                        key.clone(),
+                        SharedHandle {
+                            fd,
+                            data: msg.data.clone(),
+                            workers: Vec::new(),
+                        },
+                    );
+                }),
+        };
+        let seq = self.next_seq();
+        let Some(app) = self.apps.get(&pid) else {
+            return;
+        };
+        let frame = match bound {
+            Ok(()) => {
+                let Some(handle) = self.handles.get_mut(&key) else {
+                    return;
+                };
+                match handle.fd.try_clone() {
+                    Ok(dup) => {
+                        if !handle.workers.contains(&pid) {
+                            handle.workers.push(pid);
+                        }
+                        let inner = cluster_protocol::query_reply(0, &key, ack, &handle.data, seq);
+                        Frame::handle("net.Native", &inner, dup)
+                    }
+                    Err(e) => Frame::new(cluster_protocol::query_reply(
+                        crate::listen::uv_errno(&e),
+                        &key,
+                        ack,
+                        &msg.data,
+                        seq,
+                    )),
+                }
+            }
+            Err(errno) => Frame::new(cluster_protocol::query_reply(
+                errno, &key, ack, &msg.data, seq,
+            )),
+        };
+        app.sender.send(frame);
+    }
+
+    fn release_handle(&mut self, key: &str, pid: u32) {
+        if let Some(handle) = self.handles.get_mut(key) {
+            handle.workers.retain(|p| *p != pid);
+            if handle.workers.is_empty() {
+                self.handles.remove(key);
+            }
+        }
+    }
+
+    fn forget_handles(&mut self, pid: u32) {
+        let keys: Vec<String> = self
+            .handles
+            .iter()
+            .filter(|(_, h)| h.workers.contains(&pid))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.release_handle(&key, pid);
+        }
+    }
+
+    /// egg-cluster's `_doClose`: app workers first, then the agent, each SIGTERM then SIGKILL
+    /// after its timeout, then exit 0.
+    fn close(&mut self) {
+        let logger = self.logger.clone();
+        let verbose = self.life.verbose();
+        let (app_timeout, agent_timeout) = self.close_timeouts.clone();
+        let apps: Vec<shutdown::Target> = self
+            .apps
+            .values()
+            .map(|p| shutdown::Target {
+                pid: p.pid,
+                exited: p.exited.clone(),
+            })
+            .collect();
+        let agent = self.agent.as_ref().map(|p| shutdown::Target {
+            pid: p.pid,
+            exited: p.exited.clone(),
+        });
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            logger.info(&format!(
+                "[master] send kill SIGTERM to app workers, will exit with code:0 after {app_timeout}ms"
+            ));
+            logger.info(&format!("[master] wait {app_timeout}ms"));
+            let limit = shutdown::parse_timeout(&app_timeout, 5000);
+            let all = apps.into_iter().map(|t| shutdown::terminate(t, limit));
+            futures_join_all(all).await;
+            logger.info(&format!(
+                "[master] send kill SIGTERM to agent worker, will exit with code:0 after {agent_timeout}ms"
+            ));
+            logger.info(&format!("[master] wait {agent_timeout}ms"));
+            if let Some(agent) = agent {
+                logger.log_at(verbose, "[master] kill agent worker with signal SIGTERM");
+                shutdown::terminate(agent, shutdown::parse_timeout(&agent_timeout, 5000)).await;
+            }
+            logger.log_at(verbose, "[master] close done, exiting with code:0");
+            let _ = tx.send(Input::Closed);
+        });
+    }
+}
+
+/// Awaits every future concurrently (a tiny `join_all` for a handful of workers).
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// `os.totalmem()` / `os.freemem()` as libuv computes them (MemTotal, MemAvailable).
+fn meminfo() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("MemTotal:"), field("MemAvailable:"))
+}
