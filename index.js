@@ -147,6 +147,7 @@ exports.startCluster = function startCluster(options, callback) {
     nodeVersion: process.version,
     cwd: process.cwd(),
     cpus: os.cpus().length,
+    debugPort: process.debugPort,
   }, onEvent);
 
   if (typeof process.send === 'function') {

@@ -7,6 +7,15 @@
  * leftovers by their unique baseDir.
  *
  * No fixed sleeps: everything waits for an event, with a deadline.
+ *
+ * Environment switches:
+ *  - EGG_CLUSTER_RS_TEST_REFERENCE=1: run the masters of fixtures/start.js with
+ *    egg-cluster 2.5's JS master (and this package's worker scripts), to check
+ *    the tests themselves. Expected failures there: "ignores a second signal
+ *    while closing" and "EGG_AGENT_CLOSE_TIMEOUT" (egg-cluster bugs). The
+ *    egg-scripts and egg-mock tests use this package as the framework either way.
+ *  - EGG_CLUSTER_RS_TEST_VERBOSE=1: echo the masters' output.
+ *  - EGG_CLUSTER_RS_TEST_KEEP=1: keep the fixture copies in __test__/.tmp.
  */
 
 const assert = require('assert');

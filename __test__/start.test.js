@@ -69,4 +69,37 @@ describe('start', () => {
     m.kill('SIGTERM');
     assert.strictEqual((await m.waitExit()).code, 0);
   });
+
+  it('reusePort: starts and serves from every worker', async () => {
+    // (node 20's net ignores `reusePort` (22.12+), so the listen still goes through
+    // the master there; egg-cluster 2.5 then reports ready with address http://:::port)
+    const m = await startMaster('basic', { reusePort: true }, { env: { EGG_SERVER_ENV: 'prod' } });
+    const port = m.options.port;
+    const info = await m.waitReady();
+    assert.strictEqual(info.port, port);
+    assert.strictEqual(info.protocol, 'http');
+    assert(info.address.endsWith(`:${port}`), info.address);
+    const pids = await collectWorkerPids(port, 2);
+    assert.deepStrictEqual([ ...pids ].sort(), m.workers().app.sort());
+    m.kill('SIGTERM');
+    assert.strictEqual((await m.waitExit()).code, 0, m.tail());
+  });
+
+  it('sticky: the master hands connections to one worker per client IP', async () => {
+    const m = await startMaster('basic', { sticky: true }, { env: { EGG_SERVER_ENV: 'prod' } });
+    const port = m.options.port;
+    const info = await m.waitReady();
+    assert.deepStrictEqual(info, { port, address: `http://127.0.0.1:${port}`, protocol: 'http' });
+    assert.match(m.output, new RegExp(`\\[master\\] egg started on http://127\\.0\\.0\\.1:${port} \\(\\d+ms\\) with STICKY MODE!$`, 'm'));
+    const seen = new Set();
+    for (let i = 0; i < 20; i++) {
+      const res = await get(port, '/pid');
+      assert.strictEqual(res.status, 200);
+      seen.add(res.body);
+    }
+    assert.strictEqual(seen.size, 1, `one worker for 127.0.0.1, got ${[ ...seen ]}`);
+    assert(m.workers().app.includes(Number([ ...seen ][0])));
+    m.kill('SIGTERM');
+    assert.strictEqual((await m.waitExit()).code, 0, m.tail());
+  });
 });

@@ -134,6 +134,8 @@ pub struct MasterRuntime {
     pub node_version: Option<String>,
     pub cwd: Option<String>,
     pub cpus: Option<u32>,
+    /// `process.debugPort`.
+    pub debug_port: Option<u32>,
 }
 
 type EventFn =
@@ -198,6 +200,10 @@ impl Master {
                 env,
                 agent_worker_file: runtime.agent_worker_file,
                 app_worker_file: runtime.app_worker_file,
+                debug_port: runtime
+                    .debug_port
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(9229),
             },
             &node_version,
             logger,

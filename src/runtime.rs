@@ -42,6 +42,8 @@ pub struct RuntimeConfig {
     pub env: Vec<(String, String)>,
     pub agent_worker_file: String,
     pub app_worker_file: String,
+    /// `process.debugPort`: app workers of a debugged master get consecutive ports after it.
+    pub debug_port: u16,
 }
 
 /// Commands from the JS thread.
@@ -238,6 +240,9 @@ pub fn start(
         parent_connected: true,
         exiting: false,
         close_timeouts: timeouts,
+        is_debug: opts.is_debug,
+        app_debug_offset: 0,
+        last_inspect_port: None,
     };
     std::thread::Builder::new()
         .name("egg-cluster-rs".into())
@@ -268,6 +273,10 @@ struct Runtime {
     /// An exit was requested from JS; spawn nothing more.
     exiting: bool,
     close_timeouts: (String, String),
+    is_debug: bool,
+    app_debug_offset: u32,
+    /// The `--inspect-port` given to the child being spawned.
+    last_inspect_port: Option<u32>,
 }
 
 impl Runtime {
@@ -543,9 +552,10 @@ impl Runtime {
 
     fn spawn_child(&mut self, role: Role, script: &str, cluster_id: Option<u32>) -> Option<Proc> {
         let args = [self.options_json.clone()];
+        let exec_argv = self.exec_argv_for(role);
         let spec = SpawnSpec {
             exec_path: &self.rt.exec_path,
-            exec_argv: &self.rt.exec_argv,
+            exec_argv: &exec_argv,
             script,
             args: &args,
             env: &self.rt.env,
@@ -560,6 +570,7 @@ impl Runtime {
             }
         };
         let pid = child.child.id();
+        let inspect_port = self.last_inspect_port.take();
         let tx = self.tx.clone();
         let sender = match channel::start(child.channel, MAX_LINE, move |incoming| {
             let _ = tx.send(Input::Child {
@@ -592,11 +603,59 @@ impl Runtime {
                 event: ChildEvent::Exited(info),
             });
         });
+        if let Some(port) = inspect_port {
+            // egg-cluster tells the parent where to attach a debugger.
+            let data = format!("{{\"debugPort\":{port},\"pid\":{pid}}}");
+            let mut msg = messenger::master_message("debug", Role::Parent, Some(data.as_bytes()));
+            // `from` names the debugged child, as egg-cluster does.
+            let from: &[u8] = if role == Role::Agent {
+                b"\"agent\""
+            } else {
+                b"\"app\""
+            };
+            if let Ok(scanned) = json::scan(&msg) {
+                msg = scanned.with_members(&[("from", from)]);
+            }
+            self.deliver_to_parent(msg);
+        }
         Some(Proc {
             pid,
             sender,
             exited: exit_rx,
         })
+    }
+
+    /// The master's execArgv, plus `--inspect-port` when debugging: the agent's from
+    /// `EGG_AGENT_DEBUG_PORT` (default 5800), each app worker the next port after
+    /// `process.debugPort`, as Node's cluster assigns them.
+    fn exec_argv_for(&mut self, role: Role) -> Vec<String> {
+        let mut argv = self.rt.exec_argv.clone();
+        self.last_inspect_port = None;
+        if !self.is_debug {
+            return argv;
+        }
+        let port = match role {
+            Role::Agent => self
+                .rt
+                .env
+                .iter()
+                .find(|(k, _)| k == "EGG_AGENT_DEBUG_PORT")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(5800),
+            _ => {
+                self.app_debug_offset += 1;
+                let p = u32::from(self.rt.debug_port) + self.app_debug_offset;
+                // Node wraps past 65535 back to 1024.
+                if p > 65535 {
+                    p - 65535 + 1024 - 1
+                } else {
+                    p
+                }
+            }
+        };
+        argv.push(format!("--inspect-port={port}"));
+        self.last_inspect_port = Some(port);
+        argv
     }
 
     fn spawn_agent(&mut self) {

@@ -75,6 +75,15 @@ pub fn spawn_node(spec: &SpawnSpec) -> io::Result<NodeChild> {
     // calls (dup2, fcntl, prctl, getppid, kill).
     unsafe {
         cmd.pre_exec(move || {
+            // Node marks its own fds 0-2 CLOEXEC at startup (uv_disable_stdio_inheritance) and
+            // relies on libuv's spawn dup2'ing them; `Stdio::inherit` does not, so without this
+            // the child would start with 0-2 closed (and Node would reopen them on /dev/null).
+            for fd in 0..3 {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 && flags & libc::FD_CLOEXEC != 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                }
+            }
             if child_fd == 3 {
                 // dup2(3, 3) is a no-op that would leave CLOEXEC set.
                 if libc::fcntl(3, libc::F_SETFD, 0) < 0 {

@@ -1,0 +1,590 @@
+'use strict';
+
+/**
+ * `npm run bench`: the same egg 3 app (bench/fixtures/app) under egg-cluster 2.5 (A, the
+ * devDependency) and egg-cluster-rs (B), alternating A B A B on this machine; prints one table of
+ * medians [min–max] and rs/egg-cluster ratios against the targets, and writes every raw run to
+ * bench/results/<timestamp>.json. A benchmark, never a test: it fails only when something breaks.
+ *
+ * BENCH_QUICK=1         one start each, short runs (smoke run, ~1 min)
+ * BENCH_LOADGEN=autocannon  use autocannon even when wrk is installed
+ * BENCH_STICKY=0        skip the egg-cluster sticky baseline (figure 7)
+ * BENCH_WORKERS=N       app workers (default 2)
+ *
+ * See bench/README.md for what each figure is and how it is measured.
+ */
+
+const fs = require('fs');
+const os = require('os');
+const net = require('net');
+const path = require('path');
+const { fork, execFileSync } = require('child_process');
+const { performance } = require('perf_hooks');
+
+const proc = require('./lib/proc');
+const loadgen = require('./lib/loadgen');
+const { summary } = require('./lib/stats');
+
+const ROOT = path.join(__dirname, '..');
+const APP = path.join(__dirname, 'fixtures', 'app');
+const RUNNER = path.join(__dirname, 'run-master.js');
+const RESULTS = path.join(__dirname, 'results');
+const FRAMEWORK = path.dirname(require.resolve('egg/package.json', { paths: [ ROOT ] }));
+
+const QUICK = !!process.env.BENCH_QUICK && process.env.BENCH_QUICK !== '0';
+const CFG = {
+  quick: QUICK,
+  workers: Number(process.env.BENCH_WORKERS) || 2,
+  // starts of each master; the first `workloadRounds` of them also run figures 3-8
+  starts: QUICK ? 1 : 5,
+  workloadRounds: QUICK ? 1 : 3,
+  relaySizes: [ 16, 64 * 1024 ],
+  relayWindow: 64, // round trips in flight per app worker
+  relayMs: QUICK ? 1000 : 3000,
+  relayWarmMs: QUICK ? 300 : 500,
+  bcastSize: 16,
+  bcastWindow: 1024, // messages the agent may be ahead of the slowest worker
+  bcastAckEvery: 128,
+  bcastMs: QUICK ? 1000 : 3000,
+  bcastWarmMs: QUICK ? 300 : 500,
+  httpConnections: 64,
+  httpS: QUICK ? 2 : 5,
+  httpWarmS: 1,
+  sticky: process.env.BENCH_STICKY !== '0',
+  settleMs: 300, // pause after each master is gone, before the next starts
+};
+// flip when issue #4 lands: figure 7 then runs egg-cluster-rs with sticky: true too
+const RS_STICKY_SUPPORTED = process.env.BENCH_RS_STICKY === '1';
+const STICKY_NA = 'n/a: sticky not implemented yet (#4)';
+
+const IMPLS = { A: 'egg-cluster', B: 'rs' };
+const LABEL = { 'egg-cluster': 'egg-cluster 2.5', rs: 'egg-cluster-rs' };
+
+const live = new Set();
+let tmpDir;
+
+function log(...args) {
+  process.stderr.write(`[bench] ${args.join(' ')}\n`);
+}
+
+function sleep(ms) {
+  return new Promise(r => setTimeout(r, ms));
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+let seq = 0;
+const nextRunId = tag => `${tag}-${process.pid}-${++seq}`;
+
+/** One master process (and its agent + app workers). */
+class Instance {
+  constructor(impl, { sticky = false } = {}) {
+    this.impl = impl;
+    this.sticky = sticky;
+    this.results = [];
+    this.waiters = new Set();
+    this.exited = null;
+  }
+
+  async start() {
+    this.port = await freePort();
+    const options = {
+      baseDir: APP,
+      framework: FRAMEWORK,
+      workers: CFG.workers,
+      port: this.port,
+    };
+    if (this.sticky) options.sticky = true;
+    this.logFile = path.join(tmpDir, `${this.impl}${this.sticky ? '-sticky' : ''}-${++seq}.log`);
+    const fd = fs.openSync(this.logFile, 'w');
+    const t0 = performance.now();
+    this.child = fork(RUNNER, [ JSON.stringify({ impl: this.impl, options }) ], {
+      cwd: ROOT,
+      stdio: [ 'ignore', fd, fd, 'ipc' ],
+      env: {
+        ...process.env,
+        EGG_SERVER_ENV: 'prod',
+        NODE_ENV: 'production',
+        BENCH_TMP: tmpDir,
+      },
+    });
+    fs.closeSync(fd);
+    live.add(this);
+    this.exitPromise = new Promise(resolve => {
+      this.child.once('exit', (code, signal) => {
+        this.exited = { code, signal };
+        live.delete(this);
+        for (const w of this.waiters) w();
+        resolve(this.exited);
+      });
+    });
+    this.child.on('message', m => {
+      if (!m || typeof m !== 'object') return;
+      if (m.action === 'bench-ready' && !this.ready) {
+        this.ready = { ...m, readyMs: performance.now() - t0 };
+        // right at ready, before any workload
+        this.rssKiB = proc.rssKiB(m.masterPid);
+      } else if (m.action === 'bench-result') {
+        this.results.push(m.data);
+      } else {
+        return;
+      }
+      for (const w of this.waiters) w();
+    });
+    await this.until(() => this.ready, 120000, 'ready');
+    this.masterPid = this.ready.masterPid;
+    this.children = proc.clusterChildren(this.masterPid);
+    if (this.children.app.length !== CFG.workers || this.children.agent.length !== 1) {
+      throw new Error(`${this.impl}: expected 1 agent and ${CFG.workers} app workers, found ${JSON.stringify(this.children)}`);
+    }
+    return this;
+  }
+
+  until(pred, timeoutMs, what) {
+    return new Promise((resolve, reject) => {
+      let timer;
+      const check = () => {
+        let v;
+        try {
+          v = pred();
+        } catch (e) {
+          done();
+          reject(e);
+          return;
+        }
+        if (v) {
+          done();
+          resolve(v);
+        } else if (this.exited) {
+          done();
+          reject(new Error(`${this.impl} master exited (${JSON.stringify(this.exited)}) while waiting for ${what}\n${this.logTail()}`));
+        }
+      };
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      timer = setTimeout(() => {
+        done();
+        reject(new Error(`${this.impl}: timed out after ${timeoutMs} ms waiting for ${what}\n${this.logTail()}`));
+      }, timeoutMs);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  logTail() {
+    try {
+      return fs.readFileSync(this.logFile, 'utf8').split('\n').slice(-30).join('\n');
+    } catch (_) {
+      return '';
+    }
+  }
+
+  send(msg) {
+    this.child.send(msg);
+  }
+
+  /** Waits for `n` bench-result messages of this run. */
+  async collect(runId, kind, n, timeoutMs) {
+    const pick = () => this.results.filter(r => r.runId === runId && r.kind === kind);
+    await this.until(() => pick().length >= n, timeoutMs, `${n} ${kind} result(s) of ${runId}`);
+    return pick();
+  }
+
+  /** utime+stime (ms) of the master, the agent and the app workers. */
+  cpu() {
+    const sum = pids => pids.reduce((a, p) => a + (proc.cpuMs(p) || 0), 0);
+    return {
+      t: performance.now(),
+      master: proc.cpuMs(this.masterPid),
+      agent: sum(this.children.agent),
+      apps: sum(this.children.app),
+    };
+  }
+
+  static cpuDelta(a, b) {
+    return {
+      wallMs: b.t - a.t,
+      master: b.master - a.master,
+      agent: b.agent - a.agent,
+      apps: b.apps - a.apps,
+    };
+  }
+
+  async stop() {
+    if (!this.child) return null;
+    const tree = this.masterPid ? proc.descendants(this.masterPid) : [];
+    const t0 = performance.now();
+    if (!this.exited) {
+      this.child.kill('SIGTERM');
+      const timeout = sleep(30000).then(() => null);
+      if (!await Promise.race([ this.exitPromise, timeout ])) {
+        log(`${this.impl} master ${this.masterPid} did not exit 30 s after SIGTERM: SIGKILL`);
+        this.child.kill('SIGKILL');
+        await this.exitPromise;
+      }
+    }
+    const closeMs = performance.now() - t0;
+    // the workers must be gone too: wait a little, then SIGKILL and report what was left
+    const deadline = Date.now() + 10000;
+    while (tree.some(proc.alive) && Date.now() < deadline) await sleep(50);
+    const leftovers = tree.filter(proc.alive);
+    for (const pid of leftovers) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch (_) {
+        // gone meanwhile
+      }
+    }
+    if (leftovers.length) log(`WARNING: ${this.impl}: processes left behind after the master exited: ${leftovers.join(', ')} (SIGKILLed)`);
+    return { closeMs, exit: this.exited, leftovers };
+  }
+
+  killNow() {
+    const tree = this.masterPid ? proc.descendants(this.masterPid) : [];
+    for (const pid of [ this.child && this.child.pid, ...tree ]) {
+      try {
+        if (pid) process.kill(pid, 'SIGKILL');
+      } catch (_) {
+        // gone
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// workloads
+
+async function relay(inst, size) {
+  const once = async durationMs => {
+    const runId = nextRunId(`relay${size}`);
+    const c0 = inst.cpu();
+    inst.send({ action: 'bench-relay-start', to: 'app', data: { runId, size, window: CFG.relayWindow, durationMs } });
+    const res = await inst.collect(runId, 'relay', CFG.workers, durationMs + 60000);
+    const cpu = Instance.cpuDelta(c0, inst.cpu());
+    const roundTrips = res.reduce((a, r) => a + r.roundTrips, 0);
+    const elapsedMs = Math.max(...res.map(r => r.elapsedMs));
+    const relayed = roundTrips * 2; // app -> agent and agent -> app: two messages through the master
+    return {
+      size,
+      window: CFG.relayWindow,
+      perWorker: res.map(r => ({ pid: r.pid, roundTrips: r.roundTrips, elapsedMs: r.elapsedMs })),
+      roundTrips,
+      elapsedMs,
+      roundTripsPerS: roundTrips / elapsedMs * 1000,
+      msgsPerS: relayed / elapsedMs * 1000,
+      cpu,
+      masterCpuMsPer100k: cpu.master / relayed * 1e5,
+      agentCpuMsPer100k: cpu.agent / relayed * 1e5,
+    };
+  };
+  await once(CFG.relayWarmMs);
+  return once(CFG.relayMs);
+}
+
+async function broadcast(inst) {
+  const once = async durationMs => {
+    const runId = nextRunId('bcast');
+    const c0 = inst.cpu();
+    inst.send({
+      action: 'bench-bcast-start',
+      to: 'agent',
+      data: {
+        runId, size: CFG.bcastSize, window: CFG.bcastWindow, ackEvery: CFG.bcastAckEvery,
+        durationMs, workers: CFG.workers,
+      },
+    });
+    const [ res ] = await inst.collect(runId, 'bcast', 1, durationMs + 60000);
+    const cpu = Instance.cpuDelta(c0, inst.cpu());
+    return {
+      size: CFG.bcastSize,
+      sent: res.sent,
+      delivered: res.delivered,
+      perWorker: res.perWorker,
+      elapsedMs: res.elapsedMs,
+      deliveredPerS: res.delivered / res.elapsedMs * 1000,
+      cpu,
+      masterCpuMsPer100k: cpu.master / res.delivered * 1e5,
+    };
+  };
+  await once(CFG.bcastWarmMs);
+  return once(CFG.bcastMs);
+}
+
+async function counts(inst) {
+  const runId = nextRunId('counts');
+  inst.send({ action: 'bench-counts', to: 'app', data: { runId } });
+  const res = await inst.collect(runId, 'counts', CFG.workers, 30000);
+  return res.map(r => ({ pid: r.pid, hits: r.hits }));
+}
+
+async function http(inst, gen, close) {
+  const url = `http://127.0.0.1:${inst.port}/`;
+  await loadgen.load(gen, { url, connections: CFG.httpConnections, durationS: CFG.httpWarmS, close });
+  await counts(inst); // resets the per-worker counters
+  const c0 = inst.cpu();
+  const r = await loadgen.load(gen, { url, connections: CFG.httpConnections, durationS: CFG.httpS, close });
+  const cpu = Instance.cpuDelta(c0, inst.cpu());
+  const perWorker = await counts(inst);
+  const total = perWorker.reduce((a, w) => a + w.hits, 0);
+  const shares = perWorker.map(w => (total ? w.hits / total : 0)).sort((a, b) => b - a);
+  if (r.errors || r.non2xx) log(`note: ${inst.impl} ${close ? 'Connection: close' : 'keep-alive'}: ${r.errors} socket errors, ${r.non2xx} non-2xx`);
+  return {
+    close,
+    connections: CFG.httpConnections,
+    ...r,
+    loadgenCpuPct: r.cpuMs / r.wallMs * 100,
+    cpu,
+    masterCpuPct: cpu.master / cpu.wallMs * 100,
+    perWorker,
+    shares,
+    busiestShare: shares[0],
+  };
+}
+
+async function runInstance(impl, round, withWorkloads, gen) {
+  const inst = new Instance(impl);
+  const run = { impl, round, workers: CFG.workers };
+  try {
+    await inst.start();
+    Object.assign(run, {
+      masterPid: inst.masterPid,
+      readyMs: inst.ready.readyMs,
+      startClusterMs: inst.ready.startClusterMs,
+      requireMs: inst.ready.requireMs,
+      rssKiB: inst.rssKiB,
+    });
+    log(`${LABEL[impl]} round ${round}: ready in ${inst.ready.readyMs.toFixed(0)} ms, master RSS ${(inst.rssKiB / 1024).toFixed(1)} MiB`);
+    if (withWorkloads) {
+      run.relay = {};
+      for (const size of CFG.relaySizes) {
+        run.relay[size] = await relay(inst, size);
+        log(`  relay ${size} B: ${fmt(run.relay[size].msgsPerS)} msgs/s, master ${run.relay[size].masterCpuMsPer100k.toFixed(0)} ms CPU/100k`);
+      }
+      run.bcast = await broadcast(inst);
+      log(`  broadcast: ${fmt(run.bcast.deliveredPerS)} delivered/s`);
+      run.httpClose = await http(inst, gen, true);
+      log(`  HTTP Connection: close: ${fmt(run.httpClose.rps)} req/s, master CPU ${run.httpClose.masterCpuPct.toFixed(1)}%, spread ${run.httpClose.shares.map(s => (s * 100).toFixed(0)).join('/')}`);
+      run.httpKeepAlive = await http(inst, gen, false);
+      log(`  HTTP keep-alive: ${fmt(run.httpKeepAlive.rps)} req/s, spread ${run.httpKeepAlive.shares.map(s => (s * 100).toFixed(0)).join('/')}`);
+    }
+  } finally {
+    run.stop = await inst.stop();
+    await sleep(CFG.settleMs);
+  }
+  return run;
+}
+
+async function runSticky(impl, round, gen) {
+  const inst = new Instance(impl, { sticky: true });
+  const run = { impl, round, sticky: true, workers: CFG.workers };
+  try {
+    await inst.start();
+    run.readyMs = inst.ready.readyMs;
+    run.stickyClose = await http(inst, gen, true);
+    log(`${LABEL[impl]} sticky round ${round}: ${fmt(run.stickyClose.rps)} conn/s, master CPU ${run.stickyClose.masterCpuPct.toFixed(1)}%, spread ${run.stickyClose.shares.map(s => (s * 100).toFixed(0)).join('/')}`);
+  } finally {
+    run.stop = await inst.stop();
+    await sleep(CFG.settleMs);
+  }
+  return run;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the table
+
+function fmt(x, digits = 0) {
+  if (x == null || !Number.isFinite(x)) return '–';
+  return x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+const FIGURES = [
+  { id: '1', label: 'time to ready, fork -> bench-ready (ms)', get: r => r.readyMs, digits: 0, target: [ '<=', 0.75 ], starts: true },
+  { id: '1b', label: '  of which startCluster -> callback (ms)', get: r => r.startClusterMs, digits: 0, starts: true },
+  { id: '2', label: 'master RSS at ready (MiB)', get: r => r.rssKiB / 1024, digits: 1, target: [ '<=', 0.5 ], starts: true },
+  { id: '3a', label: 'relay 16 B: msgs/s relayed', get: r => r.relay && r.relay[16].msgsPerS, target: [ '>=', 3 ] },
+  { id: '3b', label: 'relay 16 B: master CPU ms / 100k msgs', get: r => r.relay && r.relay[16].masterCpuMsPer100k, target: [ '<=', 0.1 ] },
+  { id: '3c', label: 'relay 64 KiB: msgs/s relayed', get: r => r.relay && r.relay[65536].msgsPerS, target: [ '>=', 3 ] },
+  { id: '3d', label: 'relay 64 KiB: master CPU ms / 100k msgs', get: r => r.relay && r.relay[65536].masterCpuMsPer100k, target: [ '<=', 0.1 ] },
+  { id: '4', label: 'broadcast agent -> apps: delivered/s', get: r => r.bcast && r.bcast.deliveredPerS },
+  { id: '4b', label: 'broadcast: master CPU ms / 100k delivered', get: r => r.bcast && r.bcast.masterCpuMsPer100k },
+  { id: '5', label: 'HTTP Connection: close: req/s', get: r => r.httpClose && r.httpClose.rps, target: [ '>=', 1.3 ] },
+  { id: '5b', label: 'HTTP close: master CPU (% of a core)', get: r => r.httpClose && r.httpClose.masterCpuPct, digits: 1, absTarget: [ '<=', 1, '≈0 (rs ≤ 1%)' ] },
+  { id: '5c', label: 'HTTP close: load generator CPU (% core)', get: r => r.httpClose && r.httpClose.loadgenCpuPct, digits: 0 },
+  { id: '6', label: 'HTTP keep-alive: req/s', get: r => r.httpKeepAlive && r.httpKeepAlive.rps },
+  { id: '6b', label: 'HTTP keep-alive: master CPU (% core)', get: r => r.httpKeepAlive && r.httpKeepAlive.masterCpuPct, digits: 1 },
+  { id: '6c', label: 'HTTP keep-alive: load gen CPU (% core)', get: r => r.httpKeepAlive && r.httpKeepAlive.loadgenCpuPct, digits: 0 },
+  { id: '7', label: 'sticky, Connection: close: conn/s', get: r => r.stickyClose && r.stickyClose.rps, target: [ '>=', 2 ], sticky: true },
+  { id: '8', label: 'spread under (5): busiest worker share %', get: r => r.httpClose && r.httpClose.busiestShare * 100, digits: 1 },
+  { id: '8b', label: 'spread under (6): busiest worker share %', get: r => r.httpKeepAlive && r.httpKeepAlive.busiestShare * 100, digits: 1 },
+];
+
+function cell(s, digits) {
+  if (!s) return '–';
+  return `${fmt(s.median, digits)} [${fmt(s.min, digits)}–${fmt(s.max, digits)}]`;
+}
+
+function buildTable(runs) {
+  const rows = [];
+  const pick = (impl, f) => runs.filter(r => r.impl === impl && !!r.sticky === !!f.sticky);
+  for (const f of FIGURES) {
+    const a = summary(pick('egg-cluster', f).map(f.get));
+    const b = summary(pick('rs', f).map(f.get));
+    const row = { id: f.id, label: f.label, a, b, ratio: null, target: '', status: '' };
+    if (f.sticky && !RS_STICKY_SUPPORTED) {
+      row.bText = STICKY_NA;
+      row.ratioText = 'n/a';
+      row.target = `≥ ${f.target[1]}×`;
+      row.status = 'n/a';
+      rows.push(row);
+      continue;
+    }
+    if (a && b && a.median) row.ratio = b.median / a.median;
+    if (f.target) {
+      const [ op, k ] = f.target;
+      row.target = `${op === '>=' ? '≥' : '≤'} ${k}×`;
+      if (row.ratio != null) row.status = (op === '>=' ? row.ratio >= k : row.ratio <= k) ? 'met' : 'missed';
+    } else if (f.absTarget) {
+      const [ op, k, text ] = f.absTarget;
+      row.target = text;
+      if (b) row.status = (op === '>=' ? b.median >= k : b.median <= k) ? 'met' : 'missed';
+    }
+    row.digits = f.digits || 0;
+    rows.push(row);
+  }
+  const header = [ '#', 'figure', `${LABEL['egg-cluster']} median [min–max]`, `${LABEL.rs} median [min–max]`, 'rs/egg', 'target', 'status' ];
+  const lines = rows.map(r => [
+    r.id,
+    r.label,
+    cell(r.a, r.digits),
+    r.bText || cell(r.b, r.digits),
+    r.ratioText || (r.ratio == null ? '–' : `${r.ratio.toFixed(2)}×`),
+    r.target || '–',
+    r.status || '–',
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map(l => l[i].length)));
+  const line = cols => cols.map((c, i) => (i >= 2 && i <= 4 && c !== STICKY_NA ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' | ').trimEnd();
+  const sep = widths.map(w => '-'.repeat(w)).join('-|-');
+  return { rows, text: [ line(header), sep, ...lines.map(line) ].join('\n') };
+}
+
+function spreadNotes(runs) {
+  const out = [];
+  for (const [ key, name ] of [ [ 'httpClose', 'Connection: close' ], [ 'httpKeepAlive', 'keep-alive' ], [ 'stickyClose', 'sticky' ] ]) {
+    for (const impl of [ 'egg-cluster', 'rs' ]) {
+      const rs = runs.filter(r => r.impl === impl && r[key]);
+      if (!rs.length) continue;
+      out.push(`  ${name.padEnd(17)} ${LABEL[impl].padEnd(15)} ${rs.map(r => r[key].shares.map(s => (s * 100).toFixed(1)).join('/')).join(',  ')}`);
+    }
+  }
+  return out.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function gitRev() {
+  try {
+    return execFileSync('git', [ 'rev-parse', '--short', 'HEAD' ], { cwd: ROOT, encoding: 'utf8' }).trim() +
+      (execFileSync('git', [ 'status', '--porcelain', '--', 'src', 'index.js', 'lib' ], { cwd: ROOT, encoding: 'utf8' }).trim() ? '+dirty' : '');
+  } catch (_) {
+    return 'unknown';
+  }
+}
+
+async function main() {
+  if (process.platform !== 'linux') throw new Error('the bench reads /proc: Linux only');
+  try {
+    require.resolve(path.join(ROOT, 'native.js'));
+  } catch (_) {
+    throw new Error('the addon is not built: run `npm run build` first');
+  }
+  tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'egg-cluster-rs-bench-'));
+  const gen = loadgen.detect();
+  const started = new Date();
+  const eggClusterVersion = require(path.join(ROOT, 'node_modules/egg-cluster/package.json')).version;
+  const eggVersion = require(path.join(FRAMEWORK, 'package.json')).version;
+  log(`egg-cluster ${eggClusterVersion} (A) vs egg-cluster-rs ${require(path.join(ROOT, 'package.json')).version} (B), egg ${eggVersion}, node ${process.version}, ${os.cpus().length} CPUs`);
+  log(`load generator: ${gen.name} ${gen.version}${gen.name === 'autocannon' ? ' (wrk not found on PATH: `apt-get install wrk` for a lighter one)' : ''}`);
+  log(`${CFG.starts} start(s) each, figures 3-8 on the first ${CFG.workloadRounds}${QUICK ? ' (BENCH_QUICK)' : ''}; logs in ${tmpDir}`);
+
+  const runs = [];
+  const meta = {
+    started: started.toISOString(),
+    node: process.version,
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0] && os.cpus()[0].model,
+    kernel: os.release(),
+    clkTck: proc.clkTck,
+    loadgen: { name: gen.name, version: gen.version },
+    eggCluster: eggClusterVersion,
+    egg: eggVersion,
+    eggClusterRs: gitRev(),
+    config: CFG,
+    timeToReady: 'driver: from fork() of bench/run-master.js to its bench-ready message; startClusterMs: inside the master, startCluster() -> callback',
+  };
+  for (let round = 1; round <= CFG.starts; round++) {
+    const withWorkloads = round <= CFG.workloadRounds;
+    for (const impl of [ IMPLS.A, IMPLS.B ]) {
+      runs.push(await runInstance(impl, round, withWorkloads, gen));
+    }
+    if (withWorkloads && CFG.sticky) {
+      runs.push(await runSticky('egg-cluster', round, gen));
+      if (RS_STICKY_SUPPORTED) runs.push(await runSticky('rs', round, gen));
+    }
+  }
+
+  const table = buildTable(runs);
+  const leftovers = runs.flatMap(r => (r.stop && r.stop.leftovers) || []);
+  const out = [
+    '',
+    `egg-cluster ${eggClusterVersion} vs egg-cluster-rs (${meta.eggClusterRs}), egg ${eggVersion}, node ${process.version}, ${meta.cpus} CPUs, ${CFG.workers} app workers`,
+    `load generator: ${gen.name} ${gen.version}, ${CFG.httpConnections} connections, ${CFG.httpS} s runs after a ${CFG.httpWarmS} s warmup` +
+      `${gen.name === 'wrk' ? ' (1 thread)' : ''}; ${CFG.starts} starts each, ${CFG.workloadRounds} workload runs each, alternating A B`,
+    `relay: window ${CFG.relayWindow} round trips per app worker (all workers at once), ${CFG.relayMs} ms; a round trip is 2 relayed msgs`,
+    '',
+    table.text,
+    '',
+    'per-worker share of requests, each run (%):',
+    spreadNotes(runs),
+    '',
+    `processes left behind: ${leftovers.length ? leftovers.join(', ') : 'none'}`,
+  ].join('\n');
+  process.stdout.write(`${out}\n`);
+
+  fs.mkdirSync(RESULTS, { recursive: true });
+  const file = path.join(RESULTS, `${started.toISOString().replace(/[:.]/g, '-')}.json`);
+  meta.finished = new Date().toISOString();
+  fs.writeFileSync(file, JSON.stringify({ meta, summary: table.rows, runs }, null, 2));
+  process.stdout.write(`raw runs: ${path.relative(process.cwd(), file)}\n`);
+  fs.rmSync(tmpDir, { recursive: true, force: true });
+}
+
+function killAll() {
+  for (const inst of live) inst.killNow();
+}
+
+process.on('SIGINT', () => {
+  killAll();
+  process.exit(130);
+});
+process.on('SIGTERM', () => {
+  killAll();
+  process.exit(143);
+});
+
+main().catch(err => {
+  killAll();
+  console.error(`[bench] failed: ${err && err.stack || err}`);
+  if (tmpDir) console.error(`[bench] master logs kept in ${tmpDir}`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,120 @@
+'use strict';
+
+/**
+ * /proc readers: CPU time (utime+stime from /proc/<pid>/stat, in ms), VmRSS, process trees.
+ */
+
+const fs = require('fs');
+const { execFileSync } = require('child_process');
+
+let clkTck = 100;
+try {
+  clkTck = Number(execFileSync('getconf', [ 'CLK_TCK' ], { encoding: 'utf8' }).trim()) || 100;
+} catch (_) {
+  // getconf missing: Linux's USER_HZ is 100 everywhere that matters
+}
+
+/**
+ * @param {number|string} pid - a pid or 'self'
+ * @return {?{ppid:number, utime:number, stime:number, cutime:number, cstime:number}} clock ticks
+ */
+function stat(pid) {
+  let text;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch (_) {
+    return null;
+  }
+  // comm may contain spaces and parentheses: fields start after the last ')'
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // f[0] is field 3 (state): field N is f[N - 3]
+  return {
+    state: f[0],
+    ppid: Number(f[1]),
+    utime: Number(f[11]),
+    stime: Number(f[12]),
+    cutime: Number(f[13]),
+    cstime: Number(f[14]),
+  };
+}
+
+/** @return {?number} utime+stime of pid in ms */
+function cpuMs(pid) {
+  const s = stat(pid);
+  return s ? (s.utime + s.stime) * 1000 / clkTck : null;
+}
+
+/** @return {number} CPU time of this process's waited-for children (cutime+cstime) in ms */
+function childrenCpuMs() {
+  const s = stat('self');
+  return (s.cutime + s.cstime) * 1000 / clkTck;
+}
+
+/** @return {?number} VmRSS of pid in KiB */
+function rssKiB(pid) {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch (_) {
+    return null;
+  }
+}
+
+function cmdline(pid) {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+  } catch (_) {
+    return [];
+  }
+}
+
+/** @return {Map<number, number>} pid -> ppid of every live process */
+function allPpids() {
+  const map = new Map();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const s = stat(name);
+    if (s && s.state !== 'Z') map.set(Number(name), s.ppid);
+  }
+  return map;
+}
+
+/** @return {number[]} every live descendant of pid (not pid itself) */
+function descendants(pid) {
+  const ppids = allPpids();
+  const out = [];
+  const walk = p => {
+    for (const [ child, parent ] of ppids) {
+      if (parent === p) {
+        out.push(child);
+        walk(child);
+      }
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+/**
+ * The master's direct children by role, from their command lines.
+ * @return {{agent: number[], app: number[], other: number[]}} pids
+ */
+function clusterChildren(masterPid) {
+  const ppids = allPpids();
+  const out = { agent: [], app: [], other: [] };
+  for (const [ pid, ppid ] of ppids) {
+    if (ppid !== masterPid) continue;
+    const cmd = cmdline(pid).join(' ');
+    if (/agent_worker\.js/.test(cmd)) out.agent.push(pid);
+    else if (/app_worker\.js/.test(cmd)) out.app.push(pid);
+    else out.other.push(pid);
+  }
+  return out;
+}
+
+function alive(pid) {
+  const s = stat(pid);
+  return !!s && s.state !== 'Z';
+}
+
+module.exports = { clkTck, stat, cpuMs, childrenCpuMs, rssKiB, cmdline, descendants, clusterChildren, alive };

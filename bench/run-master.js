@@ -1,0 +1,43 @@
+'use strict';
+
+/**
+ * One cluster master, forked by bench/index.js:
+ *
+ *   node bench/run-master.js '{"impl":"egg-cluster"|"rs","options":{...}}'
+ *
+ * Calls egg-cluster 2.5's or egg-cluster-rs's startCluster(options, cb) and, on ready, sends
+ * `{ action: 'bench-ready', masterPid, t, ... }` to the bench driver. Everything else the driver
+ * sends (`{ to: 'app' | 'agent', ... }`) is relayed by the master itself, as in production.
+ */
+
+const path = require('path');
+
+const tRequire = Date.now();
+const { impl, options } = JSON.parse(process.argv[2]);
+const ROOT = path.join(__dirname, '..');
+
+let startCluster;
+if (impl === 'egg-cluster') {
+  startCluster = require(path.join(ROOT, 'node_modules/egg-cluster')).startCluster;
+} else if (impl === 'rs') {
+  startCluster = require(ROOT).startCluster;
+} else {
+  throw new Error(`unknown impl ${impl}`);
+}
+
+const tStart = Date.now();
+startCluster(options, err => {
+  if (err) {
+    console.error('[bench runner] start failed: %s', err && err.stack || err);
+    process.exit(1);
+  }
+  const t = Date.now();
+  process.send({
+    action: 'bench-ready',
+    masterPid: process.pid,
+    t,
+    // measured inside the master process: require of the cluster module, and startCluster -> callback
+    requireMs: tStart - tRequire,
+    startClusterMs: t - tStart,
+  });
+});

@@ -1,0 +1,7 @@
+'use strict';
+
+module.exports = appInfo => {
+  return {
+    keys: `${appInfo.name}_egg-cluster-rs-example`,
+  };
+};

@@ -1,0 +1,128 @@
+/// <reference types="node" />
+import { EventEmitter } from 'events';
+
+/** `https` option: paths of PEM files (read by the app workers). */
+export interface HttpsOptions {
+  /** path of the private key */
+  key: string;
+  /** path of the certificate */
+  cert: string;
+  /** path of the CA certificate */
+  ca?: string;
+}
+
+/**
+ * Options of {@link startCluster}, as egg-cluster 2.x takes them. Every option is
+ * also passed on (with the master's additions such as `clusterPort`) to the
+ * agent and app workers, whose `new Application(options)` / `new Agent(options)` get them.
+ */
+export interface ClusterOptions {
+  /**
+   * The framework: an absolute path, or a package name looked up in
+   * `baseDir/node_modules`, `process.cwd()/node_modules` (at call and at load
+   * time) and up from this package's own directory. Default: `package.json`'s
+   * `egg.framework` in `baseDir`, else `'egg'`.
+   */
+  framework?: string;
+  /** Same as `framework` (egg-mock's name for it); used when `framework` is not set. */
+  customEgg?: string;
+  /** Directory of the application (must contain a package.json). Default: `process.cwd()`. */
+  baseDir?: string;
+  /** Number of app workers. Default: the number of CPUs. */
+  workers?: number | string;
+  /**
+   * Listening port. Default: `config.cluster.listen.port` of the app, else 7001
+   * (egg's default); 8443 when `https` is set.
+   */
+  port?: number | string;
+  /**
+   * HTTPS: `{ key, cert, ca? }` file paths (`true` is the deprecated form, taking
+   * `options.key` / `options.cert`).
+   */
+  https?: HttpsOptions | boolean;
+  /**
+   * Sticky sessions: the master listens on `port` and hands each connection to a
+   * worker chosen from the client IP; the workers listen on an internal port on 127.0.0.1.
+   */
+  sticky?: boolean;
+  /**
+   * `SO_REUSEPORT`: every app worker binds `port` itself and the kernel balances
+   * connections (Linux 3.9+, FreeBSD 12+, ...). Default: false.
+   */
+  reusePort?: boolean;
+  /** Also listen on this port with plain HTTP (next to `https`). */
+  debugPort?: number;
+  /** Module(s) to `require()` in the agent and app workers before the framework. */
+  require?: string | string[];
+  /** Write the master's pid to this file (directories are created); removed at exit. */
+  pidFile?: string;
+  /** The egg server env (`local`, `unittest`, `prod`...). Default: `process.env.EGG_SERVER_ENV`. */
+  env?: string;
+  /** Plugins to enable/override (egg-mock uses it). */
+  plugins?: Record<string, any> | null;
+  /** Process title option of egg-scripts, passed through to the workers' argv. */
+  title?: string;
+  /** Anything else is passed through to the workers. */
+  [key: string]: any;
+}
+
+/** What the master reports when the cluster is ready (egg-ready's data for the parent). */
+export interface ReadyInfo {
+  port: number;
+  debugPort?: number;
+  /** e.g. `http://127.0.0.1:7001` */
+  address: string;
+  protocol: 'http' | 'https';
+}
+
+/** The Promise returned by {@link startCluster}. */
+export interface ClusterPromise extends Promise<ReadyInfo> {
+  /**
+   * Emits the `{ to: 'master' }` messages (from the workers or the parent) that the
+   * native master does not handle itself, as `(data)` under their `action`.
+   */
+  readonly master: EventEmitter;
+}
+
+/**
+ * Start an egg application in cluster mode: this process becomes the master,
+ * forking one agent worker and `workers` app workers.
+ *
+ * Throws synchronously (an `Error` with `code: 'ERR_EGG_CLUSTER_OPTIONS'`) on
+ * bad options. `callback()` is called without argument once every app worker
+ * listens (egg-cluster's form), or with an error if the start fails before that;
+ * the returned Promise (egg 4's form) settles at the same time.
+ */
+export function startCluster(options?: ClusterOptions, callback?: (err?: Error) => void): ClusterPromise;
+
+// egg 3's exports (loaded lazily at run time, on first access), so this package can be used as a framework
+export {
+  start,
+  Application,
+  Agent,
+  AppWorkerLoader,
+  AgentWorkerLoader,
+  Controller,
+  Service,
+  Subscription,
+  BaseContextClass,
+  Boot,
+} from 'egg';
+
+// and egg's commonly used types
+export type {
+  Context,
+  EggAppConfig,
+  EggAppInfo,
+  EggPlugin,
+  PowerPartial,
+  IBoot,
+  IService,
+  IController,
+  IMiddleware,
+  IHelper,
+  Router,
+  Messenger,
+  Singleton,
+  EggLogger,
+} from 'egg';
