@@ -27,6 +27,7 @@ pub mod proctree;
 pub mod runtime;
 pub mod shutdown;
 pub mod spawn;
+pub mod sticky;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -147,6 +147,11 @@ impl Lifecycle {
         self.apps.iter().find(|a| a.pid == pid)
     }
 
+    /// The port the app is served on (options, or the workers' `realport`).
+    pub fn real_port(&self) -> Option<u16> {
+        self.real_port
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed
     }

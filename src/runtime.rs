@@ -66,6 +66,11 @@ enum Input {
     },
     ReforkAgent,
     Closed,
+    /// A connection accepted on the real port in sticky mode.
+    StickyConnection {
+        fd: OwnedFd,
+        ip: std::net::IpAddr,
+    },
 }
 
 enum ChildEvent {
@@ -242,6 +247,8 @@ pub fn start(
         close_timeouts: timeouts,
         is_debug: opts.is_debug,
         app_debug_offset: 0,
+        sticky: opts.sticky,
+        slots: vec![None; opts.workers],
         last_inspect_port: None,
     };
     std::thread::Builder::new()
@@ -275,6 +282,9 @@ struct Runtime {
     close_timeouts: (String, String),
     is_debug: bool,
     app_debug_offset: u32,
+    sticky: bool,
+    /// Sticky slots: which app worker owns each of the `workers` slots.
+    slots: Vec<Option<u32>>,
     /// The `--inspect-port` given to the child being spawned.
     last_inspect_port: Option<u32>,
 }
@@ -317,6 +327,7 @@ impl Runtime {
                     self.spawn_agent();
                 }
             }
+            Input::StickyConnection { fd, ip } => self.hand_over(fd, ip),
             Input::Closed => {
                 self.exiting = true;
                 self.emit.emit("exit", "0".into());
@@ -389,6 +400,9 @@ impl Runtime {
             _ => {
                 self.apps.remove(&pid);
                 self.peers.retain(|p| p.pid != pid);
+                for slot in self.slots.iter_mut().filter(|s| **s == Some(pid)) {
+                    *slot = None;
+                }
                 self.forget_handles(pid);
                 self.life.on_app_exit(pid, info.code, signal)
             }
@@ -513,7 +527,18 @@ impl Runtime {
                     }
                 }
                 Action::Send(target, line) => self.send(target, line),
-                Action::Ready(data) => self.emit.emit("ready", data.to_string()),
+                Action::Ready(data) => {
+                    if self.sticky {
+                        if let Err(e) = self.start_sticky_server() {
+                            self.logger
+                                .error(&format!("[master] sticky server failed to listen: {e}"));
+                            self.exiting = true;
+                            self.emit.emit("exit", "1".into());
+                            continue;
+                        }
+                    }
+                    self.emit.emit("ready", data.to_string())
+                }
                 Action::Exit(code) => {
                     self.exiting = true;
                     self.emit.emit("exit", code.to_string());
@@ -678,12 +703,82 @@ impl Runtime {
         let proc = self.spawn_child(Role::App, &script, Some(id))?;
         let pid = proc.pid;
         self.life.on_app_spawned(id, pid);
+        // A replacement takes the slot its predecessor left, so sticky clients come back to it.
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(pid);
+        }
         self.peers.push(AppPeer {
             pid,
             connected: true,
         });
         self.apps.insert(pid, proc);
         Some(pid)
+    }
+
+    /// Sticky mode: listen on the real port and feed accepted connections to the main loop.
+    fn start_sticky_server(&mut self) -> std::io::Result<()> {
+        let port = self.life.real_port().unwrap_or(0);
+        let fd = crate::listen::bind_request(&cluster_protocol::BindRequest::Tcp {
+            address: None,
+            port,
+            ipv6_only: false,
+        })?;
+        let backlog = nix::sys::socket::Backlog::new(511).map_err(std::io::Error::from)?;
+        nix::sys::socket::listen(&fd, backlog)?;
+        let listener = tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))?;
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, addr)) => {
+                        let fd = match stream.into_std() {
+                            Ok(s) => OwnedFd::from(s),
+                            Err(_) => continue,
+                        };
+                        if tx
+                            .send(Input::StickyConnection { fd, ip: addr.ip() })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    Err(e) => {
+                        tracing::warn!("sticky accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn hand_over(&mut self, fd: OwnedFd, ip: std::net::IpAddr) {
+        let slots: Vec<Option<(u32, bool)>> = self
+            .slots
+            .iter()
+            .map(|s| {
+                s.map(|pid| {
+                    let serving = self
+                        .life
+                        .app(pid)
+                        .is_some_and(|a| a.state == master::AppState::Listening)
+                        && self.apps.contains_key(&pid);
+                    (pid, serving)
+                })
+            })
+            .collect();
+        let Some(pid) = crate::sticky::pick(ip, &slots) else {
+            // No worker can take it: closing is all that is left.
+            return;
+        };
+        if let Some(app) = self.apps.get(&pid) {
+            app.sender.send(Frame::handle(
+                "net.Socket",
+                b"\"sticky-session:connection\"",
+                fd,
+            ));
+        }
     }
 
     fn next_seq(&mut self) -> u64 {
