@@ -57,6 +57,8 @@ pub struct App {
     pub exited_after_disconnect: bool,
     pub disconnected: bool,
     pub dead: bool,
+    /// Already counted as started (a worker counts once, however it reports listening).
+    pub counted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +300,7 @@ impl Lifecycle {
             exited_after_disconnect: false,
             disconnected: false,
             dead: false,
+            counted: false,
         });
         Vec::new()
     }
@@ -336,18 +339,32 @@ impl Lifecycle {
         }
     }
 
-    /// Cluster `listening`: `address` is `{addressType, address, port[, fd]}`.
-    pub fn on_app_listening(&mut self, pid: u32, address: &Value, now: u64) -> Vec<Action> {
+    /// Cluster `listening` (`address` is `{addressType, address, port[, fd]}`), or, with
+    /// `reuse_port`, the worker's own `reuse-port-listening` message: a worker that binds its
+    /// port itself (Node 22 `reusePort`) never sends a cluster `listening`. On Node 20 a
+    /// reusePort worker sends both; it is counted once (egg-cluster counts it twice).
+    pub fn on_app_listening(
+        &mut self,
+        pid: u32,
+        address: &Value,
+        now: u64,
+        reuse_port: bool,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         let Some(idx) = self.apps.iter().position(|a| a.pid == pid) else {
             return out;
         };
         self.apps[idx].state = AppState::Listening;
         let app = self.apps[idx].clone();
+        let how = if reuse_port {
+            "reuse-port listening"
+        } else {
+            "listening"
+        };
         out.push(Action::Log(
             Level::Info,
             format!(
-                "[master] app_worker#{}:{} listening on {}",
+                "[master] app_worker#{}:{} {how} on {}",
                 app.id, app.pid, address
             ),
         ));
@@ -359,9 +376,10 @@ impl Lifecycle {
             self.real_port
         };
         // Only the listen on the real port counts (an app may listen on other ports too).
-        if !is_unix && port.map(|p| p as i128) != expected.map(|p| p as i128) {
+        if app.counted || (!is_unix && port.map(|p| p as i128) != expected.map(|p| p as i128)) {
             return out;
         }
+        self.apps[idx].counted = true;
         let pids = self.listening_pids_json();
         Self::send(&mut out, Target::Agent, "egg-pids", Some(&pids));
         // egg-cluster sends this only at agent-start, before any app worker exists; every
@@ -676,7 +694,7 @@ mod tests {
         let mut last = Vec::new();
         for i in 0..workers as u32 {
             l.on_app_online(20 + i);
-            last = l.on_app_listening(20 + i, &addr(7001), 100);
+            last = l.on_app_listening(20 + i, &addr(7001), 100, false);
         }
         (l, last)
     }
@@ -714,10 +732,27 @@ mod tests {
         l.on_agent_spawned(10, 4000, 0);
         l.on_agent_start(1);
         l.on_app_spawned(1, 20);
-        let a = l.on_app_listening(20, &addr(9999), 2);
+        let a = l.on_app_listening(20, &addr(9999), 2, false);
         assert!(!l.is_started());
         assert!(sends(&a).is_empty());
-        l.on_app_listening(20, &addr(7001), 3);
+        l.on_app_listening(20, &addr(7001), 3, false);
+        assert!(l.is_started());
+    }
+
+    #[test]
+    fn a_worker_counts_once_however_it_reports_listening() {
+        let mut l = Lifecycle::new(cfg(2), Level::Info, 0);
+        l.on_agent_spawned(10, 4000, 0);
+        l.on_agent_start(1);
+        l.on_app_spawned(1, 20);
+        l.on_app_spawned(2, 21);
+        l.on_app_listening(20, &addr(7001), 2, false);
+        let a = l.on_app_listening(20, &addr(7001), 3, true);
+        assert!(a
+            .iter()
+            .any(|x| matches!(x, Action::Log(_, m) if m.contains("reuse-port listening on"))));
+        assert!(!l.is_started(), "the same worker must not count twice");
+        l.on_app_listening(21, &addr(7001), 4, true);
         assert!(l.is_started());
     }
 
@@ -731,7 +766,7 @@ mod tests {
         l.on_agent_start(1);
         l.on_app_spawned(1, 20);
         l.on_realport(Some(8080), Some("https"));
-        let a = l.on_app_listening(20, &addr(8080), 2);
+        let a = l.on_app_listening(20, &addr(8080), 2, false);
         assert!(a.iter().any(|x| matches!(x, Action::Log(Level::Info, m) if m.starts_with("[master] egg started on https://example.test:8080 ("))));
     }
 

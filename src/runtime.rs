@@ -442,7 +442,9 @@ impl Runtime {
             }
         };
         match routed.dest {
-            Destination::Master => self.deliver_to_master(routed.action.as_deref(), routed.line),
+            Destination::Master => {
+                self.deliver_to_master(from, pid, routed.action.as_deref(), routed.line)
+            }
             Destination::Parent => self.deliver_to_parent(routed.line),
             Destination::Agent => {
                 if let Some(agent) = &self.agent {
@@ -475,7 +477,7 @@ impl Runtime {
 
     /// Messages addressed to the master: the lifecycle's own actions are handled here, the rest
     /// are emitted on the JS master object as egg-cluster's `master.emit(action, data)` does.
-    fn deliver_to_master(&mut self, action: Option<&str>, line: Vec<u8>) {
+    fn deliver_to_master(&mut self, from: Role, pid: u32, action: Option<&str>, line: Vec<u8>) {
         match action {
             Some("agent-start") => {
                 let actions = self.life.on_agent_start(now_ms());
@@ -493,6 +495,15 @@ impl Runtime {
                     .and_then(|p| u16::try_from(p).ok());
                 let protocol = data.get("protocol").and_then(Value::as_str);
                 self.life.on_realport(port, protocol);
+            }
+            Some("reuse-port-listening") if from == Role::App => {
+                let address = json::scan(&line)
+                    .ok()
+                    .and_then(|s| s.raw("data").map(<[u8]>::to_vec))
+                    .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
+                    .unwrap_or(Value::Null);
+                let actions = self.life.on_app_listening(pid, &address, now_ms(), true);
+                self.perform(actions);
             }
             _ => self
                 .emit
@@ -803,7 +814,7 @@ impl Runtime {
             Some("queryServer") => self.query_server(pid, &msg),
             Some("listening") => {
                 let address = msg.listening_address();
-                let actions = self.life.on_app_listening(pid, &address, now_ms());
+                let actions = self.life.on_app_listening(pid, &address, now_ms(), false);
                 self.perform(actions);
             }
             Some("close") => {
