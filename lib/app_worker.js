@@ -81,6 +81,9 @@ AppWorker.send({
   data: {
     port,
     protocol,
+    // egg-cluster-rs: the master binds one SO_REUSEPORT socket per worker slot and keeps it,
+    // so a dead worker's queued connections wait for its replacement.
+    reusePort,
   },
 });
 
@@ -160,7 +163,9 @@ function startServer(err) {
       }
       if (reusePort) {
         // https://nodejs.org/api/net.html#serverlistenoptions-callback
-        const listenOptions = { port, reusePort };
+        // No `reusePort` flag here: on Node >= 22.12 it would make the worker bind by itself,
+        // bypassing the master; the master gives each worker slot its own SO_REUSEPORT socket.
+        const listenOptions = { port };
         if (listenConfig.hostname) {
           listenOptions.host = listenConfig.hostname;
         }

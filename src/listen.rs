@@ -43,7 +43,52 @@ pub fn bind_request(req: &BindRequest) -> io::Result<OwnedFd> {
     }
 }
 
-fn bind_tcp(addr: SocketAddr, ipv6_only: bool) -> io::Result<OwnedFd> {
+/// A TCP socket with `SO_REUSEPORT`, bound and listening: one per worker slot, so the kernel
+/// spreads connections evenly over the workers and keeps a dead worker's queue for its
+/// replacement (the master holds a reference). Unix paths cannot share a port; they go through
+/// [`bind_request`].
+pub fn bind_reuse_port(req: &BindRequest, backlog: Option<i64>) -> io::Result<OwnedFd> {
+    let BindRequest::Tcp {
+        address,
+        port,
+        ipv6_only,
+    } = req
+    else {
+        return bind_request(req);
+    };
+    let open = |addr: SocketAddr, v6only: bool| -> io::Result<OwnedFd> {
+        let fd = new_tcp_socket(&addr)?;
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+        bind_tcp_socket(&fd, addr, v6only)?;
+        Ok(fd)
+    };
+    let fd = match address {
+        Some(ip) => open(SocketAddr::new(*ip, *port), *ipv6_only)?,
+        None => open(
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), *port),
+            false,
+        )
+        .or_else(|e| match e.raw_os_error() {
+            Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) => open(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port),
+                false,
+            ),
+            _ => Err(e),
+        })?,
+    };
+    // Node's default backlog (511) when the worker did not ask for one.
+    let backlog = backlog
+        .filter(|b| *b > 0)
+        .unwrap_or(511)
+        .min(i32::MAX as i64) as i32;
+    nix::sys::socket::listen(
+        &fd,
+        nix::sys::socket::Backlog::new(backlog).map_err(io::Error::from)?,
+    )?;
+    Ok(fd)
+}
+
+fn new_tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::Inet,
         SocketAddr::V6(_) => AddressFamily::Inet6,
@@ -56,13 +101,23 @@ fn bind_tcp(addr: SocketAddr, ipv6_only: bool) -> io::Result<OwnedFd> {
     )?;
     // libuv sets SO_REUSEADDR on every TCP bind, so restarts do not wait out TIME_WAIT.
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    Ok(fd)
+}
+
+fn bind_tcp_socket(fd: &OwnedFd, addr: SocketAddr, ipv6_only: bool) -> io::Result<()> {
     match addr {
         SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
         SocketAddr::V6(a) => {
-            setsockopt(&fd, sockopt::Ipv6V6Only, &ipv6_only)?;
+            setsockopt(fd, sockopt::Ipv6V6Only, &ipv6_only)?;
             bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?
         }
     }
+    Ok(())
+}
+
+fn bind_tcp(addr: SocketAddr, ipv6_only: bool) -> io::Result<OwnedFd> {
+    let fd = new_tcp_socket(&addr)?;
+    bind_tcp_socket(&fd, addr, ipv6_only)?;
     Ok(fd)
 }
 

@@ -85,6 +85,10 @@ struct Proc {
 }
 
 struct SharedHandle {
+    /// The key the workers know this handle by (Node's `address:port:addressType:fd:index`).
+    node_key: String,
+    /// The worker slot owning this socket, for per-slot `SO_REUSEPORT` sockets.
+    slot: Option<usize>,
     fd: OwnedFd,
     /// The first querying worker's `data` (TLS ticket keys), echoed to every worker.
     data: Value,
@@ -248,6 +252,12 @@ pub fn start(
         is_debug: opts.is_debug,
         app_debug_offset: 0,
         sticky: opts.sticky,
+        is_production: opts.is_production,
+        reuse_port: opts
+            .raw
+            .get("reusePort")
+            .is_some_and(|v| v.as_bool() == Some(true)),
+        reuse_port_pids: Default::default(),
         slots: vec![None; opts.workers],
         last_inspect_port: None,
     };
@@ -283,6 +293,11 @@ struct Runtime {
     is_debug: bool,
     app_debug_offset: u32,
     sticky: bool,
+    is_production: bool,
+    /// `reusePort` in the options: every worker gets per-slot `SO_REUSEPORT` sockets.
+    reuse_port: bool,
+    /// Workers whose app config asked for `reusePort` (from their `realport`).
+    reuse_port_pids: std::collections::HashSet<u32>,
     /// Sticky slots: which app worker owns each of the `workers` slots.
     slots: Vec<Option<u32>>,
     /// The `--inspect-port` given to the child being spawned.
@@ -403,6 +418,7 @@ impl Runtime {
                 for slot in self.slots.iter_mut().filter(|s| **s == Some(pid)) {
                     *slot = None;
                 }
+                self.reuse_port_pids.remove(&pid);
                 self.forget_handles(pid);
                 self.life.on_app_exit(pid, info.code, signal)
             }
@@ -495,6 +511,10 @@ impl Runtime {
                     .and_then(|p| u16::try_from(p).ok());
                 let protocol = data.get("protocol").and_then(Value::as_str);
                 self.life.on_realport(port, protocol);
+                if from == Role::App && data.get("reusePort").and_then(Value::as_bool) == Some(true)
+                {
+                    self.reuse_port_pids.insert(pid);
+                }
             }
             Some("reuse-port-listening") if from == Role::App => {
                 let address = json::scan(&line)
@@ -834,20 +854,45 @@ impl Runtime {
         }
     }
 
+    /// Whether `pid`'s TCP listens get a socket of their own (`SO_REUSEPORT`, one per worker
+    /// slot) instead of the one shared socket: with `reusePort` in the options or in the app's
+    /// `config.cluster.listen` (reported in `realport`).
+    fn per_slot(&self, pid: u32) -> bool {
+        self.reuse_port || self.reuse_port_pids.contains(&pid)
+    }
+
     fn query_server(&mut self, pid: u32, msg: &ClusterMessage) {
         let key = msg.handle_key();
         let ack = msg.seq.unwrap_or(0);
-        let bound = match self.handles.get(&key) {
+        let request = msg.bind_request();
+        let slot = match &request {
+            Ok(cluster_protocol::BindRequest::Tcp { .. }) if self.per_slot(pid) => {
+                self.slots.iter().position(|s| *s == Some(pid))
+            }
+            _ => None,
+        };
+        let map_key = match slot {
+            Some(n) => format!("{key}@slot{n}"),
+            None => key.clone(),
+        };
+        let bound = match self.handles.get(&map_key) {
             Some(_) => Ok(()),
-            None => msg
-                .bind_request()
+            None => request
                 .and_then(|req| {
-                    crate::listen::bind_request(&req).map_err(|e| crate::listen::uv_errno(&e))
+                    let fd = match slot {
+                        // The master listens on its per-slot socket itself and keeps it, so
+                        // connections queue there while the slot's worker is being replaced.
+                        Some(_) => crate::listen::bind_reuse_port(&req, msg.backlog),
+                        None => crate::listen::bind_request(&req),
+                    };
+                    fd.map_err(|e| crate::listen::uv_errno(&e))
                 })
                 .map(|fd| {
                     self.handles.insert(
-                        key.clone(),
+                        map_key.clone(),
                         SharedHandle {
+                            node_key: key.clone(),
+                            slot,
                             fd,
                             data: msg.data.clone(),
                             workers: Vec::new(),
@@ -859,9 +904,11 @@ impl Runtime {
         let Some(app) = self.apps.get(&pid) else {
             return;
         };
+        let reply =
+            |errno: i32, data: &Value| cluster_protocol::query_reply(errno, &key, ack, data, seq);
         let frame = match bound {
             Ok(()) => {
-                let Some(handle) = self.handles.get_mut(&key) else {
+                let Some(handle) = self.handles.get_mut(&map_key) else {
                     return;
                 };
                 match handle.fd.try_clone() {
@@ -869,40 +916,41 @@ impl Runtime {
                         if !handle.workers.contains(&pid) {
                             handle.workers.push(pid);
                         }
-                        let inner = cluster_protocol::query_reply(0, &key, ack, &handle.data, seq);
-                        Frame::handle("net.Native", &inner, dup)
+                        Frame::handle("net.Native", &reply(0, &handle.data), dup)
                     }
-                    Err(e) => Frame::new(cluster_protocol::query_reply(
-                        crate::listen::uv_errno(&e),
-                        &key,
-                        ack,
-                        &msg.data,
-                        seq,
-                    )),
+                    Err(e) => Frame::new(reply(crate::listen::uv_errno(&e), &msg.data)),
                 }
             }
-            Err(errno) => Frame::new(cluster_protocol::query_reply(
-                errno, &key, ack, &msg.data, seq,
-            )),
+            Err(errno) => Frame::new(reply(errno, &msg.data)),
         };
         app.sender.send(frame);
     }
 
-    fn release_handle(&mut self, key: &str, pid: u32) {
-        if let Some(handle) = self.handles.get_mut(key) {
-            handle.workers.retain(|p| *p != pid);
-            if handle.workers.is_empty() {
-                self.handles.remove(key);
+    /// `pid` stopped using the handle it knows as `node_key`. The shared socket closes with its
+    /// last worker; a per-slot socket stays while a replacement worker is expected to take the
+    /// slot over, so its queued connections are served rather than reset.
+    fn release_handle(&mut self, node_key: &str, pid: u32) {
+        let keeps_slots = self.expects_refork();
+        self.handles.retain(|_, h| {
+            if h.node_key != node_key || !h.workers.contains(&pid) {
+                return true;
             }
-        }
+            h.workers.retain(|p| *p != pid);
+            !h.workers.is_empty() || (h.slot.is_some() && keeps_slots)
+        });
+    }
+
+    /// A dead app worker will be replaced (production, not closing).
+    fn expects_refork(&self) -> bool {
+        self.is_production && !self.life.is_closed() && !self.exiting
     }
 
     fn forget_handles(&mut self, pid: u32) {
         let keys: Vec<String> = self
             .handles
-            .iter()
-            .filter(|(_, h)| h.workers.contains(&pid))
-            .map(|(k, _)| k.clone())
+            .values()
+            .filter(|h| h.workers.contains(&pid))
+            .map(|h| h.node_key.clone())
             .collect();
         for key in keys {
             self.release_handle(&key, pid);
