@@ -12,7 +12,8 @@
  *  - EGG_CLUSTER_RS_TEST_REFERENCE=1: run the masters of fixtures/start.js with
  *    egg-cluster 2.5's JS master (and this package's worker scripts), to check
  *    the tests themselves. Expected failures there: "ignores a second signal
- *    while closing" and "EGG_AGENT_CLOSE_TIMEOUT" (egg-cluster bugs). The
+ *    while closing", "EGG_AGENT_CLOSE_TIMEOUT" and connections.test.js's sticky
+ *    failover (egg-cluster bugs). The
  *    egg-scripts and egg-mock tests use this package as the framework either way.
  *  - EGG_CLUSTER_RS_TEST_VERBOSE=1: echo the masters' output.
  *  - EGG_CLUSTER_RS_TEST_KEEP=1: keep the fixture copies in __test__/.tmp.
@@ -499,6 +500,52 @@ function logTime(line) {
   return new Date(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6], +m[7]).getTime();
 }
 
+/**
+ * One HTTP or HTTPS request on a new connection (for what `get` cannot do:
+ * TLS, unix sockets, another host or source address)
+ * @param {Object} opts - { port, host ('127.0.0.1'), path ('/'), method ('GET'),
+ *   socketPath, localAddress, https (boolean), ca, rejectUnauthorized, timeout (10000) }
+ * @return {Promise<{status: number, body: string, headers: Object}>} -
+ */
+function request(opts) {
+  const mod = opts.https ? require('https') : http;
+  const reqOpts = {
+    method: opts.method || 'GET',
+    path: opts.path || '/',
+    agent: false,
+    timeout: opts.timeout || 10000,
+  };
+  if (opts.socketPath) {
+    reqOpts.socketPath = opts.socketPath;
+  } else {
+    reqOpts.host = opts.host || '127.0.0.1';
+    reqOpts.port = opts.port;
+  }
+  if (opts.localAddress) reqOpts.localAddress = opts.localAddress;
+  if (opts.https) {
+    if (opts.ca) reqOpts.ca = opts.ca;
+    if ('rejectUnauthorized' in opts) reqOpts.rejectUnauthorized = opts.rejectUnauthorized;
+  }
+  const what = `${reqOpts.method} ${opts.https ? 'https' : 'http'}://${opts.socketPath || `${reqOpts.host}:${reqOpts.port}`}${reqOpts.path}`;
+  return new Promise((resolve, reject) => {
+    const req = mod.request(reqOpts, res => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', chunk => {
+        body += chunk;
+      });
+      res.on('end', () => resolve({ status: res.statusCode, body, headers: res.headers }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`${what} timed out`)));
+    req.on('error', err => {
+      err.message = `${what}${opts.localAddress ? ` from ${opts.localAddress}` : ''}: ${err.message}`;
+      reject(err);
+    });
+    req.end();
+  });
+}
+
 module.exports = {
   ROOT,
   FIXTURES,
@@ -519,6 +566,7 @@ module.exports = {
   cleanupAll,
   removeTmp,
   get,
+  request,
   collectWorkerPids,
   lineIndex,
   logTime,

@@ -88,6 +88,9 @@ pub enum Action {
     Send(Target, Vec<u8>),
     /// Started: the payload of `egg-ready` to the parent.
     Ready(Value),
+    /// Sticky mode, every worker up: listen on the real port, then report
+    /// [`Lifecycle::on_sticky_listening`].
+    ListenSticky,
     Exit(i32),
     /// Spawn a new agent after 1 s.
     ReforkAgentLater,
@@ -443,8 +446,19 @@ impl Lifecycle {
                 self.cfg.host_env.as_deref(),
             )
         };
-        out.extend(self.on_ready(now));
+        if self.cfg.sticky {
+            // egg-cluster reports ready from the sticky server's listen callback: the public
+            // port must accept before anyone is told it is up.
+            out.push(Action::ListenSticky);
+        } else {
+            out.extend(self.on_ready(now));
+        }
         out
+    }
+
+    /// Sticky mode: the master's own server listens on the real port; now the app is ready.
+    pub fn on_sticky_listening(&mut self, now: u64) -> Vec<Action> {
+        self.on_ready(now)
     }
 
     fn on_ready(&mut self, now: u64) -> Vec<Action> {
@@ -754,6 +768,29 @@ mod tests {
         assert!(!l.is_started(), "the same worker must not count twice");
         l.on_app_listening(21, &addr(7001), 4, true);
         assert!(l.is_started());
+    }
+
+    #[test]
+    fn sticky_reports_ready_only_after_its_server_listens() {
+        let mut c = cfg(1);
+        c.sticky = true;
+        c.sticky_worker_port = Some(4500);
+        let mut l = Lifecycle::new(c, Level::Info, 0);
+        l.on_agent_spawned(10, 4000, 0);
+        l.on_agent_start(1);
+        l.on_app_spawned(1, 20);
+        assert!(l
+            .on_app_listening(20, &addr(7001), 2, false)
+            .iter()
+            .all(|a| *a != Action::ListenSticky));
+        let a = l.on_app_listening(20, &addr(4500), 3, false);
+        assert_eq!(a.last(), Some(&Action::ListenSticky));
+        assert!(!a
+            .iter()
+            .any(|x| matches!(x, Action::Ready(_) | Action::Send(Target::Parent, _))));
+        let a = l.on_sticky_listening(4);
+        assert!(a.iter().any(|x| matches!(x, Action::Log(Level::Info, m) if m.starts_with("[master] egg started on http://127.0.0.1:7001 (") && m.ends_with(" with STICKY MODE!"))));
+        assert!(matches!(a.last(), Some(Action::Ready(_))));
     }
 
     #[test]

@@ -251,7 +251,6 @@ pub fn start(
         close_timeouts: timeouts,
         is_debug: opts.is_debug,
         app_debug_offset: 0,
-        sticky: opts.sticky,
         is_production: opts.is_production,
         reuse_port: opts
             .raw
@@ -292,7 +291,6 @@ struct Runtime {
     close_timeouts: (String, String),
     is_debug: bool,
     app_debug_offset: u32,
-    sticky: bool,
     is_production: bool,
     /// `reusePort` in the options: every worker gets per-slot `SO_REUSEPORT` sockets.
     reuse_port: bool,
@@ -558,18 +556,20 @@ impl Runtime {
                     }
                 }
                 Action::Send(target, line) => self.send(target, line),
-                Action::Ready(data) => {
-                    if self.sticky {
-                        if let Err(e) = self.start_sticky_server() {
-                            self.logger
-                                .error(&format!("[master] sticky server failed to listen: {e}"));
-                            self.exiting = true;
-                            self.emit.emit("exit", "1".into());
-                            continue;
-                        }
+                Action::Ready(data) => self.emit.emit("ready", data.to_string()),
+                Action::ListenSticky => match self.start_sticky_server() {
+                    Ok(()) => {
+                        let actions = self.life.on_sticky_listening(now_ms());
+                        self.perform(actions);
                     }
-                    self.emit.emit("ready", data.to_string())
-                }
+                    Err(e) => {
+                        self.logger.error(&format!(
+                            "[master] sticky server failed to listen on the app port: {e}"
+                        ));
+                        self.exiting = true;
+                        self.emit.emit("exit", "1".into());
+                    }
+                },
                 Action::Exit(code) => {
                     self.exiting = true;
                     self.emit.emit("exit", code.to_string());
