@@ -189,6 +189,23 @@ impl Logger {
         out
     }
 
+    /// One of cfork's `console.info`/`console.error` lines,
+    /// `[YYYY-MM-DD HH:mm:ss.SSS] [cfork:master:PID] msg`: console output, so no level applies.
+    pub fn cfork(&self, error: bool, msg: &str) {
+        let offset = self.tz_offset_minutes.load(Ordering::Relaxed);
+        let line = format!(
+            "[{}] [cfork:master:{}] {msg}\n",
+            log_date_sep(now_millis(), offset, '.'),
+            self.pid
+        );
+        let fd = if error {
+            libc::STDERR_FILENO
+        } else {
+            libc::STDOUT_FILENO
+        };
+        let _ = write_line(fd, line.as_bytes());
+    }
+
     fn emit(&self, level: Level, msg: &str) {
         if !self.enabled(level) {
             return;
@@ -277,13 +294,18 @@ fn hostname() -> String {
 /// utility's `logDate(',')`: local time as `YYYY-MM-DD HH:mm:ss,SSS`, where
 /// the year is not zero-padded (`${d.getFullYear()}`).
 fn log_date(unix_millis: i64, tz_offset_minutes: i32) -> String {
+    log_date_sep(unix_millis, tz_offset_minutes, ',')
+}
+
+/// utility's `logDate(sep)`; cfork uses the default separator `.`.
+fn log_date_sep(unix_millis: i64, tz_offset_minutes: i32, sep: char) -> String {
     let local = unix_millis.saturating_add(i64::from(tz_offset_minutes) * 60_000);
     let days = local.div_euclid(86_400_000);
     let ms_of_day = local.rem_euclid(86_400_000);
     let (year, month, day) = civil_from_days(days);
     let secs = ms_of_day / 1000;
     format!(
-        "{year}-{month:02}-{day:02} {:02}:{:02}:{:02},{:03}",
+        "{year}-{month:02}-{day:02} {:02}:{:02}:{:02}{sep}{:03}",
         secs / 3600,
         secs / 60 % 60,
         secs % 60,

@@ -26,6 +26,9 @@ pub struct Config {
     pub master_pid: u32,
     /// The final options as JSON (the `data` of `egg-ready` to app and agent).
     pub options_json: String,
+    /// cfork's refork limit: at most `refork_limit` reforks per `refork_duration_ms`.
+    pub refork_limit: usize,
+    pub refork_duration_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,12 @@ pub struct App {
     pub dead: bool,
     /// Already counted as started (a worker counts once, however it reports listening).
     pub counted: bool,
+    /// cfork's `worker.disableRefork`: set until the app has started, and during close.
+    pub disable_refork: bool,
+    /// cfork already decided about this worker's refork (at its disconnect).
+    pub refork_handled: bool,
+    /// When it started serving on the real port.
+    pub listening_since: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,8 +103,12 @@ pub enum Action {
     Exit(i32),
     /// Spawn a new agent after 1 s.
     ReforkAgentLater,
-    /// Replace a dead app worker.
+    /// Replace a dead app worker now; the runtime logs cfork's `new worker:PID fork` line.
     ReforkApp,
+    /// Replace a dead app worker after this many ms (crash-loop backoff).
+    ReforkAppAfter(u64),
+    /// One of cfork's console lines (`console.error` when `true`, else `console.info`).
+    Cfork(bool, String),
 }
 
 pub struct Lifecycle {
@@ -116,6 +129,11 @@ pub struct Lifecycle {
     closed: bool,
     start_time: u64,
     app_address: String,
+    refork: crate::refork::ReforkPolicy,
+    disconnect_count: u64,
+    unexpected_count: u64,
+    /// Consecutive failed health checks.
+    health_failures: u32,
 }
 
 impl Lifecycle {
@@ -123,7 +141,6 @@ impl Lifecycle {
         Lifecycle {
             real_port: cfg.port,
             protocol: if cfg.https { "https" } else { "http" },
-            cfg,
             verbose,
             agent: None,
             agent_seq: 0,
@@ -137,6 +154,15 @@ impl Lifecycle {
             closed: false,
             start_time: now,
             app_address: String::new(),
+            refork: crate::refork::ReforkPolicy::new(
+                cfg.is_production,
+                cfg.refork_limit,
+                cfg.refork_duration_ms,
+            ),
+            disconnect_count: 0,
+            unexpected_count: 0,
+            health_failures: 0,
+            cfg,
         }
     }
 
@@ -304,6 +330,9 @@ impl Lifecycle {
             disconnected: false,
             dead: false,
             counted: false,
+            disable_refork: !self.all_started,
+            refork_handled: false,
+            listening_since: None,
         });
         Vec::new()
     }
@@ -383,6 +412,7 @@ impl Lifecycle {
             return out;
         }
         self.apps[idx].counted = true;
+        self.apps[idx].listening_since = Some(now);
         let pids = self.listening_pids_json();
         Self::send(&mut out, Target::Agent, "egg-pids", Some(&pids));
         // egg-cluster sends this only at agent-start, before any app worker exists; every
@@ -414,6 +444,7 @@ impl Lifecycle {
             ),
         );
         if self.all_started {
+            self.apps[idx].disable_refork = false;
             // A replacement worker joins an app that is already up.
             Self::send(
                 &mut out,
@@ -427,6 +458,9 @@ impl Lifecycle {
             return out;
         }
         self.all_started = true;
+        for app in &mut self.apps {
+            app.disable_refork = false;
+        }
         let shown_port = if self.cfg.sticky {
             self.real_port.map(i64::from)
         } else {
@@ -510,11 +544,14 @@ impl Lifecycle {
         out
     }
 
-    pub fn on_app_disconnected(&mut self, pid: u32) -> Vec<Action> {
+    /// The worker's IPC channel closed (egg-cluster's `disconnect` log, then cfork's refork
+    /// decision, which cfork makes at the disconnect when the process is still alive).
+    pub fn on_app_disconnected(&mut self, pid: u32, now: u64) -> Vec<Action> {
         let mut out = Vec::new();
-        let Some(app) = self.apps.iter_mut().find(|a| a.pid == pid) else {
+        let Some(idx) = self.apps.iter().position(|a| a.pid == pid) else {
             return out;
         };
+        let app = &mut self.apps[idx];
         app.disconnected = true;
         if app.state != AppState::Dead {
             app.state = AppState::Disconnected;
@@ -531,7 +568,67 @@ impl Lifecycle {
                 self.current_worker_ids()
             ),
         ));
+        self.disconnect_count += 1;
+        let loud = !app.disable_refork;
+        out.push(Action::Cfork(
+            loud,
+            format!(
+                "worker:{} disconnect (exitedAfterDisconnect: {}, state: {}, isDead: {}, worker.disableRefork: {})",
+                app.pid,
+                app.exited_after_disconnect,
+                app.state.as_str(),
+                app.dead,
+                app.disable_refork
+            ),
+        ));
+        if app.dead {
+            out.push(Action::Cfork(
+                loud,
+                format!(
+                    "don't fork, because worker:{} exit event emit before disconnect",
+                    app.pid
+                ),
+            ));
+            return out;
+        }
+        if app.disable_refork {
+            out.push(Action::Cfork(
+                loud,
+                format!("don't fork, because worker:{} will be kill soon", app.pid),
+            ));
+            return out;
+        }
+        self.apps[idx].refork_handled = true;
+        self.refork_decision(&app, now, &mut out);
         out
+    }
+
+    fn refork_decision(&mut self, app: &App, now: u64, out: &mut Vec<Action>) {
+        let uptime = app.listening_since.map_or(0, |t| now.saturating_sub(t));
+        match self.refork.decide(now, uptime) {
+            crate::refork::Decision::Now => out.push(Action::ReforkApp),
+            crate::refork::Decision::Never => out.push(Action::Cfork(
+                true,
+                "don't fork new work (refork: false)".to_string(),
+            )),
+            crate::refork::Decision::After(ms) => {
+                out.push(Action::Cfork(
+                    true,
+                    format!(
+                        "worker died too fast (total {} disconnect, {} unexpected exit)",
+                        self.disconnect_count, self.unexpected_count
+                    ),
+                ));
+                out.push(Action::Log(
+                    Level::Warn,
+                    format!(
+                        "[master] app workers died {} times within {}ms, refork the next one in {ms}ms",
+                        self.cfg.refork_limit, self.cfg.refork_duration_ms
+                    ),
+                ));
+                out.push(Action::ReforkAppAfter(ms));
+            }
+        }
     }
 
     pub fn on_app_exit(
@@ -539,6 +636,7 @@ impl Lifecycle {
         pid: u32,
         code: Option<i32>,
         signal: Option<&str>,
+        now: u64,
     ) -> Vec<Action> {
         let mut out = Vec::new();
         let Some(idx) = self.apps.iter().position(|a| a.pid == pid) else {
@@ -546,13 +644,42 @@ impl Lifecycle {
         };
         self.apps[idx].state = AppState::Dead;
         self.apps[idx].dead = true;
+        let app = self.apps[idx].clone();
+        let loud = !app.disable_refork;
+        // cfork's exit handler runs before egg-cluster's (it registered first).
+        out.push(Action::Cfork(
+            loud,
+            format!(
+                "worker:{} exit (code: {}, exitedAfterDisconnect: {}, state: dead, isDead: true, isExpected: {}, worker.disableRefork: {})",
+                app.pid,
+                js_opt(code),
+                app.exited_after_disconnect,
+                app.refork_handled,
+                app.disable_refork
+            ),
+        ));
+        if !app.refork_handled && !app.disable_refork && !self.closed {
+            self.unexpected_count += 1;
+            self.refork_decision(&app, now, &mut out);
+            out.push(Action::Cfork(
+                true,
+                format!(
+                    "(total {} disconnect, {} unexpected exit) WorkerDiedUnexpectedError: worker:{} died unexpected (code: {}, signal: {}, exitedAfterDisconnect: {}, state: dead)",
+                    self.disconnect_count,
+                    self.unexpected_count,
+                    app.pid,
+                    js_opt(code),
+                    signal.unwrap_or("null"),
+                    app.exited_after_disconnect
+                ),
+            ));
+        }
         if self.closed {
             self.apps.remove(idx);
             return out;
         }
-        let app = self.apps.remove(idx);
-        let mut current: Vec<u32> = self.apps.iter().map(|a| a.pid).collect();
-        current.insert(idx.min(current.len()), app.pid);
+        let current: Vec<u32> = self.apps.iter().map(|a| a.pid).collect();
+        self.apps.remove(idx);
         out.push(Action::LogError(
             "AppWorkerDiedError",
             format!(
@@ -570,9 +697,6 @@ impl Lifecycle {
         Self::send(&mut out, Target::Agent, "egg-pids", Some(&pids));
         if self.all_started {
             Self::send(&mut out, Target::Parent, "app-worker-died", None);
-            if self.cfg.is_production {
-                out.push(Action::ReforkApp);
-            }
         } else {
             out.push(Action::Log(
                 Level::Error,
@@ -584,6 +708,35 @@ impl Lifecycle {
             out.push(Action::Exit(1));
         }
         out
+    }
+
+    /// egg-cluster's health check (production, every 10 s after ready): three checks in a row
+    /// without a started agent or without a live worker exit the master. Live means listening
+    /// and connected (egg-cluster counts registered workers, dead ones included).
+    pub fn on_health_check(&mut self) -> Vec<Action> {
+        let agent = usize::from(self.agent.as_ref().is_some_and(|a| a.started));
+        let workers = self
+            .apps
+            .iter()
+            .filter(|a| a.state == AppState::Listening && !a.disconnected && !a.dead)
+            .count();
+        if self.closed || (agent > 0 && workers > 0) {
+            self.health_failures = 0;
+            return Vec::new();
+        }
+        self.health_failures += 1;
+        if self.health_failures < 3 {
+            return Vec::new();
+        }
+        vec![
+            Action::LogError(
+                "ClusterWorkerExceptionError",
+                format!(
+                    "[master] {agent} agent and {workers} worker(s) alive, exit to avoid unknown state"
+                ),
+            ),
+            Action::Exit(1),
+        ]
     }
 
     pub fn on_agent_exit(&mut self, code: Option<i32>, signal: Option<&str>) -> Vec<Action> {
@@ -631,6 +784,9 @@ impl Lifecycle {
             return None;
         }
         self.closed = true;
+        for app in &mut self.apps {
+            app.disable_refork = true;
+        }
         Some(vec![Action::Log(
             Level::Info,
             format!("[master] master is killed by signal {signal}, closing"),
@@ -678,6 +834,8 @@ mod tests {
             host_env: None,
             master_pid: 1,
             options_json: "{\"workers\":2}".into(),
+            refork_limit: 60,
+            refork_duration_ms: 60_000,
         }
     }
 
@@ -813,11 +971,11 @@ mod tests {
         l.on_agent_spawned(10, 4000, 0);
         l.on_agent_start(1);
         l.on_app_spawned(1, 20);
-        let a = l.on_app_exit(20, Some(1), None);
+        let a = l.on_app_exit(20, Some(1), None, 10);
         assert_eq!(a.last(), Some(&Action::Exit(1)));
 
         let (mut l, _) = started(2);
-        let a = l.on_app_exit(20, None, Some("SIGKILL"));
+        let a = l.on_app_exit(20, None, Some("SIGKILL"), 200);
         assert!(a.contains(&Action::ReforkApp));
         assert!(sends(&a)
             .iter()
@@ -842,7 +1000,10 @@ mod tests {
         let (mut l, _) = started(1);
         assert!(l.on_signal("SIGTERM").is_some());
         assert!(l.on_signal("SIGINT").is_none());
-        assert!(l.on_app_exit(20, Some(0), None).is_empty());
+        assert!(l
+            .on_app_exit(20, Some(0), None, 300)
+            .iter()
+            .all(|a| matches!(a, Action::Cfork(false, _))));
         assert!(l.on_agent_exit(Some(0), None).is_empty());
     }
 

@@ -26,8 +26,13 @@ use crate::options::Options;
 use crate::shutdown;
 use crate::spawn::{self, ExitInfo, SpawnSpec};
 
-/// Largest message line accepted from a child.
-const MAX_LINE: usize = 64 * 1024 * 1024;
+/// What one child's channel may make the master hold: its longest message (longer ones are
+/// dropped and reported) and the bytes queued for it while it does not read (then messages to
+/// it are dropped and reported).
+const CHANNEL_LIMITS: channel::Limits = channel::Limits {
+    max_line: 16 * 1024 * 1024,
+    max_queued: 32 * 1024 * 1024,
+};
 
 /// Receives what the JS side must act on. `kind` is one of `ready`, `parent`, `master`, `exit`.
 pub trait Emit: Send + Sync + 'static {
@@ -65,6 +70,8 @@ enum Input {
         event: ChildEvent,
     },
     ReforkAgent,
+    ReforkApp,
+    HealthCheck,
     Closed,
     /// A connection accepted on the real port in sticky mode.
     StickyConnection {
@@ -215,7 +222,19 @@ pub fn start(
         host_env: env_var("HOST"),
         master_pid: std::process::id(),
         options_json: options_json.clone(),
+        refork_limit: env_var("EGG_CLUSTER_RS_REFORK_LIMIT")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60),
+        refork_duration_ms: env_var("EGG_CLUSTER_RS_REFORK_DURATION")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60_000),
     };
+    let health_interval = Duration::from_millis(
+        env_var("EGG_CLUSTER_RS_HEALTH_INTERVAL")
+            .and_then(|v| v.parse().ok())
+            .filter(|ms| *ms > 0)
+            .unwrap_or(10_000),
+    );
     let life = Lifecycle::new(cfg, verbose, start_time);
 
     let mut env = rt.env.clone();
@@ -249,6 +268,8 @@ pub fn start(
         parent_connected: true,
         exiting: false,
         close_timeouts: timeouts,
+        health_interval,
+        malformed: HashMap::new(),
         is_debug: opts.is_debug,
         app_debug_offset: 0,
         is_production: opts.is_production,
@@ -289,6 +310,9 @@ struct Runtime {
     /// An exit was requested from JS; spawn nothing more.
     exiting: bool,
     close_timeouts: (String, String),
+    health_interval: Duration,
+    /// Malformed messages per child, so a flood is reported at 1, 2, 4, 8, ... not each time.
+    malformed: HashMap<u32, u64>,
     is_debug: bool,
     app_debug_offset: u32,
     is_production: bool,
@@ -320,7 +344,20 @@ impl Runtime {
             let actions = self.life.on_ports_ready();
             self.perform(actions);
             while let Some(input) = rx.recv().await {
-                self.handle(input);
+                // A bug in handling one event must not take the master (and the app) down: it
+                // is reported (the panic hook has printed where) and the next event is handled.
+                let handled =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(input)));
+                if let Err(panic) = handled {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    self.logger.error(&format!(
+                        "[master] internal error (a bug in egg-cluster-rs), the event was dropped: {what}"
+                    ));
+                }
             }
         });
         // The thread must outlive every child: PR_SET_PDEATHSIG fires when the spawning thread
@@ -334,6 +371,15 @@ impl Runtime {
                 ChildEvent::Incoming(incoming) => self.on_incoming(role, pid, incoming),
                 ChildEvent::Exited(info) => self.on_exited(role, pid, info),
             },
+            Input::ReforkApp => {
+                if !self.life.is_closed() && !self.exiting {
+                    self.refork_app();
+                }
+            }
+            Input::HealthCheck => {
+                let actions = self.life.on_health_check();
+                self.perform(actions);
+            }
             Input::ReforkAgent => {
                 if !self.life.is_closed() && !self.exiting {
                     self.logger.info("[master] new agent_worker starting...");
@@ -378,10 +424,7 @@ impl Runtime {
             Incoming::Message(line) => self.route(role, pid, &line),
             Incoming::Cluster(line) if role == Role::App => self.on_cluster(pid, &line),
             Incoming::Cluster(_) => {}
-            Incoming::Malformed { reason } => self.logger.warn(&format!(
-                "[master] dropped a malformed message from {}: {reason}",
-                self.describe(role, pid)
-            )),
+            Incoming::Malformed { reason } => self.report_malformed(role, pid, &reason),
             Incoming::Closed { reason } => {
                 if let Some(reason) = reason {
                     self.logger.warn(&format!(
@@ -394,9 +437,10 @@ impl Runtime {
                     if let Some(peer) = self.peers.iter_mut().find(|p| p.pid == pid) {
                         peer.connected = false;
                     }
-                    let actions = self.life.on_app_disconnected(pid);
+                    let actions = self.life.on_app_disconnected(pid, now_ms());
                     self.perform(actions);
                 }
+                self.reap_disconnected(role, pid);
             }
         }
     }
@@ -418,7 +462,8 @@ impl Runtime {
                 }
                 self.reuse_port_pids.remove(&pid);
                 self.forget_handles(pid);
-                self.life.on_app_exit(pid, info.code, signal)
+                self.malformed.remove(&pid);
+                self.life.on_app_exit(pid, info.code, signal, now_ms())
             }
         };
         self.perform(actions);
@@ -448,10 +493,7 @@ impl Runtime {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(e) => {
-                self.logger.warn(&format!(
-                    "[master] dropped a malformed message from {}: {e}",
-                    self.describe(from, pid)
-                ));
+                self.report_malformed(from, pid, &e.to_string());
                 return;
             }
         };
@@ -460,12 +502,8 @@ impl Runtime {
                 self.deliver_to_master(from, pid, routed.action.as_deref(), routed.line)
             }
             Destination::Parent => self.deliver_to_parent(routed.line),
-            Destination::Agent => {
-                if let Some(agent) = &self.agent {
-                    agent.sender.send(Frame::new(routed.line));
-                }
-            }
-            Destination::Apps(pids) => self.deliver_to_apps(&pids, routed.line),
+            Destination::Agent => self.deliver_to_agent(routed.line, false),
+            Destination::Apps(pids) => self.deliver_to_apps(&pids, routed.line, false),
         }
     }
 
@@ -476,17 +514,92 @@ impl Runtime {
         }
     }
 
-    fn deliver_to_apps(&self, pids: &[u32], mut line: Vec<u8>) {
+    /// `control`: the master's own protocol messages, which are never dropped; relayed user
+    /// messages are, when the child does not read them.
+    fn deliver_to_apps(&self, pids: &[u32], mut line: Vec<u8>, control: bool) {
         line.push(b'\n');
         let shared: Arc<[u8]> = line.into();
         for pid in pids {
-            if let Some(app) = self.apps.get(pid) {
-                app.sender.send(Frame {
-                    line: shared.clone(),
-                    fd: None,
-                });
-            }
+            let frame = Frame {
+                line: shared.clone(),
+                fd: None,
+            };
+            self.push(Role::App, *pid, frame, control);
         }
+    }
+
+    fn deliver_to_agent(&self, line: Vec<u8>, control: bool) {
+        if let Some(pid) = self.agent.as_ref().map(|a| a.pid) {
+            self.push(Role::Agent, pid, Frame::new(line), control);
+        }
+    }
+
+    fn push(&self, role: Role, pid: u32, frame: Frame, control: bool) {
+        let sender = match role {
+            Role::Agent => self.agent.as_ref().filter(|a| a.pid == pid),
+            _ => self.apps.get(&pid),
+        };
+        let Some(proc) = sender else {
+            return;
+        };
+        let sent = if control {
+            proc.sender.send_control(frame)
+        } else {
+            proc.sender.send(frame)
+        };
+        if let Err(channel::SendError::Full {
+            first: true,
+            queued,
+        }) = sent
+        {
+            self.logger.warn(&format!(
+                "[master] {} is not reading its channel: dropping messages to it ({queued} bytes queued)",
+                self.describe(role, pid)
+            ));
+        }
+    }
+
+    /// Logged at the 1st, 2nd, 4th, 8th, ... occurrence per child: every kind of bad input is
+    /// reported with the child's pid, and a flood of it cannot flood the log.
+    fn report_malformed(&mut self, role: Role, pid: u32, reason: &str) {
+        let count = self.malformed.entry(pid).or_insert(0);
+        *count += 1;
+        if count.is_power_of_two() {
+            let n = *count;
+            self.logger.warn(&format!(
+                "[master] dropped a malformed message from {} ({n} so far): {reason}",
+                self.describe(role, pid)
+            ));
+        }
+    }
+
+    /// A child whose channel closed while it lives on cannot be reached any more: take it down
+    /// (SIGTERM, SIGKILL after the close timeout); its exit then follows the normal path.
+    fn reap_disconnected(&self, role: Role, pid: u32) {
+        if self.life.is_closed() {
+            return;
+        }
+        let proc = match role {
+            Role::Agent => self.agent.as_ref().filter(|a| a.pid == pid),
+            _ => self.apps.get(&pid),
+        };
+        let Some(proc) = proc else {
+            return;
+        };
+        if proc.exited.borrow().is_some() {
+            return;
+        }
+        let target = shutdown::Target {
+            pid,
+            exited: proc.exited.clone(),
+        };
+        let timeout = if role == Role::Agent {
+            &self.close_timeouts.1
+        } else {
+            &self.close_timeouts.0
+        };
+        let limit = shutdown::parse_timeout(timeout, 5000);
+        tokio::spawn(shutdown::terminate(target, limit));
     }
 
     /// Messages addressed to the master: the lifecycle's own actions are handled here, the rest
@@ -548,15 +661,24 @@ impl Runtime {
                 }
                 Action::ReforkApp => {
                     if !self.exiting {
-                        if let Some(pid) = self.spawn_app() {
-                            self.logger.info(&format!("[master] new worker:{pid} fork"));
-                            let actions = self.life.on_apps_spawned(&[pid]);
-                            self.perform(actions);
-                        }
+                        self.refork_app();
                     }
                 }
+                Action::ReforkAppAfter(ms) => {
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        let _ = tx.send(Input::ReforkApp);
+                    });
+                }
+                Action::Cfork(error, msg) => self.logger.cfork(error, &msg),
                 Action::Send(target, line) => self.send(target, line),
-                Action::Ready(data) => self.emit.emit("ready", data.to_string()),
+                Action::Ready(data) => {
+                    if self.is_production {
+                        self.start_health_check();
+                    }
+                    self.emit.emit("ready", data.to_string())
+                }
                 Action::ListenSticky => match self.start_sticky_server() {
                     Ok(()) => {
                         let actions = self.life.on_sticky_listening(now_ms());
@@ -588,11 +710,7 @@ impl Runtime {
     fn send(&self, target: Target, line: Vec<u8>) {
         match target {
             Target::Parent => self.deliver_to_parent(line),
-            Target::Agent => {
-                if let Some(agent) = &self.agent {
-                    agent.sender.send(Frame::new(line));
-                }
-            }
+            Target::Agent => self.deliver_to_agent(line, true),
             Target::AllApps => {
                 let pids: Vec<u32> = self
                     .peers
@@ -600,9 +718,9 @@ impl Runtime {
                     .filter(|p| p.connected)
                     .map(|p| p.pid)
                     .collect();
-                self.deliver_to_apps(&pids, line);
+                self.deliver_to_apps(&pids, line, true);
             }
-            Target::App(pid) => self.deliver_to_apps(&[pid], line),
+            Target::App(pid) => self.deliver_to_apps(&[pid], line, true),
         }
     }
 
@@ -628,7 +746,7 @@ impl Runtime {
         let pid = child.child.id();
         let inspect_port = self.last_inspect_port.take();
         let tx = self.tx.clone();
-        let sender = match channel::start(child.channel, MAX_LINE, move |incoming| {
+        let sender = match channel::start(child.channel, CHANNEL_LIMITS, move |incoming| {
             let _ = tx.send(Input::Child {
                 role,
                 pid,
@@ -712,6 +830,29 @@ impl Runtime {
         argv.push(format!("--inspect-port={port}"));
         self.last_inspect_port = Some(port);
         argv
+    }
+
+    fn refork_app(&mut self) {
+        if let Some(pid) = self.spawn_app() {
+            self.logger
+                .cfork(true, &format!("new worker:{pid} fork (state: none)"));
+            let actions = self.life.on_apps_spawned(&[pid]);
+            self.perform(actions);
+        }
+    }
+
+    fn start_health_check(&self) {
+        let tx = self.tx.clone();
+        let every = self.health_interval;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                ticks.tick().await;
+                if tx.send(Input::HealthCheck).is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     fn spawn_agent(&mut self) {
@@ -804,7 +945,7 @@ impl Runtime {
             return;
         };
         if let Some(app) = self.apps.get(&pid) {
-            app.sender.send(Frame::handle(
+            let _ = app.sender.send_control(Frame::handle(
                 "net.Socket",
                 b"\"sticky-session:connection\"",
                 fd,
@@ -846,8 +987,9 @@ impl Runtime {
                 self.life.on_app_exited_after_disconnect(pid);
                 let seq = self.next_seq();
                 if let (Some(ack), Some(app)) = (msg.seq, self.apps.get(&pid)) {
-                    app.sender
-                        .send(Frame::new(cluster_protocol::ack_reply(ack, seq)));
+                    let _ = app
+                        .sender
+                        .send_control(Frame::new(cluster_protocol::ack_reply(ack, seq)));
                 }
             }
             _ => {}
@@ -923,7 +1065,7 @@ impl Runtime {
             }
             Err(errno) => Frame::new(reply(errno, &msg.data)),
         };
-        app.sender.send(frame);
+        let _ = app.sender.send_control(frame);
     }
 
     /// `pid` stopped using the handle it knows as `node_key`. The shared socket closes with its

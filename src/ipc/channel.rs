@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use memchr::memmem;
@@ -82,18 +83,50 @@ pub enum Incoming {
 #[derive(Clone)]
 pub struct Sender {
     tx: mpsc::UnboundedSender<Frame>,
+    queue: Arc<QueueState>,
+}
+
+/// Bytes of user messages queued for a child and not yet taken by its writer. A child that stops
+/// reading must not make the master buffer without bound: past `cap`, its messages are dropped.
+struct QueueState {
+    bytes: AtomicUsize,
+    cap: usize,
+    /// Set at the first drop, cleared once the queue has drained to half: one report per episode.
+    overflowing: AtomicBool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The channel is closed (the frame is dropped, as Node's `sendmessage` does).
+    Closed,
+    /// The child is not reading fast enough; `first` is true for the first drop of an episode.
+    Full { first: bool, queued: usize },
 }
 
 impl Sender {
-    /// `false` when the channel is already closed (the frame is dropped, as Node's
-    /// `sendmessage` does with a warning).
-    pub fn send(&self, frame: Frame) -> bool {
-        self.tx.send(frame).is_ok()
+    /// Queues a user message, unless the child's queue is over its cap.
+    pub fn send(&self, frame: Frame) -> Result<(), SendError> {
+        let len = frame.line.len();
+        let queued = self.queue.bytes.load(Ordering::Relaxed);
+        if queued > 0 && queued + len > self.queue.cap {
+            let first = !self.queue.overflowing.swap(true, Ordering::Relaxed);
+            return Err(SendError::Full { first, queued });
+        }
+        self.send_control(frame)
+    }
+
+    /// Queues a protocol frame (cluster replies, handles, our own lifecycle messages): never
+    /// dropped, since the child would hang waiting for it.
+    pub fn send_control(&self, frame: Frame) -> Result<(), SendError> {
+        self.queue
+            .bytes
+            .fetch_add(frame.line.len(), Ordering::Relaxed);
+        self.tx.send(frame).map_err(|_| SendError::Closed)
     }
 }
 
 /// Starts driving `fd` (our end of the socketpair) on the current tokio runtime.
-pub fn start<F>(fd: OwnedFd, max_line: usize, on_incoming: F) -> io::Result<Sender>
+pub fn start<F>(fd: OwnedFd, limits: Limits, on_incoming: F) -> io::Result<Sender>
 where
     F: FnMut(Incoming) + Send + 'static,
 {
@@ -102,8 +135,22 @@ where
     // (which owns it) is dropped.
     let afd = unsafe { AsyncFd::register(fd) }?;
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(Conn::new(max_line).run(afd, rx, on_incoming));
-    Ok(Sender { tx })
+    let queue = Arc::new(QueueState {
+        bytes: AtomicUsize::new(0),
+        cap: limits.max_queued,
+        overflowing: AtomicBool::new(false),
+    });
+    tokio::spawn(Conn::new(limits.max_line, queue.clone()).run(afd, rx, on_incoming));
+    Ok(Sender { tx, queue })
+}
+
+/// Bounds on what one channel may make the master hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest line accepted from the child; longer ones are dropped (and reported).
+    pub max_line: usize,
+    /// Bytes of messages queued for the child before new ones are dropped.
+    pub max_queued: usize,
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -127,16 +174,13 @@ struct Conn {
     awaiting_ack: bool,
     /// A frame taken from the queue that cannot be written yet (a handle behind other bytes).
     held: Option<Frame>,
-}
-
-enum Step {
-    Continue,
-    Stop(Option<String>),
+    queue: Arc<QueueState>,
 }
 
 impl Conn {
-    fn new(max_line: usize) -> Self {
+    fn new(max_line: usize, queue: Arc<QueueState>) -> Self {
         Conn {
+            queue,
             lines: LineBuffer::new(max_line),
             fds: VecDeque::new(),
             out: Vec::new(),
@@ -174,11 +218,7 @@ impl Conn {
                     };
                     match guard.try_io(|inner| self.read_once(inner.get_ref().as_raw_fd(), &mut buf)) {
                         Ok(Ok(0)) => break None,
-                        Ok(Ok(n)) => {
-                            if let Step::Stop(reason) = self.on_bytes(&buf[..n], &mut on_incoming) {
-                                break reason;
-                            }
-                        }
+                        Ok(Ok(n)) => self.on_bytes(&buf[..n], &mut on_incoming),
                         Ok(Err(e)) => break Some(format!("read: {e}")),
                         Err(_would_block) => {}
                     }
@@ -200,12 +240,22 @@ impl Conn {
                     }
                 }
                 frame = rx.recv(), if can_take => match frame {
-                    Some(frame) => self.held = Some(frame),
+                    Some(frame) => {
+                        self.dequeued(frame.line.len());
+                        self.held = Some(frame);
+                    }
                     None => queue_open = false,
                 },
             }
         };
         on_incoming(Incoming::Closed { reason });
+    }
+
+    fn dequeued(&self, len: usize) {
+        let before = self.queue.bytes.fetch_sub(len, Ordering::Relaxed);
+        if before.saturating_sub(len) <= self.queue.cap / 2 {
+            self.queue.overflowing.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Moves queued frames into the write buffer, honouring the one-handle-in-flight rule.
@@ -217,7 +267,10 @@ impl Conn {
             let frame = match self.held.take() {
                 Some(f) => f,
                 None => match rx.try_recv() {
-                    Ok(f) => f,
+                    Ok(f) => {
+                        self.dequeued(f.line.len());
+                        f
+                    }
                     Err(_) => return,
                 },
             };
@@ -296,21 +349,20 @@ impl Conn {
         }
     }
 
-    fn on_bytes<F: FnMut(Incoming)>(&mut self, data: &[u8], on_incoming: &mut F) -> Step {
+    fn on_bytes<F: FnMut(Incoming)>(&mut self, data: &[u8], on_incoming: &mut F) {
         self.lines.extend(data);
         while let Some(line) = self.lines.next_line() {
             let line = match line {
                 Ok(l) => l,
                 Err(e) => {
-                    return Step::Stop(Some(format!(
-                        "a message exceeds the {} byte limit",
-                        e.limit
-                    )))
+                    on_incoming(Incoming::Malformed {
+                        reason: format!("a message over {} bytes was dropped", e.limit),
+                    });
+                    continue;
                 }
             };
             self.on_line(line, on_incoming);
         }
-        Step::Continue
     }
 
     fn on_line<F: FnMut(Incoming)>(&mut self, line: Vec<u8>, on_incoming: &mut F) {

@@ -2,8 +2,9 @@
 //!
 //! Reads arrive in arbitrary chunks (a line may span many reads, a read may hold many lines), so
 //! bytes accumulate here and complete lines are handed out in order. A line longer than
-//! `max_line` is an error rather than unbounded buffering: a child that never writes `\n` must not
-//! make the master grow forever.
+//! `max_line` is reported once and then skipped up to its `\n` without being buffered: a child
+//! that writes a huge (or endless) line must not make the master grow, and the lines after it
+//! still arrive.
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct LineTooLong {
@@ -17,6 +18,8 @@ pub struct LineBuffer {
     /// Offset up to which `buf[start..]` is known to hold no `\n`, so a long line is scanned once.
     scanned: usize,
     max_line: usize,
+    /// Inside an over-long line: drop bytes until its `\n`.
+    discarding: bool,
 }
 
 impl LineBuffer {
@@ -26,6 +29,7 @@ impl LineBuffer {
             start: 0,
             scanned: 0,
             max_line,
+            discarding: false,
         }
     }
 
@@ -41,6 +45,19 @@ impl LineBuffer {
 
     /// The next complete line without its `\n`, `None` when no full line is buffered.
     pub fn next_line(&mut self) -> Option<Result<Vec<u8>, LineTooLong>> {
+        if self.discarding {
+            match self.buf[self.start..].iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.start += i + 1;
+                    self.scanned = self.start;
+                    self.discarding = false;
+                }
+                None => {
+                    self.clear();
+                    return None;
+                }
+            }
+        }
         let from = self.scanned.max(self.start);
         match self.buf[from..].iter().position(|&b| b == b'\n') {
             Some(i) => {
@@ -49,9 +66,7 @@ impl LineBuffer {
                 self.start = end + 1;
                 self.scanned = self.start;
                 if self.start == self.buf.len() {
-                    self.buf.clear();
-                    self.start = 0;
-                    self.scanned = 0;
+                    self.clear();
                 }
                 if line.len() > self.max_line {
                     return Some(Err(LineTooLong {
@@ -63,6 +78,8 @@ impl LineBuffer {
             None => {
                 self.scanned = self.buf.len();
                 if self.buf.len() - self.start > self.max_line {
+                    self.clear();
+                    self.discarding = true;
                     return Some(Err(LineTooLong {
                         limit: self.max_line,
                     }));
@@ -75,6 +92,12 @@ impl LineBuffer {
     /// Bytes of an unterminated line still buffered (dropped on EOF, as Node does).
     pub fn pending(&self) -> usize {
         self.buf.len() - self.start
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+        self.scanned = 0;
     }
 }
 
@@ -122,10 +145,19 @@ mod tests {
     }
 
     #[test]
-    fn unterminated_long_line_is_an_error_not_growth() {
+    fn unterminated_long_line_is_reported_once_skipped_and_not_buffered() {
         let mut b = LineBuffer::new(8);
         b.extend(b"0123456789");
         assert_eq!(b.next_line(), Some(Err(LineTooLong { limit: 8 })));
+        assert_eq!(b.pending(), 0);
+        for _ in 0..100 {
+            b.extend(b"more bytes of the same line");
+            assert_eq!(b.next_line(), None);
+            assert_eq!(b.pending(), 0);
+        }
+        b.extend(b"tail\n{\"ok\":1}\n");
+        assert_eq!(b.next_line(), Some(Ok(b"{\"ok\":1}".to_vec())));
+        assert_eq!(b.next_line(), None);
     }
 
     #[test]

@@ -1,0 +1,125 @@
+//! When to replace a dead app worker: cfork's limit (egg-cluster's), then exponential backoff
+//! (ours) instead of giving up.
+//!
+//! cfork allows at most `limit` reforks within `duration` ms and then stops for good, leaving
+//! the app with fewer workers until someone restarts it. Past the limit we keep reforking, each
+//! time after a longer delay (100 ms doubling up to 15 s), and start over once a worker has
+//! stayed up for 30 s.
+
+use std::collections::VecDeque;
+
+pub const BACKOFF_START_MS: u64 = 100;
+pub const BACKOFF_CAP_MS: u64 = 15_000;
+/// A worker that lived this long ends a crash loop.
+pub const STABLE_AFTER_MS: u64 = 30_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Refork now (within cfork's limit).
+    Now,
+    /// cfork would stop here (`reachReforkLimit`); we refork after this many ms.
+    After(u64),
+    /// Refork is off (local env).
+    Never,
+}
+
+#[derive(Debug)]
+pub struct ReforkPolicy {
+    enabled: bool,
+    limit: usize,
+    duration_ms: u64,
+    /// Times of recent refork attempts, as cfork's `reforks` array.
+    times: VecDeque<u64>,
+    /// The next backoff delay, `None` while not in a crash loop.
+    backoff_ms: Option<u64>,
+}
+
+impl ReforkPolicy {
+    pub fn new(enabled: bool, limit: usize, duration_ms: u64) -> Self {
+        ReforkPolicy {
+            enabled,
+            limit: limit.max(1),
+            duration_ms,
+            times: VecDeque::new(),
+            backoff_ms: None,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// A worker died unexpectedly after `uptime_ms` of serving (0 if it never did).
+    pub fn decide(&mut self, now: u64, uptime_ms: u64) -> Decision {
+        if !self.enabled {
+            return Decision::Never;
+        }
+        if uptime_ms >= STABLE_AFTER_MS {
+            self.backoff_ms = None;
+        }
+        // cfork's allow(): remember the attempt, keep at most `limit`, refuse when `limit`
+        // attempts fall within `duration`.
+        self.times.push_back(now);
+        if self.times.len() > self.limit {
+            self.times.pop_front();
+        }
+        let span = match (self.times.front(), self.times.back()) {
+            (Some(first), Some(last)) => last - first,
+            _ => 0,
+        };
+        let within_limit = self.times.len() < self.limit || span > self.duration_ms;
+        if within_limit && self.backoff_ms.is_none() {
+            return Decision::Now;
+        }
+        let delay = self.backoff_ms.unwrap_or(BACKOFF_START_MS);
+        self.backoff_ms = Some((delay * 2).min(BACKOFF_CAP_MS));
+        Decision::After(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_env_never_reforks() {
+        let mut p = ReforkPolicy::new(false, 60, 60_000);
+        assert_eq!(p.decide(0, 0), Decision::Never);
+    }
+
+    #[test]
+    fn cfork_limit_then_doubling_backoff_capped() {
+        let mut p = ReforkPolicy::new(true, 3, 60_000);
+        assert_eq!(p.decide(0, 0), Decision::Now);
+        assert_eq!(p.decide(10, 0), Decision::Now);
+        // The third attempt within the window reaches the limit.
+        assert_eq!(p.decide(20, 0), Decision::After(100));
+        assert_eq!(p.decide(30, 0), Decision::After(200));
+        assert_eq!(p.decide(40, 0), Decision::After(400));
+        let mut last = 0;
+        for i in 0..20 {
+            if let Decision::After(d) = p.decide(50 + i, 0) {
+                last = d;
+            }
+        }
+        assert_eq!(last, BACKOFF_CAP_MS);
+    }
+
+    #[test]
+    fn a_stable_worker_ends_the_crash_loop() {
+        let mut p = ReforkPolicy::new(true, 2, 60_000);
+        p.decide(0, 0);
+        assert_eq!(p.decide(1, 0), Decision::After(100));
+        assert_eq!(p.decide(2, 0), Decision::After(200));
+        // Long after, a worker that served 30 s dies: immediate refork again.
+        assert_eq!(p.decide(200_000, STABLE_AFTER_MS), Decision::Now);
+    }
+
+    #[test]
+    fn slow_deaths_stay_within_the_limit() {
+        let mut p = ReforkPolicy::new(true, 3, 1_000);
+        for i in 0..10 {
+            assert_eq!(p.decide(i * 2_000, 0), Decision::Now);
+        }
+    }
+}
