@@ -24,6 +24,7 @@ pub mod messenger;
 pub mod options;
 pub mod ports;
 pub mod proctree;
+pub mod proxy;
 pub mod refork;
 pub mod runtime;
 pub mod shutdown;

@@ -72,6 +72,10 @@ pub struct Options {
     pub is_production: bool,
     /// egg-cluster logs through `debug` instead of `info` in this case.
     pub verbose_debug: bool,
+    /// Sticky mode behind proxies: where the client key comes from (`stickyKey`).
+    pub sticky_key: Option<crate::proxy::KeySource>,
+    /// Proxies whose `stickyKey` is believed (`stickyTrustedProxies`, default loopback).
+    pub sticky_trusted: Vec<crate::proxy::TrustedNet>,
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -228,6 +232,7 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
     let is_debug = raw.get("isDebug").is_some_and(truthy);
 
     let sticky = raw.get("sticky").is_some_and(truthy);
+    let (sticky_key, sticky_trusted) = parse_sticky_key(&raw)?;
     let pid_file = match raw.get("pidFile") {
         Some(Value::String(s)) if !s.is_empty() => Some(PathBuf::from(s)),
         Some(v) if truthy(v) => return Err(invalid("options.pidFile", "a string", v)),
@@ -257,7 +262,75 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         debug_port,
         is_production,
         verbose_debug,
+        sticky_key,
+        sticky_trusted,
     })
+}
+
+/// `stickyKey`: `"proxy-protocol"` (PROXY v1/v2), or the name of a request header carrying the
+/// client address (`"x-forwarded-for"`, `"forwarded"`, ...). `stickyTrustedProxies`: addresses
+/// or CIDRs of the proxies allowed to set it (default loopback only).
+fn parse_sticky_key(
+    raw: &JsObject,
+) -> Result<
+    (
+        Option<crate::proxy::KeySource>,
+        Vec<crate::proxy::TrustedNet>,
+    ),
+    OptionsError,
+> {
+    use crate::proxy::{KeySource, TrustedNet};
+    let key = match raw.get("stickyKey") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("proxy-protocol") => {
+            Some(KeySource::ProxyProtocol)
+        }
+        Some(Value::String(s))
+            if !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) =>
+        {
+            Some(KeySource::Header { name: s.clone() })
+        }
+        Some(v) => {
+            return Err(invalid(
+                "options.stickyKey",
+                "\"proxy-protocol\" or a header name such as \"x-forwarded-for\"",
+                v,
+            ))
+        }
+    };
+    let trusted = match raw.get("stickyTrustedProxies") {
+        None | Some(Value::Null) => vec!["127.0.0.1".parse(), "::1".parse()]
+            .into_iter()
+            .collect::<Result<Vec<TrustedNet>, _>>()
+            .unwrap_or_default(),
+        Some(Value::Array(items)) => {
+            let mut nets = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let net = item
+                    .as_str()
+                    .and_then(|s| s.parse::<TrustedNet>().ok())
+                    .ok_or_else(|| {
+                        invalid(
+                            &format!("options.stickyTrustedProxies[{i}]"),
+                            "an IP address or CIDR",
+                            item,
+                        )
+                    })?;
+                nets.push(net);
+            }
+            nets
+        }
+        Some(v) => {
+            return Err(invalid(
+                "options.stickyTrustedProxies",
+                "an array of IP addresses or CIDRs",
+                v,
+            ))
+        }
+    };
+    Ok((key, trusted))
 }
 
 /// Number of workers to start when the user does not say: the host CPU

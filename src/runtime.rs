@@ -273,6 +273,12 @@ pub fn start(
         is_debug: opts.is_debug,
         app_debug_offset: 0,
         is_production: opts.is_production,
+        sticky_key: opts.sticky_key.clone().map(|source| {
+            Arc::new(crate::sticky::StickyKey {
+                source,
+                trusted: opts.sticky_trusted.clone(),
+            })
+        }),
         reuse_port: opts
             .raw
             .get("reusePort")
@@ -316,6 +322,8 @@ struct Runtime {
     is_debug: bool,
     app_debug_offset: u32,
     is_production: bool,
+    /// Sticky mode behind proxies: where the client key is read from, and whom to believe.
+    sticky_key: Option<Arc<crate::sticky::StickyKey>>,
     /// `reusePort` in the options: every worker gets per-slot `SO_REUSEPORT` sockets.
     reuse_port: bool,
     /// Workers whose app config asked for `reusePort` (from their `realport`).
@@ -899,6 +907,7 @@ impl Runtime {
         nix::sys::socket::listen(&fd, backlog)?;
         let listener = tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))?;
         let tx = self.tx.clone();
+        let key = self.sticky_key.clone();
         tokio::spawn(async move {
             loop {
                 match listener.accept().await {
@@ -907,11 +916,25 @@ impl Runtime {
                             Ok(s) => OwnedFd::from(s),
                             Err(_) => continue,
                         };
-                        if tx
-                            .send(Input::StickyConnection { fd, ip: addr.ip() })
-                            .is_err()
-                        {
-                            return;
+                        match &key {
+                            None => {
+                                if tx
+                                    .send(Input::StickyConnection { fd, ip: addr.ip() })
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            // Reading the key may wait on the client: one task per connection,
+                            // so a silent client delays only itself.
+                            Some(key) => {
+                                let (key, tx) = (key.clone(), tx.clone());
+                                tokio::spawn(async move {
+                                    let (fd, ip) =
+                                        crate::sticky::peek_key(fd, addr.ip(), &key).await;
+                                    let _ = tx.send(Input::StickyConnection { fd, ip });
+                                });
+                            }
                         }
                     }
                     // EMFILE and friends: back off briefly instead of spinning.

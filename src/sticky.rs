@@ -5,10 +5,104 @@
 //! client address hashes to a slot. While a slot's worker is not serving (dead, disconnecting, or
 //! not yet listening), its clients are spread over the live slots by the same hash, so the same
 //! address keeps reaching the same live worker and a dead worker is never picked.
+//!
+//! Behind a load balancer every client has the proxy's address; with `stickyKey` the key is read
+//! from the connection's first bytes instead (see [`peek_key`] and [`crate::proxy`]).
 
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
 
-/// FNV-1a over the address bytes: stable across runs and processes, cheap, well spread.
+use tokio::io::unix::AsyncFd;
+
+use crate::proxy::{self, KeySource, Peek, TrustedNet};
+
+/// At most this many bytes are peeked for the client key ...
+pub const KEY_MAX_BYTES: usize = 8 * 1024;
+/// ... within this long; then the connection goes by its peer address.
+pub const KEY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `stickyKey` and `stickyTrustedProxies`.
+#[derive(Debug)]
+pub struct StickyKey {
+    pub source: KeySource,
+    pub trusted: Vec<TrustedNet>,
+}
+
+/// The client address to pick a worker by: read from the connection's first bytes with
+/// `MSG_PEEK` (the worker still receives every byte), bounded in bytes and time; the peer address
+/// when the peer is not a trusted proxy, sends nothing or garbage.
+pub async fn peek_key(fd: OwnedFd, peer: IpAddr, key: &StickyKey) -> (OwnedFd, IpAddr) {
+    if proxy::client_key(&key.source, &[], peer, &key.trusted, KEY_MAX_BYTES) == Peek::Fallback {
+        return (fd, peer);
+    }
+    // SAFETY: `fd` is an open socket owned by the AsyncFd until `into_inner`.
+    let afd = match unsafe { AsyncFd::register(fd) } {
+        Ok(afd) => afd,
+        Err(e) => return (e.into_parts().0, peer),
+    };
+    let mut buf = vec![0u8; KEY_MAX_BYTES];
+    let found = tokio::time::timeout(KEY_TIMEOUT, async {
+        loop {
+            let mut guard = match afd.readable().await {
+                Ok(g) => g,
+                Err(_) => return peer,
+            };
+            // SAFETY: recv into our own buffer, with its length.
+            let n = unsafe {
+                libc::recv(
+                    afd.get_ref().as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_PEEK,
+                )
+            };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::WouldBlock {
+                    guard.clear_ready();
+                    continue;
+                }
+                return peer;
+            }
+            if n == 0 {
+                // The client closed before sending a key; the worker sees the EOF.
+                return peer;
+            }
+            let seen = &buf[..n as usize];
+            match proxy::client_key(&key.source, seen, peer, &key.trusted, KEY_MAX_BYTES) {
+                Peek::Key(ip) => {
+                    if key.source == KeySource::ProxyProtocol {
+                        // The PROXY header is for this hop only: the worker gets the stream
+                        // as the client sent it. The header is complete in `seen`, so this
+                        // read takes exactly those bytes and cannot block.
+                        if let Some(len) = proxy_header_len(seen) {
+                            // SAFETY: recv into our own buffer, at most its length.
+                            unsafe {
+                                libc::recv(
+                                    afd.get_ref().as_raw_fd(),
+                                    buf.as_mut_ptr().cast(),
+                                    len,
+                                    0,
+                                )
+                            };
+                        }
+                    }
+                    return ip;
+                }
+                Peek::Fallback => return peer,
+                // Peeking does not consume, so readiness stays set: wait for the next arrival.
+                Peek::NeedMore => guard.clear_ready(),
+            }
+        }
+    })
+    .await
+    .unwrap_or(peer);
+    (afd.into_inner(), found)
+}
+
+/// FNV-1a over the address bytes plus a finalizer: stable across runs and processes, cheap, well
+/// spread even in the low bits.
 pub fn hash_ip(ip: IpAddr) -> u64 {
     // An IPv4-mapped IPv6 address is the same client as its IPv4 form (dual-stack listeners
     // report v4 clients as ::ffff:a.b.c.d).
@@ -25,7 +119,26 @@ pub fn hash_ip(ip: IpAddr) -> u64 {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h
+    // FNV's low bits are weak (the lowest is just the parity of the bytes' low bits), and the
+    // slot is `h % workers`: a murmur3 finalizer spreads every input bit over every output bit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Length of a complete PROXY v1/v2 header at the start of `buf`.
+pub fn proxy_header_len(buf: &[u8]) -> Option<usize> {
+    const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+    if buf.starts_with(b"PROXY ") {
+        return memchr::memmem::find(&buf[..buf.len().min(108)], b"\r\n").map(|i| i + 2);
+    }
+    if buf.starts_with(V2_SIGNATURE) && buf.len() >= 16 {
+        let len = 16 + usize::from(u16::from_be_bytes([buf[14], buf[15]]));
+        return (buf.len() >= len).then_some(len);
+    }
+    None
 }
 
 /// The worker pid for a client: `slots[i]` is the pid owning slot `i` and whether it serves.
@@ -61,6 +174,20 @@ mod tests {
     }
 
     #[test]
+    fn proxy_header_lengths() {
+        assert_eq!(
+            proxy_header_len(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET / HTTP/1.1\r\n"),
+            Some(32)
+        );
+        assert_eq!(proxy_header_len(b"PROXY TCP4 1.2.3.4"), None);
+        let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+        v2.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2]);
+        assert_eq!(proxy_header_len(&v2), Some(28));
+        assert_eq!(proxy_header_len(&v2[..20]), None);
+        assert_eq!(proxy_header_len(b"GET / HTTP/1.1\r\n"), None);
+    }
+
+    #[test]
     fn same_address_same_worker() {
         let slots = [Some((1, true)), Some((2, true)), Some((3, true))];
         for a in ["127.0.0.1", "10.0.0.7", "::1"] {
@@ -84,6 +211,19 @@ mod tests {
             counts[(p - 1) as usize] += 1;
         }
         assert!(counts.iter().all(|&c| c > 80), "{counts:?}");
+    }
+
+    #[test]
+    fn structured_addresses_spread_too() {
+        // Addresses whose bytes' low bits always have the same parity (plain FNV-1a would send
+        // them all to one of two workers).
+        let slots = [Some((1, true)), Some((2, true))];
+        let mut counts = [0; 2];
+        for i in 0..64u8 {
+            let p = pick(IpAddr::from([10, 1, i, 100 + i]), &slots).unwrap();
+            counts[(p - 1) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 16), "{counts:?}");
     }
 
     #[test]
