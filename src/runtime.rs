@@ -269,6 +269,7 @@ pub fn start(
         exiting: false,
         close_timeouts: timeouts,
         health_interval,
+        master_pid: std::process::id(),
         malformed: HashMap::new(),
         is_debug: opts.is_debug,
         app_debug_offset: 0,
@@ -317,6 +318,7 @@ struct Runtime {
     exiting: bool,
     close_timeouts: (String, String),
     health_interval: Duration,
+    master_pid: u32,
     /// Malformed messages per child, so a flood is reported at 1, 2, 4, 8, ... not each time.
     malformed: HashMap<u32, u64>,
     is_debug: bool,
@@ -422,14 +424,14 @@ impl Runtime {
                 ));
                 self.close();
             }
-            Command::FromParent(line) => self.route(Role::Parent, 0, &line),
+            Command::FromParent(line) => self.route_batch(Role::Parent, 0, &[line]),
             Command::ParentDisconnected => self.parent_connected = false,
         }
     }
 
     fn on_incoming(&mut self, role: Role, pid: u32, incoming: Incoming) {
         match incoming {
-            Incoming::Message(line) => self.route(role, pid, &line),
+            Incoming::Messages(lines) => self.route_batch(role, pid, &lines),
             Incoming::Cluster(line) if role == Role::App => self.on_cluster(pid, &line),
             Incoming::Cluster(_) => {}
             Incoming::Malformed { reason } => self.report_malformed(role, pid, &reason),
@@ -491,27 +493,57 @@ impl Runtime {
         }
     }
 
-    fn route(&mut self, from: Role, pid: u32, line: &[u8]) {
-        let peers = Peers {
-            master_pid: std::process::id(),
-            agent_pid: self.agent.as_ref().map(|a| a.pid),
-            apps: &self.peers,
-        };
-        let routed = match messenger::route(from, line, &peers) {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
-                self.report_malformed(from, pid, &e.to_string());
-                return;
+    /// Routes the messages `from` sent in one read. Messages for the agent and the app workers
+    /// are gathered per receiver and written as one frame each, so a burst costs one queue
+    /// operation per receiver instead of one per message; anything addressed to the master or
+    /// the parent first flushes what was gathered, so every receiver sees the sender's order.
+    fn route_batch(&mut self, from: Role, pid: u32, lines: &[Vec<u8>]) {
+        let mut outbox: Vec<(Role, u32, Vec<u8>)> = Vec::new();
+        for line in lines {
+            let peers = Peers {
+                master_pid: self.master_pid,
+                agent_pid: self.agent.as_ref().map(|a| a.pid),
+                apps: &self.peers,
+            };
+            let routed = match messenger::route(from, line, &peers) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.report_malformed(from, pid, &e.to_string());
+                    continue;
+                }
+            };
+            match routed.dest {
+                Destination::Agent => {
+                    if let Some(agent_pid) = peers.agent_pid {
+                        gather(&mut outbox, Role::Agent, agent_pid, &routed.line);
+                    }
+                }
+                Destination::Apps(pids) => {
+                    for p in pids {
+                        gather(&mut outbox, Role::App, p, &routed.line);
+                    }
+                }
+                Destination::Master => {
+                    self.flush_outbox(&mut outbox);
+                    self.deliver_to_master(from, pid, routed.action.as_deref(), routed.line)
+                }
+                Destination::Parent => {
+                    self.flush_outbox(&mut outbox);
+                    self.deliver_to_parent(routed.line)
+                }
             }
-        };
-        match routed.dest {
-            Destination::Master => {
-                self.deliver_to_master(from, pid, routed.action.as_deref(), routed.line)
-            }
-            Destination::Parent => self.deliver_to_parent(routed.line),
-            Destination::Agent => self.deliver_to_agent(routed.line, false),
-            Destination::Apps(pids) => self.deliver_to_apps(&pids, routed.line, false),
+        }
+        self.flush_outbox(&mut outbox);
+    }
+
+    fn flush_outbox(&self, outbox: &mut Vec<(Role, u32, Vec<u8>)>) {
+        for (role, pid, bytes) in outbox.drain(..) {
+            let frame = Frame {
+                line: bytes.into(),
+                fd: None,
+            };
+            self.push(role, pid, frame, false);
         }
     }
 
@@ -1184,4 +1216,20 @@ fn meminfo() -> (u64, u64) {
             .map_or(0, |kb| kb * 1024)
     };
     (field("MemTotal:"), field("MemAvailable:"))
+}
+
+/// Appends `line` and its newline to `pid`'s part of the outbox.
+fn gather(outbox: &mut Vec<(Role, u32, Vec<u8>)>, role: Role, pid: u32, line: &[u8]) {
+    let bytes = match outbox.iter_mut().find(|(r, p, _)| *r == role && *p == pid) {
+        Some((_, _, bytes)) => bytes,
+        None => {
+            outbox.push((role, pid, Vec::with_capacity(line.len() + 1)));
+            match outbox.last_mut() {
+                Some((_, _, bytes)) => bytes,
+                None => return,
+            }
+        }
+    };
+    bytes.extend_from_slice(line);
+    bytes.push(b'\n');
 }

@@ -68,8 +68,9 @@ impl Frame {
 /// What the channel reports to its owner.
 #[derive(Debug)]
 pub enum Incoming {
-    /// A user message line (not internal), raw.
-    Message(Vec<u8>),
+    /// User message lines (not internal), raw, in order: all those of one read, so the owner
+    /// handles a burst of small messages in one go.
+    Messages(Vec<Vec<u8>>),
     /// A `NODE_CLUSTER` line, raw.
     Cluster(Vec<u8>),
     /// A line the child should never have written; dropped, the channel goes on.
@@ -175,12 +176,15 @@ struct Conn {
     /// A frame taken from the queue that cannot be written yet (a handle behind other bytes).
     held: Option<Frame>,
     queue: Arc<QueueState>,
+    /// User messages of the current read, handed over together.
+    batch: Vec<Vec<u8>>,
 }
 
 impl Conn {
     fn new(max_line: usize, queue: Arc<QueueState>) -> Self {
         Conn {
             queue,
+            batch: Vec::new(),
             lines: LineBuffer::new(max_line),
             fds: VecDeque::new(),
             out: Vec::new(),
@@ -248,6 +252,7 @@ impl Conn {
                 },
             }
         };
+        self.flush_batch(&mut on_incoming);
         on_incoming(Incoming::Closed { reason });
     }
 
@@ -355,6 +360,7 @@ impl Conn {
             let line = match line {
                 Ok(l) => l,
                 Err(e) => {
+                    self.flush_batch(on_incoming);
                     on_incoming(Incoming::Malformed {
                         reason: format!("a message over {} bytes was dropped", e.limit),
                     });
@@ -363,18 +369,28 @@ impl Conn {
             };
             self.on_line(line, on_incoming);
         }
+        self.flush_batch(on_incoming);
+    }
+
+    /// Hands over the batched user messages; called before anything else is reported, so the
+    /// owner sees everything in the order the child wrote it.
+    fn flush_batch<F: FnMut(Incoming)>(&mut self, on_incoming: &mut F) {
+        if !self.batch.is_empty() {
+            on_incoming(Incoming::Messages(std::mem::take(&mut self.batch)));
+        }
     }
 
     fn on_line<F: FnMut(Incoming)>(&mut self, line: Vec<u8>, on_incoming: &mut F) {
         // Only lines mentioning "cmd" can be internal; the rest (nearly all traffic) skip the scan
         // here and are validated once, by the router.
         if memmem::find(&line, b"\"cmd\"").is_none() {
-            on_incoming(Incoming::Message(line));
+            self.batch.push(line);
             return;
         }
         let scanned = match json::scan(&line) {
             Ok(s) => s,
             Err(e) => {
+                self.flush_batch(on_incoming);
                 on_incoming(Incoming::Malformed {
                     reason: e.to_string(),
                 });
@@ -384,7 +400,7 @@ impl Conn {
         let cmd = match scanned.str("cmd") {
             Some(cmd) if super::is_internal_cmd(&cmd) => cmd,
             _ => {
-                on_incoming(Incoming::Message(line));
+                self.batch.push(line);
                 return;
             }
         };
@@ -407,7 +423,10 @@ impl Conn {
                     self.on_line(inner, on_incoming);
                 }
             }
-            "NODE_CLUSTER" => on_incoming(Incoming::Cluster(line)),
+            "NODE_CLUSTER" => {
+                self.flush_batch(on_incoming);
+                on_incoming(Incoming::Cluster(line))
+            }
             other => tracing::debug!(cmd = other, "ipc: ignoring internal message"),
         }
     }

@@ -46,7 +46,7 @@ impl LineBuffer {
     /// The next complete line without its `\n`, `None` when no full line is buffered.
     pub fn next_line(&mut self) -> Option<Result<Vec<u8>, LineTooLong>> {
         if self.discarding {
-            match self.buf[self.start..].iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', &self.buf[self.start..]) {
                 Some(i) => {
                     self.start += i + 1;
                     self.scanned = self.start;
@@ -59,7 +59,7 @@ impl LineBuffer {
             }
         }
         let from = self.scanned.max(self.start);
-        match self.buf[from..].iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', &self.buf[from..]) {
             Some(i) => {
                 let end = from + i;
                 let line = self.buf[self.start..end].to_vec();

@@ -5,12 +5,11 @@
 //! byte. A full parse + re-serialize would cost time on 64 KiB payloads and, worse, would alter
 //! or reject what Node legitimately writes: `JSON.stringify` emits lone UTF-16 surrogates as
 //! `\udXXX` escapes, which `serde_json` refuses to decode into a `String`. So a line is
-//! validated with `serde_json` into `IgnoredAny` (which checks syntax but does not pair
-//! surrogates), its top-level members are located by a small scanner, and edits splice bytes.
+//! validated by [`validate`] (JSON.parse's grammar, without pairing surrogates, skipping string
+//! contents with `memchr`), its top-level members are located by a small scanner, and edits
+//! splice bytes.
 
 use std::ops::Range;
-
-use serde::de::IgnoredAny;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JsonError {
@@ -52,7 +51,7 @@ pub fn scan(line: &[u8]) -> Result<Scanned<'_>, JsonError> {
     if line.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(JsonError::Empty);
     }
-    serde_json::from_slice::<IgnoredAny>(line).map_err(|e| JsonError::Syntax(e.to_string()))?;
+    validate(line)?;
     // From here on the text is known to be valid JSON, so the scanner can be simple.
     let mut i = skip_ws(line, 0);
     let shape = match line[i] {
@@ -158,6 +157,161 @@ impl Scanned<'_> {
         out.extend_from_slice(&line[*insert_at..]);
         out
     }
+}
+
+/// Checks that `b` is one JSON text as `JSON.parse` accepts it (RFC 8259 grammar, surrounding
+/// whitespace allowed), without decoding anything: a line the receiving Node would reject must
+/// never be forwarded, since it would crash that child. Iterative, so nesting depth cannot
+/// overflow our stack; string contents are skipped with `memchr`, so a 64 KiB payload costs a
+/// few microseconds.
+pub fn validate(b: &[u8]) -> Result<(), JsonError> {
+    fn err(what: &str, at: usize) -> JsonError {
+        JsonError::Syntax(format!("{what} at byte {at}"))
+    }
+    // Open containers: `{` or `[`.
+    let mut stack: Vec<u8> = Vec::new();
+    let mut i = skip_ws(b, 0);
+    'value: loop {
+        // A value starts at `i`.
+        match b.get(i) {
+            Some(b'{') => {
+                i = skip_ws(b, i + 1);
+                if b.get(i) == Some(&b'}') {
+                    i += 1;
+                } else {
+                    stack.push(b'{');
+                    i = object_key(b, i)?;
+                    continue 'value;
+                }
+            }
+            Some(b'[') => {
+                i = skip_ws(b, i + 1);
+                if b.get(i) == Some(&b']') {
+                    i += 1;
+                } else {
+                    stack.push(b'[');
+                    continue 'value;
+                }
+            }
+            Some(b'"') => i = string_end(b, i)?,
+            Some(b't') => i = literal(b, i, b"true")?,
+            Some(b'f') => i = literal(b, i, b"false")?,
+            Some(b'n') => i = literal(b, i, b"null")?,
+            Some(b'-' | b'0'..=b'9') => i = number_end(b, i)?,
+            Some(_) => return Err(err("unexpected character", i)),
+            None => return Err(err("unexpected end", i)),
+        }
+        // After a value: close containers or move to the next member.
+        loop {
+            i = skip_ws(b, i);
+            match (stack.last(), b.get(i)) {
+                (None, None) => return Ok(()),
+                (None, Some(_)) => return Err(err("unexpected data after the value", i)),
+                (Some(b'{'), Some(b',')) => {
+                    i = object_key(b, skip_ws(b, i + 1))?;
+                    continue 'value;
+                }
+                (Some(b'['), Some(b',')) => {
+                    i = skip_ws(b, i + 1);
+                    continue 'value;
+                }
+                (Some(b'{'), Some(b'}')) | (Some(b'['), Some(b']')) => {
+                    stack.pop();
+                    i += 1;
+                }
+                _ => return Err(err("expected , or a closing bracket", i)),
+            }
+        }
+    }
+}
+
+/// `"key" :` at `i`; returns where the member's value starts.
+fn object_key(b: &[u8], i: usize) -> Result<usize, JsonError> {
+    if b.get(i) != Some(&b'"') {
+        return Err(JsonError::Syntax(format!("expected a key at byte {i}")));
+    }
+    let i = skip_ws(b, string_end(b, i)?);
+    if b.get(i) != Some(&b':') {
+        return Err(JsonError::Syntax(format!("expected : at byte {i}")));
+    }
+    Ok(skip_ws(b, i + 1))
+}
+
+/// A string starting at the quote `b[i]`; returns the offset after its closing quote.
+fn string_end(b: &[u8], i: usize) -> Result<usize, JsonError> {
+    let mut j = i + 1;
+    loop {
+        let Some(k) = memchr::memchr2(b'"', b'\\', &b[j..]).map(|k| j + k) else {
+            return Err(JsonError::Syntax(format!(
+                "unterminated string at byte {i}"
+            )));
+        };
+        // JSON.parse rejects raw control characters inside strings.
+        if b[j..k].iter().any(|&c| c < 0x20) {
+            return Err(JsonError::Syntax(format!(
+                "control character in string at byte {i}"
+            )));
+        }
+        if b[k] == b'"' {
+            return Ok(k + 1);
+        }
+        match b.get(k + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => j = k + 2,
+            Some(b'u')
+                if b.get(k + 2..k + 6)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
+            {
+                j = k + 6
+            }
+            _ => return Err(JsonError::Syntax(format!("bad escape at byte {k}"))),
+        }
+    }
+}
+
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Result<usize, JsonError> {
+    if b[i..].starts_with(word) {
+        Ok(i + word.len())
+    } else {
+        Err(JsonError::Syntax(format!(
+            "unexpected character at byte {i}"
+        )))
+    }
+}
+
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+fn number_end(b: &[u8], mut i: usize) -> Result<usize, JsonError> {
+    let bad = |at: usize| JsonError::Syntax(format!("bad number at byte {at}"));
+    let digits = |b: &[u8], from: usize| -> usize {
+        from + b[from..].iter().take_while(|c| c.is_ascii_digit()).count()
+    };
+    let start = i;
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits(b, i),
+        _ => return Err(bad(start)),
+    }
+    if b.get(i) == Some(&b'.') {
+        let j = digits(b, i + 1);
+        if j == i + 1 {
+            return Err(bad(start));
+        }
+        i = j;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let j = digits(b, i);
+        if j == i {
+            return Err(bad(start));
+        }
+        i = j;
+    }
+    Ok(i)
 }
 
 /// Encodes `s` as a JSON string literal.
@@ -302,6 +456,69 @@ mod tests {
         assert!(scan(b"not json").is_err());
         assert!(scan(b"{\"a\":1}}").is_err());
         assert!(scan(b"\xff\xfe").is_err());
+    }
+
+    #[test]
+    fn validate_agrees_with_serde_json_except_on_surrogates() {
+        let good: &[&[u8]] = &[
+            b"{}",
+            b"[]",
+            b"0",
+            b"-0.5e+10",
+            b"1E3",
+            b"true",
+            b"null",
+            b"\"\"",
+            b" { \"a\" : [ 1 , { } , [ ] , \"x\\n\\u00e9\" ] } \r",
+            br#"{"a":{"b":{"c":[[[[1]]]]}},"d":"\/\b\f\t"}"#,
+            "{\"é\":\"ü€\"}".as_bytes(),
+        ];
+        for g in good {
+            assert_eq!(validate(g), Ok(()), "{}", String::from_utf8_lossy(g));
+            assert!(serde_json::from_slice::<serde_json::Value>(g).is_ok());
+        }
+        let bad: &[&[u8]] = &[
+            b"",
+            b"{",
+            b"}",
+            b"[1,]",
+            b"{\"a\":1,}",
+            b"{\"a\" 1}",
+            b"{a:1}",
+            b"01",
+            b"1.",
+            b"-",
+            b"1e",
+            b".5",
+            b"+1",
+            b"tru",
+            b"nul",
+            b"\"abc",
+            b"\"a\tb\"",
+            b"\"\\x\"",
+            b"\"\\u12\"",
+            b"[1 2]",
+            b"{} {}",
+            b"[\"a\" \"b\"]",
+            b"{\"a\":1 \"b\":2}",
+            b"NaN",
+            b"[1]]",
+        ];
+        for x in bad {
+            assert!(validate(x).is_err(), "{}", String::from_utf8_lossy(x));
+            assert!(serde_json::from_slice::<serde_json::Value>(x).is_err());
+        }
+        // What Node writes for lone surrogates is valid for JSON.parse.
+        assert_eq!(validate(br#"["\ud800","\udfff x"]"#), Ok(()));
+    }
+
+    #[test]
+    fn validate_handles_deep_nesting_without_recursion() {
+        let mut deep = vec![b'['; 100_000];
+        deep.extend(vec![b']'; 100_000]);
+        assert_eq!(validate(&deep), Ok(()));
+        deep.pop();
+        assert!(validate(&deep).is_err());
     }
 
     #[test]
