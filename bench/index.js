@@ -8,8 +8,11 @@
  *
  * BENCH_QUICK=1         one start each, short runs (smoke run, ~1 min)
  * BENCH_LOADGEN=autocannon  use autocannon even when wrk is installed
- * BENCH_STICKY=0        skip the egg-cluster sticky baseline (figure 7)
+ * BENCH_STICKY=0        skip the sticky figure (7)
+ * BENCH_RS_STICKY=0     skip egg-cluster-rs's side of figure 7
  * BENCH_WORKERS=N       app workers (default 2)
+ * BENCH_KEEP_LOGS=1     keep the masters' output and the app logs (the temp dir is printed)
+ * node bench/index.js --report bench/results/<file>.json   re-print the table of a past run
  *
  * See bench/README.md for what each figure is and how it is measured.
  */
@@ -52,9 +55,12 @@ const CFG = {
   httpWarmS: 1,
   sticky: process.env.BENCH_STICKY !== '0',
   settleMs: 300, // pause after each master is gone, before the next starts
+  quietPct: 15, // before each start, wait until others use at most this much of a core...
+  quietWaitMs: QUICK ? 3000 : 10000, // ...but no longer than this
+  quietWindowMs: QUICK ? 1000 : 3000, // the same before each measured workload (the cluster is idle then)
 };
 // flip when issue #4 lands: figure 7 then runs egg-cluster-rs with sticky: true too
-const RS_STICKY_SUPPORTED = process.env.BENCH_RS_STICKY === '1';
+const RS_STICKY_SUPPORTED = process.env.BENCH_RS_STICKY !== '0';
 const STICKY_NA = 'n/a: sticky not implemented yet (#4)';
 
 const IMPLS = { A: 'egg-cluster', B: 'rs' };
@@ -106,6 +112,7 @@ class Instance {
     if (this.sticky) options.sticky = true;
     this.logFile = path.join(tmpDir, `${this.impl}${this.sticky ? '-sticky' : ''}-${++seq}.log`);
     const fd = fs.openSync(this.logFile, 'w');
+    const m0 = proc.machine();
     const t0 = performance.now();
     this.child = fork(RUNNER, [ JSON.stringify({ impl: this.impl, options }) ], {
       cwd: ROOT,
@@ -142,7 +149,17 @@ class Instance {
     });
     await this.until(() => this.ready, 120000, 'ready');
     this.masterPid = this.ready.masterPid;
+    if (this.impl === 'baseline') return this;
     this.children = proc.clusterChildren(this.masterPid);
+    {
+      // CPU spent starting: the whole tree, and what everything else on the machine did meanwhile
+      const m1 = proc.machine();
+      const c = this.cpu();
+      const tree = c.master + c.agent + c.apps;
+      const wallMs = this.ready.readyMs;
+      const otherProcs = Math.max(0, (m1.proc - m0.proc) - tree);
+      this.startCpu = { wallMs, master: c.master, agent: c.agent, apps: c.apps, otherProcs, otherPct: otherProcs / wallMs * 100 };
+    }
     if (this.children.app.length !== CFG.workers || this.children.agent.length !== 1) {
       throw new Error(`${this.impl}: expected 1 agent and ${CFG.workers} app workers, found ${JSON.stringify(this.children)}`);
     }
@@ -201,24 +218,41 @@ class Instance {
     return pick();
   }
 
-  /** utime+stime (ms) of the master, the agent and the app workers. */
+  /**
+   * utime+stime (ms) of the master, the agent and the app workers, plus what the rest of the
+   * machine did meanwhile (to tell a quiet run from one that shared the 2 cores with others).
+   */
   cpu() {
     const sum = pids => pids.reduce((a, p) => a + (proc.cpuMs(p) || 0), 0);
+    const self = process.cpuUsage();
     return {
       t: performance.now(),
       master: proc.cpuMs(this.masterPid),
       agent: sum(this.children.agent),
       apps: sum(this.children.app),
+      driver: (self.user + self.system) / 1000,
+      driverChildren: proc.childrenCpuMs(), // the load generator, once it has exited
+      machine: proc.machine(),
     };
   }
 
   static cpuDelta(a, b) {
-    return {
+    const d = {
       wallMs: b.t - a.t,
       master: b.master - a.master,
       agent: b.agent - a.agent,
       apps: b.apps - a.apps,
+      driver: b.driver - a.driver,
+      loadgen: b.driverChildren - a.driverChildren,
+      machineBusy: b.machine.busy - a.machine.busy,
+      steal: b.machine.steal - a.machine.steal,
     };
+    const ours = d.master + d.agent + d.apps + d.driver + d.loadgen;
+    // process time of everything else on the machine (approximate: tick granularity)
+    d.otherProcs = Math.max(0, (b.machine.proc - a.machine.proc) - ours);
+    d.otherPct = d.otherProcs / d.wallMs * 100;
+    d.stealPct = d.steal / d.wallMs * 100;
+    return d;
   }
 
   async stop() {
@@ -266,6 +300,7 @@ class Instance {
 // workloads
 
 async function relay(inst, size) {
+  const quiet = await waitQuiet(CFG.quietWindowMs);
   const once = async durationMs => {
     const runId = nextRunId(`relay${size}`);
     const c0 = inst.cpu();
@@ -289,10 +324,11 @@ async function relay(inst, size) {
     };
   };
   await once(CFG.relayWarmMs);
-  return once(CFG.relayMs);
+  return { ...await once(CFG.relayMs), before: quiet };
 }
 
 async function broadcast(inst) {
+  const quiet = await waitQuiet(CFG.quietWindowMs);
   const once = async durationMs => {
     const runId = nextRunId('bcast');
     const c0 = inst.cpu();
@@ -318,7 +354,7 @@ async function broadcast(inst) {
     };
   };
   await once(CFG.bcastWarmMs);
-  return once(CFG.bcastMs);
+  return { ...await once(CFG.bcastMs), before: quiet };
 }
 
 async function counts(inst) {
@@ -330,6 +366,7 @@ async function counts(inst) {
 
 async function http(inst, gen, close) {
   const url = `http://127.0.0.1:${inst.port}/`;
+  const quiet = await waitQuiet(CFG.quietWindowMs);
   await loadgen.load(gen, { url, connections: CFG.httpConnections, durationS: CFG.httpWarmS, close });
   await counts(inst); // resets the per-worker counters
   const c0 = inst.cpu();
@@ -349,12 +386,35 @@ async function http(inst, gen, close) {
     perWorker,
     shares,
     busiestShare: shares[0],
+    before: quiet,
   };
+}
+
+/**
+ * Waits (up to CFG.quietWaitMs) until the machine is nearly idle, so a start does not share the
+ * cores with a build or a test suite that happens to run; returns what it saw.
+ */
+async function waitQuiet(maxMs = CFG.quietWaitMs) {
+  const t0 = Date.now();
+  let busyPct;
+  for (;;) {
+    const a = proc.machine();
+    await sleep(250);
+    const b = proc.machine();
+    busyPct = (b.busy - a.busy) / (b.total - a.total) * 100 * os.cpus().length;
+    if (busyPct <= CFG.quietPct || Date.now() - t0 >= maxMs) break;
+  }
+  const waitedMs = Date.now() - t0;
+  if (busyPct > CFG.quietPct && maxMs === CFG.quietWaitMs) {
+    log(`WARNING: the machine is busy with other work (${busyPct.toFixed(0)}% of a core used by others after ${(waitedMs / 1000).toFixed(0)} s): figures will be noisy`);
+  }
+  return { busyPct, waitedMs };
 }
 
 async function runInstance(impl, round, withWorkloads, gen) {
   const inst = new Instance(impl);
   const run = { impl, round, workers: CFG.workers };
+  run.before = await waitQuiet();
   try {
     await inst.start();
     Object.assign(run, {
@@ -363,6 +423,7 @@ async function runInstance(impl, round, withWorkloads, gen) {
       startClusterMs: inst.ready.startClusterMs,
       requireMs: inst.ready.requireMs,
       rssKiB: inst.rssKiB,
+      startCpu: inst.startCpu,
     });
     log(`${LABEL[impl]} round ${round}: ready in ${inst.ready.readyMs.toFixed(0)} ms, master RSS ${(inst.rssKiB / 1024).toFixed(1)} MiB`);
     if (withWorkloads) {
@@ -388,6 +449,7 @@ async function runInstance(impl, round, withWorkloads, gen) {
 async function runSticky(impl, round, gen) {
   const inst = new Instance(impl, { sticky: true });
   const run = { impl, round, sticky: true, workers: CFG.workers };
+  run.before = await waitQuiet();
   try {
     await inst.start();
     run.readyMs = inst.ready.readyMs;
@@ -478,6 +540,31 @@ function buildTable(runs) {
   return { rows, text: [ line(header), sep, ...lines.map(line) ].join('\n') };
 }
 
+/** How much of the measured windows the rest of the machine took (other processes, steal). */
+function noiseNotes(runs) {
+  const lines = [];
+  for (const impl of [ 'egg-cluster', 'rs' ]) {
+    const windows = [];
+    for (const r of runs.filter(x => x.impl === impl)) {
+      if (r.startCpu) windows.push(r.startCpu);
+      for (const w of Object.values(r.relay || {})) windows.push(w.cpu);
+      for (const k of [ 'bcast', 'httpClose', 'httpKeepAlive', 'stickyClose' ]) if (r[k]) windows.push(r[k].cpu);
+    }
+    if (!windows.length) continue;
+    const other = summary(windows.map(w => w.otherPct));
+    const steal = summary(windows.map(w => w.stealPct));
+    const noisy = windows.filter(w => w.otherPct > 25).length;
+    lines.push(`  ${LABEL[impl].padEnd(15)} other processes median ${fmt(other.median, 0)}% max ${fmt(other.max, 0)}% of a core` +
+      `${steal ? `, steal median ${fmt(steal.median, 1)}%` : ''}; ${noisy} of ${windows.length} windows over 25%`);
+  }
+  const noisy = lines.some(l => !/ 0 of /.test(l));
+  return [
+    'CPU used by the rest of the machine during the measured windows (starts, relay, broadcast, HTTP):',
+    ...lines,
+    ...(noisy ? [ 'WARNING: the bench shared the machine with other work: figures are noisy, and more so for the side that got more of it (raw windows in the JSON, `cpu.otherPct`)' ] : []),
+  ].join('\n');
+}
+
 function spreadNotes(runs) {
   const out = [];
   for (const [ key, name ] of [ [ 'httpClose', 'Connection: close' ], [ 'httpKeepAlive', 'keep-alive' ], [ 'stickyClose', 'sticky' ] ]) {
@@ -543,30 +630,50 @@ async function main() {
     }
   }
 
+  // the floor of figure 2: RSS of a bare `node` child with an IPC channel, as each master is
+  const baseline = [];
+  for (let i = 0; i < (QUICK ? 1 : 3); i++) {
+    const inst = new Instance('baseline');
+    await inst.start();
+    await sleep(200);
+    baseline.push(proc.rssKiB(inst.masterPid) / 1024);
+    await inst.stop();
+  }
+  meta.nodeBaselineRssMiB = baseline;
+
+  const table = report(meta, runs);
+  fs.mkdirSync(RESULTS, { recursive: true });
+  const file = path.join(RESULTS, `${started.toISOString().replace(/[:.]/g, '-')}.json`);
+  meta.finished = new Date().toISOString();
+  fs.writeFileSync(file, JSON.stringify({ meta, summary: table.rows, runs }, null, 2));
+  process.stdout.write(`raw runs: ${path.relative(process.cwd(), file)}\n`);
+  if (process.env.BENCH_KEEP_LOGS) process.stdout.write(`master logs: ${tmpDir}\n`);
+  else fs.rmSync(tmpDir, { recursive: true, force: true });
+}
+
+/** Prints the table and the notes; returns the table rows (for the JSON). */
+function report(meta, runs) {
+  const { config: cfg, loadgen: gen } = meta;
   const table = buildTable(runs);
   const leftovers = runs.flatMap(r => (r.stop && r.stop.leftovers) || []);
   const out = [
     '',
-    `egg-cluster ${eggClusterVersion} vs egg-cluster-rs (${meta.eggClusterRs}), egg ${eggVersion}, node ${process.version}, ${meta.cpus} CPUs, ${CFG.workers} app workers`,
-    `load generator: ${gen.name} ${gen.version}, ${CFG.httpConnections} connections, ${CFG.httpS} s runs after a ${CFG.httpWarmS} s warmup` +
-      `${gen.name === 'wrk' ? ' (1 thread)' : ''}; ${CFG.starts} starts each, ${CFG.workloadRounds} workload runs each, alternating A B`,
-    `relay: window ${CFG.relayWindow} round trips per app worker (all workers at once), ${CFG.relayMs} ms; a round trip is 2 relayed msgs`,
+    `egg-cluster ${meta.eggCluster} vs egg-cluster-rs (${meta.eggClusterRs}), egg ${meta.egg}, node ${meta.node}, ${meta.cpus} CPUs, ${cfg.workers} app workers`,
+    `load generator: ${gen.name} ${gen.version}, ${cfg.httpConnections} connections, ${cfg.httpS} s runs after a ${cfg.httpWarmS} s warmup` +
+      `${gen.name === 'wrk' ? ' (1 thread)' : ''}; ${cfg.starts} starts each, ${cfg.workloadRounds} workload runs each, alternating A B`,
+    `relay: window ${cfg.relayWindow} round trips per app worker (all workers at once), ${cfg.relayMs} ms; a round trip is 2 relayed msgs`,
     '',
     table.text,
     '',
     'per-worker share of requests, each run (%):',
     spreadNotes(runs),
     '',
+    `for figure 2: a bare node process with an IPC channel (the floor of any master that is a Node process) has ${fmt(summary(meta.nodeBaselineRssMiB).median, 1)} MiB RSS`,
+    noiseNotes(runs),
     `processes left behind: ${leftovers.length ? leftovers.join(', ') : 'none'}`,
   ].join('\n');
   process.stdout.write(`${out}\n`);
-
-  fs.mkdirSync(RESULTS, { recursive: true });
-  const file = path.join(RESULTS, `${started.toISOString().replace(/[:.]/g, '-')}.json`);
-  meta.finished = new Date().toISOString();
-  fs.writeFileSync(file, JSON.stringify({ meta, summary: table.rows, runs }, null, 2));
-  process.stdout.write(`raw runs: ${path.relative(process.cwd(), file)}\n`);
-  fs.rmSync(tmpDir, { recursive: true, force: true });
+  return table;
 }
 
 function killAll() {
@@ -582,9 +689,17 @@ process.on('SIGTERM', () => {
   process.exit(143);
 });
 
-main().catch(err => {
+if (process.argv[2] === '--report') {
+  // re-print the table of a results file: node bench/index.js --report bench/results/<file>.json
+  const { meta, runs } = JSON.parse(fs.readFileSync(process.argv[3], 'utf8'));
+  report(meta, runs);
+} else {
+  main().catch(onError);
+}
+
+function onError(err) {
   killAll();
   console.error(`[bench] failed: ${err && err.stack || err}`);
   if (tmpDir) console.error(`[bench] master logs kept in ${tmpDir}`);
   process.exitCode = 1;
-});
+}

@@ -17,7 +17,12 @@ const { impl, options } = JSON.parse(process.argv[2]);
 const ROOT = path.join(__dirname, '..');
 
 let startCluster;
-if (impl === 'egg-cluster') {
+if (impl === 'baseline') {
+  // a bare Node process with an IPC channel: the floor for figure 2
+  startCluster = (options, cb) => setImmediate(cb);
+  setInterval(() => {}, 1 << 30);
+  process.on('SIGTERM', () => process.exit(0));
+} else if (impl === 'egg-cluster') {
   startCluster = require(path.join(ROOT, 'node_modules/egg-cluster')).startCluster;
 } else if (impl === 'rs') {
   startCluster = require(ROOT).startCluster;

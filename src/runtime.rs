@@ -197,11 +197,24 @@ pub fn start(
     }
 
     let loopback = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    let cluster_port =
-        crate::ports::free_port(loopback).map_err(|e| Error::io("detect a free clusterPort", e))?;
+    // A port that is free now may be the app's own port, which the workers have not bound yet.
+    let taken = [opts.port, opts.debug_port];
+    let free_port = || -> std::io::Result<u16> {
+        for _ in 0..16 {
+            let p = crate::ports::free_port(loopback)?;
+            if !taken.contains(&Some(p)) {
+                return Ok(p);
+            }
+        }
+        crate::ports::free_port(loopback)
+    };
+    let cluster_port = free_port().map_err(|e| Error::io("detect a free clusterPort", e))?;
     opts.raw.insert("clusterPort".into(), cluster_port.into());
     let sticky_worker_port = if opts.sticky {
-        let p = crate::ports::free_port(loopback)
+        let p = std::iter::repeat_with(free_port)
+            .take(8)
+            .find(|p| !matches!(p, Ok(p) if *p == cluster_port))
+            .unwrap_or_else(free_port)
             .map_err(|e| Error::io("detect a free stickyWorkerPort", e))?;
         opts.raw.insert("stickyWorkerPort".into(), p.into());
         Some(p)
@@ -516,14 +529,17 @@ impl Runtime {
             match routed.dest {
                 Destination::Agent => {
                     if let Some(agent_pid) = peers.agent_pid {
-                        gather(&mut outbox, Role::Agent, agent_pid, &routed.line);
+                        gather(&mut outbox, Role::Agent, agent_pid, routed.line);
                     }
                 }
-                Destination::Apps(pids) => {
-                    for p in pids {
-                        gather(&mut outbox, Role::App, p, &routed.line);
+                Destination::Apps(pids) => match pids.as_slice() {
+                    [one] => gather(&mut outbox, Role::App, *one, routed.line),
+                    many => {
+                        for p in many {
+                            gather(&mut outbox, Role::App, *p, routed.line.clone());
+                        }
                     }
-                }
+                },
                 Destination::Master => {
                     self.flush_outbox(&mut outbox);
                     self.deliver_to_master(from, pid, routed.action.as_deref(), routed.line)
@@ -540,7 +556,7 @@ impl Runtime {
     fn flush_outbox(&self, outbox: &mut Vec<(Role, u32, Vec<u8>)>) {
         for (role, pid, bytes) in outbox.drain(..) {
             let frame = Frame {
-                line: bytes.into(),
+                line: channel::Bytes::Owned(bytes),
                 fd: None,
             };
             self.push(role, pid, frame, false);
@@ -561,7 +577,7 @@ impl Runtime {
         let shared: Arc<[u8]> = line.into();
         for pid in pids {
             let frame = Frame {
-                line: shared.clone(),
+                line: channel::Bytes::Shared(shared.clone()),
                 fd: None,
             };
             self.push(Role::App, *pid, frame, control);
@@ -599,12 +615,12 @@ impl Runtime {
         }
     }
 
-    /// Logged at the 1st, 2nd, 4th, 8th, ... occurrence per child: every kind of bad input is
-    /// reported with the child's pid, and a flood of it cannot flood the log.
+    /// Every bad message is logged with the child's pid up to the 16th; after that at the
+    /// 32nd, 64th, ... so a flood of garbage cannot flood the log.
     fn report_malformed(&mut self, role: Role, pid: u32, reason: &str) {
         let count = self.malformed.entry(pid).or_insert(0);
         *count += 1;
-        if count.is_power_of_two() {
+        if *count <= 16 || count.is_power_of_two() {
             let n = *count;
             self.logger.warn(&format!(
                 "[master] dropped a malformed message from {} ({n} so far): {reason}",
@@ -1218,18 +1234,17 @@ fn meminfo() -> (u64, u64) {
     (field("MemTotal:"), field("MemAvailable:"))
 }
 
-/// Appends `line` and its newline to `pid`'s part of the outbox.
-fn gather(outbox: &mut Vec<(Role, u32, Vec<u8>)>, role: Role, pid: u32, line: &[u8]) {
-    let bytes = match outbox.iter_mut().find(|(r, p, _)| *r == role && *p == pid) {
-        Some((_, _, bytes)) => bytes,
-        None => {
-            outbox.push((role, pid, Vec::with_capacity(line.len() + 1)));
-            match outbox.last_mut() {
-                Some((_, _, bytes)) => bytes,
-                None => return,
-            }
+/// Adds `line` and its newline to `pid`'s part of the outbox; the first line for a receiver is
+/// moved in, not copied.
+fn gather(outbox: &mut Vec<(Role, u32, Vec<u8>)>, role: Role, pid: u32, mut line: Vec<u8>) {
+    match outbox.iter_mut().find(|(r, p, _)| *r == role && *p == pid) {
+        Some((_, _, bytes)) => {
+            bytes.extend_from_slice(&line);
+            bytes.push(b'\n');
         }
-    };
-    bytes.extend_from_slice(line);
-    bytes.push(b'\n');
+        None => {
+            line.push(b'\n');
+            outbox.push((role, pid, line));
+        }
+    }
 }

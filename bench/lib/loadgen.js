@@ -2,7 +2,7 @@
 
 /**
  * HTTP load generators: wrk when it is on PATH (Debian package `wrk`), else autocannon (a
- * devDependency) run as its CLI in a child process. Either way the generator is a child of this
+ * devDependency) run by autocannon-run.js in a child process. Either way the generator is a child of this
  * process, so its own CPU time is the growth of our cutime+cstime across the run (nothing else of
  * ours exits meanwhile).
  *
@@ -17,13 +17,13 @@ function detect() {
   if (process.env.BENCH_LOADGEN !== 'autocannon') {
     const r = spawnSync('wrk', [ '--version' ], { encoding: 'utf8' });
     if (!r.error) {
-      const m = /wrk\s+([\d.]+)/.exec(r.stdout + r.stderr);
+      const m = /wrk\s+(?:\S*\/)?([\d.]+)/.exec(r.stdout + r.stderr);
       return { name: 'wrk', version: m ? m[1] : 'unknown', bin: 'wrk' };
     }
   }
   const main = require.resolve('autocannon/autocannon.js');
   const pkg = require(path.join(path.dirname(main), 'package.json'));
-  return { name: 'autocannon', version: pkg.version, bin: main };
+  return { name: 'autocannon', version: pkg.version, bin: path.join(__dirname, 'autocannon-run.js') };
 }
 
 function run(cmd, args) {
@@ -72,10 +72,7 @@ async function load(gen, o) {
       latencyMs: lat ? Number(lat[1]) * UNIT_S[lat[2]] * 1000 : null,
     };
   } else {
-    const args = [ gen.bin, '--json', '-c', String(o.connections), '-d', String(o.durationS) ];
-    if (o.close) args.push('-H', 'Connection: close');
-    args.push(o.url);
-    const { out } = await run(process.execPath, args);
+    const { out } = await run(process.execPath, [ gen.bin, JSON.stringify(o) ]);
     const j = JSON.parse(out.slice(out.indexOf('{')));
     r = {
       requests: j.requests.total,

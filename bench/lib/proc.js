@@ -60,6 +60,22 @@ function rssKiB(pid) {
   }
 }
 
+/**
+ * The machine's CPU time so far, from the `cpu` line of /proc/stat, in ms summed over all CPUs.
+ * @return {{busy: number, steal: number, total: number}} busy = user+nice+system+irq+softirq
+ */
+function machine() {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const [ user, nice, system, idle, iowait, irq, softirq, steal ] = f;
+  const k = 1000 / clkTck;
+  return {
+    busy: (user + nice + system + irq + softirq) * k,
+    proc: (user + nice + system) * k,
+    steal: (steal || 0) * k,
+    total: (user + nice + system + idle + iowait + irq + softirq + (steal || 0)) * k,
+  };
+}
+
 function cmdline(pid) {
   try {
     return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
@@ -117,4 +133,4 @@ function alive(pid) {
   return !!s && s.state !== 'Z';
 }
 
-module.exports = { clkTck, stat, cpuMs, childrenCpuMs, rssKiB, cmdline, descendants, clusterChildren, alive };
+module.exports = { clkTck, machine, stat, cpuMs, childrenCpuMs, rssKiB, cmdline, descendants, clusterChildren, alive };

@@ -36,7 +36,7 @@ const NACK: &[u8] = b"{\"cmd\":\"NODE_HANDLE_NACK\"}\n";
 
 /// One outgoing message: a complete line including its `\n`, and at most one fd.
 pub struct Frame {
-    pub line: Arc<[u8]>,
+    pub line: Bytes,
     pub fd: Option<OwnedFd>,
 }
 
@@ -45,7 +45,7 @@ impl Frame {
     pub fn new(mut json: Vec<u8>) -> Self {
         json.push(b'\n');
         Frame {
-            line: json.into(),
+            line: Bytes::Owned(json),
             fd: None,
         }
     }
@@ -59,8 +59,24 @@ impl Frame {
         line.extend_from_slice(inner);
         line.extend_from_slice(b"}\n");
         Frame {
-            line: line.into(),
+            line: Bytes::Owned(line),
             fd: Some(fd),
+        }
+    }
+}
+
+/// A frame's bytes: owned when it has one receiver (no copy), shared for a broadcast.
+pub enum Bytes {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Shared(a) => a,
         }
     }
 }
@@ -415,6 +431,12 @@ impl Conn {
                 let fd = self.fds.pop_front();
                 self.out
                     .extend_from_slice(if fd.is_some() { ACK } else { NACK });
+                if fd.is_none() {
+                    self.flush_batch(on_incoming);
+                    on_incoming(Incoming::Malformed {
+                        reason: "a NODE_HANDLE without a file descriptor (answered NACK)".into(),
+                    });
+                }
                 // The master accepts no handles from children: the fd is closed here, the message
                 // itself goes on like any other.
                 drop(fd);
@@ -427,7 +449,13 @@ impl Conn {
                 self.flush_batch(on_incoming);
                 on_incoming(Incoming::Cluster(line))
             }
-            other => tracing::debug!(cmd = other, "ipc: ignoring internal message"),
+            other => {
+                // Node ignores internal messages it does not know; so do we, but say so.
+                self.flush_batch(on_incoming);
+                on_incoming(Incoming::Malformed {
+                    reason: format!("unknown internal message {other} ignored"),
+                });
+            }
         }
     }
 }

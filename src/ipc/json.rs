@@ -247,7 +247,7 @@ fn string_end(b: &[u8], i: usize) -> Result<usize, JsonError> {
             )));
         };
         // JSON.parse rejects raw control characters inside strings.
-        if b[j..k].iter().any(|&c| c < 0x20) {
+        if has_control_byte(&b[j..k]) {
             return Err(JsonError::Syntax(format!(
                 "control character in string at byte {i}"
             )));
@@ -266,6 +266,23 @@ fn string_end(b: &[u8], i: usize) -> Result<usize, JsonError> {
             _ => return Err(JsonError::Syntax(format!("bad escape at byte {k}"))),
         }
     }
+}
+
+/// Whether any byte is below 0x20, eight bytes at a time (the classic "has a byte less than n"
+/// bit trick), since string contents are nearly all of a large message.
+fn has_control_byte(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        if x.wrapping_sub(ONES * 0x20) & !x & HIGHS != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&c| c < 0x20)
 }
 
 fn literal(b: &[u8], i: usize, word: &[u8]) -> Result<usize, JsonError> {
@@ -510,6 +527,26 @@ mod tests {
         }
         // What Node writes for lone surrogates is valid for JSON.parse.
         assert_eq!(validate(br#"["\ud800","\udfff x"]"#), Ok(()));
+    }
+
+    #[test]
+    fn control_bytes_are_found_anywhere() {
+        for len in 0..40 {
+            let mut v = vec![b'a'; len];
+            assert!(!has_control_byte(&v));
+            for pos in 0..len {
+                for c in [0u8, 0x09, 0x1f] {
+                    v[pos] = c;
+                    assert!(has_control_byte(&v), "{len} {pos} {c}");
+                    v[pos] = b'a';
+                }
+                v[pos] = 0x20;
+                assert!(!has_control_byte(&v));
+                v[pos] = 0xff;
+                assert!(!has_control_byte(&v));
+                v[pos] = b'a';
+            }
+        }
     }
 
     #[test]
