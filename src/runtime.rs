@@ -73,11 +73,9 @@ enum Input {
     ReforkApp,
     HealthCheck,
     Closed,
-    /// A connection accepted on the real port in sticky mode.
-    StickyConnection {
-        fd: OwnedFd,
-        ip: std::net::IpAddr,
-    },
+    /// Connections accepted on the real port in sticky mode, with the client address to pick
+    /// a worker by.
+    StickyConnections(Vec<(OwnedFd, std::net::IpAddr)>),
 }
 
 enum ChildEvent {
@@ -409,7 +407,7 @@ impl Runtime {
                     self.spawn_agent();
                 }
             }
-            Input::StickyConnection { fd, ip } => self.hand_over(fd, ip),
+            Input::StickyConnections(accepted) => self.hand_over(accepted),
             Input::Closed => {
                 self.exiting = true;
                 self.emit.emit("exit", "0".into());
@@ -953,50 +951,30 @@ impl Runtime {
         })?;
         let backlog = nix::sys::socket::Backlog::new(511).map_err(std::io::Error::from)?;
         nix::sys::socket::listen(&fd, backlog)?;
-        let listener = tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))?;
         let tx = self.tx.clone();
         let key = self.sticky_key.clone();
-        tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, addr)) => {
-                        let fd = match stream.into_std() {
-                            Ok(s) => OwnedFd::from(s),
-                            Err(_) => continue,
-                        };
-                        match &key {
-                            None => {
-                                if tx
-                                    .send(Input::StickyConnection { fd, ip: addr.ip() })
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                            // Reading the key may wait on the client: one task per connection,
-                            // so a silent client delays only itself.
-                            Some(key) => {
-                                let (key, tx) = (key.clone(), tx.clone());
-                                tokio::spawn(async move {
-                                    let (fd, ip) =
-                                        crate::sticky::peek_key(fd, addr.ip(), &key).await;
-                                    let _ = tx.send(Input::StickyConnection { fd, ip });
-                                });
-                            }
-                        }
+        tokio::spawn(crate::sticky::accept_loop(fd, move |accepted| {
+            match &key {
+                None => tx.send(Input::StickyConnections(accepted)).is_ok(),
+                // Reading the key may wait on the client: one task per connection, so a silent
+                // client delays only itself.
+                Some(key) => {
+                    for (fd, peer) in accepted {
+                        let (key, tx) = (key.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let (fd, ip) = crate::sticky::peek_key(fd, peer, &key).await;
+                            let _ = tx.send(Input::StickyConnections(vec![(fd, ip)]));
+                        });
                     }
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    Err(e) => {
-                        tracing::warn!("sticky accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    !tx.is_closed()
                 }
             }
-        });
+        })?);
         Ok(())
     }
 
-    fn hand_over(&mut self, fd: OwnedFd, ip: std::net::IpAddr) {
+    /// Hands each accepted connection to the worker its client maps to.
+    fn hand_over(&mut self, accepted: Vec<(OwnedFd, std::net::IpAddr)>) {
         let slots: Vec<Option<(u32, bool)>> = self
             .slots
             .iter()
@@ -1011,16 +989,18 @@ impl Runtime {
                 })
             })
             .collect();
-        let Some(pid) = crate::sticky::pick(ip, &slots) else {
-            // No worker can take it: closing is all that is left.
-            return;
-        };
-        if let Some(app) = self.apps.get(&pid) {
-            let _ = app.sender.send_control(Frame::handle(
-                "net.Socket",
-                b"\"sticky-session:connection\"",
-                fd,
-            ));
+        for (fd, ip) in accepted {
+            // No worker can take it: dropping (closing) it is all that is left.
+            let Some(pid) = crate::sticky::pick(ip, &slots) else {
+                continue;
+            };
+            if let Some(app) = self.apps.get(&pid) {
+                let _ = app.sender.send_control(Frame::handle(
+                    "net.Socket",
+                    b"\"sticky-session:connection\"",
+                    fd,
+                ));
+            }
         }
     }
 

@@ -128,6 +128,98 @@ pub fn hash_ip(ip: IpAddr) -> u64 {
     h ^ (h >> 33)
 }
 
+/// Most connections taken per wake-up before they are handed over (and other work runs).
+const ACCEPT_BURST: usize = 64;
+
+/// Accepts on the (listening, non-blocking) `listener` until `deliver` returns false. Each
+/// wake-up drains the accept queue in one burst with raw `accept4` (the accepted sockets are
+/// never registered with our reactor: they only pass through), so a connection costs two
+/// syscalls here.
+pub fn accept_loop<F>(
+    listener: OwnedFd,
+    mut deliver: F,
+) -> std::io::Result<impl std::future::Future<Output = ()>>
+where
+    F: FnMut(Vec<(OwnedFd, IpAddr)>) -> bool,
+{
+    // SAFETY: the listener is an open socket owned by the AsyncFd for its whole life.
+    let afd = unsafe { AsyncFd::register(listener) }.map_err(|e| e.into_parts().1)?;
+    Ok(async move {
+        loop {
+            let mut guard = match afd.readable().await {
+                Ok(g) => g,
+                Err(_) => return,
+            };
+            let mut burst = Vec::new();
+            let mut backoff = false;
+            while burst.len() < ACCEPT_BURST {
+                match accept_one(afd.get_ref().as_raw_fd()) {
+                    Ok(conn) => burst.push(conn),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    // The client reset before we took it: just go on.
+                    Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    Err(e) => {
+                        tracing::warn!("sticky accept: {e}");
+                        backoff = true;
+                        break;
+                    }
+                }
+            }
+            drop(guard);
+            if !burst.is_empty() && !deliver(burst) {
+                return;
+            }
+            if backoff {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    })
+}
+
+fn accept_one(listener: std::os::fd::RawFd) -> std::io::Result<(OwnedFd, IpAddr)> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: zeroed sockaddr_storage is a valid value; accept4 writes at most `len` bytes.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // Non-blocking (a worker must never get a blocking socket) and CLOEXEC (only SCM_RIGHTS
+    // passes it on), set atomically.
+    let fd = unsafe {
+        libc::accept4(
+            listener,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: accept4 returned a new fd that we now own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ip = match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel filled a sockaddr_in for AF_INET.
+            let sin = unsafe {
+                &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel filled a sockaddr_in6 for AF_INET6.
+            let sin6 = unsafe {
+                &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            IpAddr::from(sin6.sin6_addr.s6_addr)
+        }
+        _ => IpAddr::from([0u8, 0, 0, 0]),
+    };
+    Ok((fd, ip))
+}
+
 /// Length of a complete PROXY v1/v2 header at the start of `buf`.
 pub fn proxy_header_len(buf: &[u8]) -> Option<usize> {
     const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
