@@ -284,6 +284,8 @@ pub fn start(
         malformed: HashMap::new(),
         is_debug: opts.is_debug,
         app_debug_offset: 0,
+        workers: opts.workers,
+        prespawned: Vec::new(),
         is_production: opts.is_production,
         sticky_key: opts.sticky_key.clone().map(|source| {
             Arc::new(crate::sticky::StickyKey {
@@ -334,6 +336,10 @@ struct Runtime {
     malformed: HashMap<u32, u64>,
     is_debug: bool,
     app_debug_offset: u32,
+    /// `options.workers`.
+    workers: usize,
+    /// App workers started with the agent, waiting for `agent-start`.
+    prespawned: Vec<u32>,
     is_production: bool,
     /// Sticky mode behind proxies: where the client key is read from, and whom to believe.
     sticky_key: Option<Arc<crate::sticky::StickyKey>>,
@@ -364,6 +370,7 @@ impl Runtime {
         rt.block_on(async move {
             let actions = self.life.on_ports_ready();
             self.perform(actions);
+            self.prespawn_apps();
             while let Some(input) = rx.recv().await {
                 // A bug in handling one event must not take the master (and the app) down: it
                 // is reported (the panic hook has printed where) and the next event is handled.
@@ -709,7 +716,9 @@ impl Runtime {
                 Action::SpawnApps(n) => {
                     let actions = self.life.on_apps_forking(&self.options_json);
                     self.perform(actions);
-                    let pids: Vec<u32> = (0..n).filter_map(|_| self.spawn_app()).collect();
+                    let mut pids = self.start_prespawned();
+                    let missing = n.saturating_sub(pids.len());
+                    pids.extend((0..missing).filter_map(|_| self.spawn_app(false)));
                     let actions = self.life.on_apps_spawned(&pids);
                     self.perform(actions);
                 }
@@ -778,15 +787,26 @@ impl Runtime {
         }
     }
 
-    fn spawn_child(&mut self, role: Role, script: &str, cluster_id: Option<u32>) -> Option<Proc> {
+    fn spawn_child(
+        &mut self,
+        role: Role,
+        script: &str,
+        cluster_id: Option<u32>,
+        wait_start: bool,
+    ) -> Option<Proc> {
         let args = [self.options_json.clone()];
         let exec_argv = self.exec_argv_for(role);
+        let mut env = std::borrow::Cow::Borrowed(&self.rt.env);
+        if wait_start {
+            env.to_mut()
+                .push(("EGG_CLUSTER_RS_WAIT_START".into(), "1".into()));
+        }
         let spec = SpawnSpec {
             exec_path: &self.rt.exec_path,
             exec_argv: &exec_argv,
             script,
             args: &args,
-            env: &self.rt.env,
+            env: &env,
             cluster_id,
         };
         let child = match spawn::spawn_node(&spec) {
@@ -887,7 +907,7 @@ impl Runtime {
     }
 
     fn refork_app(&mut self) {
-        if let Some(pid) = self.spawn_app() {
+        if let Some(pid) = self.spawn_app(false) {
             self.logger
                 .cfork(true, &format!("new worker:{pid} fork (state: none)"));
             let actions = self.life.on_apps_spawned(&[pid]);
@@ -911,7 +931,7 @@ impl Runtime {
 
     fn spawn_agent(&mut self) {
         let script = self.rt.agent_worker_file.clone();
-        if let Some(proc) = self.spawn_child(Role::Agent, &script, None) {
+        if let Some(proc) = self.spawn_child(Role::Agent, &script, None, false) {
             let actions = self
                 .life
                 .on_agent_spawned(proc.pid, self.cluster_port, now_ms());
@@ -923,19 +943,53 @@ impl Runtime {
         }
     }
 
-    fn spawn_app(&mut self) -> Option<u32> {
+    /// Starts the app workers together with the agent, so they load the framework while the
+    /// agent boots; each waits (`EGG_CLUSTER_RS_WAIT_START`) for [`Self::start_prespawned`]
+    /// before constructing its Application, which egg-cluster does only after `agent-start`.
+    fn prespawn_apps(&mut self) {
+        if self.life.is_closed() || self.exiting || self.agent.is_none() {
+            return;
+        }
+        for _ in 0..self.workers {
+            if let Some(pid) = self.spawn_app(true) {
+                self.prespawned.push(pid);
+            }
+        }
+    }
+
+    /// `agent-start`: lets the waiting workers go on; returns those still alive.
+    fn start_prespawned(&mut self) -> Vec<u32> {
+        let mut started = Vec::new();
+        for pid in std::mem::take(&mut self.prespawned) {
+            let Some(app) = self.apps.get(&pid) else {
+                continue;
+            };
+            let go = Frame::new(b"{\"cmd\":\"NODE_EGG_CLUSTER_RS_START\"}".to_vec());
+            if app.sender.send_control(go).is_ok() {
+                if let Some(peer) = self.peers.iter_mut().find(|p| p.pid == pid) {
+                    peer.connected = true;
+                }
+                started.push(pid);
+            }
+        }
+        started
+    }
+
+    fn spawn_app(&mut self, wait_start: bool) -> Option<u32> {
         let id = self.life.next_app_id();
         let script = self.rt.app_worker_file.clone();
-        let proc = self.spawn_child(Role::App, &script, Some(id))?;
+        let proc = self.spawn_child(Role::App, &script, Some(id), wait_start)?;
         let pid = proc.pid;
         self.life.on_app_spawned(id, pid);
         // A replacement takes the slot its predecessor left, so sticky clients come back to it.
         if let Some(slot) = self.slots.iter_mut().find(|s| s.is_none()) {
             *slot = Some(pid);
         }
+        // A waiting worker has no Application yet: it gets no messages until it starts, as in
+        // egg-cluster, where it would not exist yet.
         self.peers.push(AppPeer {
             pid,
-            connected: true,
+            connected: !wait_start,
         });
         self.apps.insert(pid, proc);
         Some(pid)
