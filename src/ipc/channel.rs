@@ -302,6 +302,12 @@ impl Conn {
             if self.out_pos == self.out.len() {
                 self.out.clear();
                 self.out_pos = 0;
+            } else if self.out_pos >= self.out.len() / 2 && self.out_fd.is_none() {
+                // A reader that stays a little behind would otherwise keep the written prefix
+                // around forever; drop it once it is most of the buffer. (Not while an fd waits
+                // for the first sendmsg of its line: that line starts at `out_pos`.)
+                self.out.drain(..self.out_pos);
+                self.out_pos = 0;
             }
             self.out.extend_from_slice(&frame.line);
             if let Some(fd) = frame.fd {

@@ -365,15 +365,15 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// `b[i]` is an opening quote; returns the offset just past the closing quote.
-fn skip_string(b: &[u8], mut i: usize) -> usize {
-    i += 1;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return i + 1,
-            _ => i += 1,
+/// `b[i]` is an opening quote of a valid string; returns the offset just past the closing
+/// quote, jumping between quotes and backslashes with `memchr`.
+fn skip_string(b: &[u8], i: usize) -> usize {
+    let mut j = i + 1;
+    while let Some(k) = memchr::memchr2(b'"', b'\\', b.get(j..).unwrap_or_default()) {
+        if b[j + k] == b'"' {
+            return j + k + 1;
         }
+        j += k + 2;
     }
     b.len()
 }
