@@ -740,4 +740,54 @@ describe('faults', () => {
     assert.deepStrictEqual(sorted(m.workers().app), apps);
     await stop(m);
   });
+
+  it('the master\'s JS thread blocked: relaying and refork decisions go on in Rust', async function() {
+    this.timeout(60000);
+    const m = await startMaster('faults', {}, { env: PROD });
+    const port = m.options.port;
+    await m.waitReady();
+    assert.strictEqual((await get(port, '/roundtrip')).status, 200);
+
+    const BLOCK = 4000;
+    m.send({ action: 'runner-block-js', data: { ms: BLOCK } });
+    // wait until the runner's thread is surely spinning: a message through the master's JS
+    // cannot come back now, HTTP and worker <-> agent messages do not need it
+    const t0 = Date.now();
+    const roundtrips = [];
+    for (let i = 0; i < 10; i++) {
+      const started = Date.now();
+      const res = await get(port, '/roundtrip');
+      roundtrips.push({ status: res.status, ms: Date.now() - started, at: Date.now() });
+    }
+    // a worker dies while the JS thread is blocked: the Rust side replaces it
+    const from = m.output.length;
+    await get(port, '/die?code=1').catch(() => {});
+    const forked = await m.waitFor(h => /\[cfork:master:\d+\] new worker:(\d+) fork/.exec(h.output.slice(from)), 10000);
+    const forkedAt = Date.now();
+    const unblocked = await m.waitFor('runner-unblocked', 20000);
+
+    assert(unblocked.data.end - unblocked.data.start >= BLOCK - 50, JSON.stringify(unblocked));
+    assert(forkedAt < t0 + BLOCK - 200, `the refork was only decided after the JS thread was free (${forkedAt - t0} ms)`);
+    for (const r of roundtrips) {
+      assert.strictEqual(r.status, 200, JSON.stringify(roundtrips));
+      assert(r.at < t0 + BLOCK, `a round trip finished after the block: ${JSON.stringify(roundtrips)}`);
+    }
+    const died = /app_worker#\d+:(\d+) died \(code: 1,/.exec(m.output.slice(from));
+    assert(died, m.tail());
+    assert(m.workers().app.includes(Number(forked[1])), 'the replacement is alive');
+    assert.notStrictEqual(Number(forked[1]), Number(died[1]));
+    await stop(m);
+  });
+
+  it('a panic in the Rust master is caught, reported, and the master goes on', async () => {
+    const m = await startMaster('faults', {}, { env: { ...PROD, EGG_CLUSTER_RS_FAULT_INJECTION: '1' } });
+    const port = m.options.port;
+    await m.waitReady();
+    m.send({ action: 'egg-cluster-rs:inject-panic', to: 'master' });
+    await m.waitFor(/ERROR \d+ \[master\] internal error \(a bug in egg-cluster-rs\), the event was dropped: injected fault/);
+    assert.match(m.stderr, /panicked at [^]*injected fault/);
+    assert(!m.exited, m.tail());
+    for (let i = 0; i < 3; i++) assert.strictEqual((await get(port, '/roundtrip')).status, 200);
+    await stop(m);
+  });
 });

@@ -952,6 +952,31 @@ mod tests {
     }
 
     #[test]
+    fn health_check_exits_after_three_bad_checks_in_a_row() {
+        let (mut l, _) = started(2);
+        assert!(l.on_health_check().is_empty());
+        // No live worker (both disconnected): two strikes, a good check resets, three strikes exit.
+        l.on_app_disconnected(20, 1);
+        l.on_app_disconnected(21, 2);
+        assert!(l.on_health_check().is_empty());
+        assert!(l.on_health_check().is_empty());
+        let a = l.on_health_check();
+        assert_eq!(a.last(), Some(&Action::Exit(1)));
+        assert!(
+            matches!(&a[0], Action::LogError("ClusterWorkerExceptionError", m) if m == "[master] 1 agent and 0 worker(s) alive, exit to avoid unknown state")
+        );
+
+        // No started agent.
+        let (mut l, _) = started(1);
+        l.on_agent_exit(None, Some("SIGKILL"));
+        l.on_health_check();
+        l.on_health_check();
+        assert!(
+            matches!(&l.on_health_check()[0], Action::LogError(_, m) if m.starts_with("[master] 0 agent and 1 worker(s)"))
+        );
+    }
+
+    #[test]
     fn realport_changes_the_expected_port_and_host_env_the_address() {
         let mut c = cfg(1);
         c.port = None;

@@ -280,6 +280,7 @@ pub fn start(
         exiting: false,
         close_timeouts: timeouts,
         health_interval,
+        fault_injection: env_var("EGG_CLUSTER_RS_FAULT_INJECTION").as_deref() == Some("1"),
         master_pid: std::process::id(),
         malformed: HashMap::new(),
         is_debug: opts.is_debug,
@@ -331,6 +332,7 @@ struct Runtime {
     exiting: bool,
     close_timeouts: (String, String),
     health_interval: Duration,
+    fault_injection: bool,
     master_pid: u32,
     /// Malformed messages per child, so a flood is reported at 1, 2, 4, 8, ... not each time.
     malformed: HashMap<u32, u64>,
@@ -687,6 +689,11 @@ impl Runtime {
                 {
                     self.reuse_port_pids.insert(pid);
                 }
+            }
+            // Fault injection for the test suite only (EGG_CLUSTER_RS_FAULT_INJECTION=1): proves
+            // that a bug while handling one event is reported and survived.
+            Some("egg-cluster-rs:inject-panic") if self.fault_injection => {
+                panic!("injected fault (EGG_CLUSTER_RS_FAULT_INJECTION)")
             }
             Some("reuse-port-listening") if from == Role::App => {
                 let address = json::scan(&line)
