@@ -46,8 +46,19 @@ export interface ClusterOptions {
    */
   sticky?: boolean;
   /**
-   * `SO_REUSEPORT`: every app worker binds `port` itself and the kernel balances
-   * connections (Linux 3.9+, FreeBSD 12+, ...). Default: false.
+   * Sticky mode behind a load balancer: where the client address is read from instead of
+   * the TCP peer — `'proxy-protocol'` (PROXY v1/v2; the header is consumed before the
+   * worker reads) or an HTTP header name such as `'x-forwarded-for'` or `'forwarded'`
+   * (peeked, the worker still receives it). Read within 8 KiB and 500 ms, only from a
+   * peer in `stickyTrustedProxies`; otherwise the peer address is used.
+   */
+  stickyKey?: string;
+  /** Addresses or CIDRs of the proxies whose `stickyKey` is believed. Default: loopback. */
+  stickyTrustedProxies?: string[];
+  /**
+   * `SO_REUSEPORT`: the master binds one socket per worker slot and keeps it, so the kernel
+   * balances connections over the workers and a dead worker's queued connections wait for its
+   * replacement. Also `config.cluster.listen.reusePort`. Default: false.
    */
   reusePort?: boolean;
   /** Also listen on this port with plain HTTP (next to `https`). */
