@@ -196,6 +196,34 @@ struct Conn {
     batch: Vec<Vec<u8>>,
 }
 
+/// Hands events to the channel's owner and makes sure `Closed` is reported exactly once: when
+/// the loop ends, or, should the task unwind from a bug, when it is dropped — so the owner never
+/// waits on a channel that died silently.
+struct Reporter<F: FnMut(Incoming)> {
+    sink: F,
+    closed: bool,
+}
+
+impl<F: FnMut(Incoming)> Reporter<F> {
+    fn report(&mut self, incoming: Incoming) {
+        if matches!(incoming, Incoming::Closed { .. }) {
+            self.closed = true;
+        }
+        (self.sink)(incoming);
+    }
+}
+
+impl<F: FnMut(Incoming)> Drop for Reporter<F> {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            (self.sink)(Incoming::Closed {
+                reason: Some("internal error in the channel task".into()),
+            });
+        }
+    }
+}
+
 impl Conn {
     fn new(max_line: usize, queue: Arc<QueueState>) -> Self {
         Conn {
@@ -216,8 +244,13 @@ impl Conn {
         mut self,
         afd: AsyncFd<OwnedFd>,
         mut rx: mpsc::UnboundedReceiver<Frame>,
-        mut on_incoming: F,
+        on_incoming: F,
     ) {
+        let mut reporter = Reporter {
+            sink: on_incoming,
+            closed: false,
+        };
+        let mut on_incoming = |incoming: Incoming| reporter.report(incoming);
         let mut buf = vec![0u8; READ_CHUNK];
         let mut queue_open = true;
         let reason = loop {
@@ -463,5 +496,41 @@ impl Conn {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closes(events: &[Incoming]) -> usize {
+        events
+            .iter()
+            .filter(|e| matches!(e, Incoming::Closed { .. }))
+            .count()
+    }
+
+    #[test]
+    fn closed_is_reported_once_even_when_the_task_unwinds() {
+        let mut events = Vec::new();
+        {
+            let mut r = Reporter {
+                sink: |i| events.push(i),
+                closed: false,
+            };
+            r.report(Incoming::Messages(vec![b"{}".to_vec()]));
+            // dropped without a Closed, as when the task panics
+        }
+        assert_eq!(closes(&events), 1);
+
+        let mut events = Vec::new();
+        {
+            let mut r = Reporter {
+                sink: |i| events.push(i),
+                closed: false,
+            };
+            r.report(Incoming::Closed { reason: None });
+        }
+        assert_eq!(closes(&events), 1);
     }
 }
