@@ -75,10 +75,12 @@ describe('reusePort', () => {
     stop = true;
     await Promise.all(clients);
 
-    // Only what the victim had accepted before it froze may fail; the (up to CLIENTS)
-    // connections queued on its socket are served by the replacement.
+    // Only what the victim had already accepted when it froze may fail (at most the clients it
+    // was serving then, about half); every client stuck after that waits on its queued socket
+    // and is served by the replacement. Without the master's reference to the socket, all
+    // CLIENTS fail here.
     const atKill = errors.filter(e => e.phase === 'kill');
-    assert(atKill.length <= 4, `${atKill.length} errors around the kill: ${JSON.stringify(atKill.slice(0, 5))}`);
+    assert(atKill.length <= CLIENTS * 3 / 4, `${atKill.length} errors around the kill: ${JSON.stringify(atKill.slice(0, 5))}`);
     assert.deepStrictEqual(errors.filter(e => e.phase !== 'kill'), [], 'no error before the kill or after the replacement listens');
     assert((servedBy.get(survivor) || 0) > 20);
     assert.strictEqual((await get(port, '/')).status, 200);

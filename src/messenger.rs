@@ -111,33 +111,37 @@ pub fn route(from: Role, line: &[u8], peers: &Peers) -> Result<Option<Routed>, R
         sets.push(("from", role.quoted()));
     }
     let sender = match from_role {
-        Some(r) => r.as_str().to_owned(),
+        Some(r) => std::borrow::Cow::Borrowed(r.as_str()),
         None => scanned.str("from").unwrap_or_default(),
     };
 
     let receiver = scanned.raw("receiverPid").filter(|raw| truthy(raw));
-    let receiver_pid = receiver.and_then(json::decode_string);
+    // egg-cluster compares `receiverPid === String(pid)`: only the canonical decimal form of a
+    // pid, as a string, matches.
+    let receiver_pid: Option<u32> = receiver
+        .and_then(json::decode_string)
+        .and_then(|s| s.parse::<u32>().ok().filter(|n| n.to_string() == s));
     let mut to = scanned
         .raw("to")
         .filter(|raw| truthy(raw))
         .map(json::decode_string);
     if receiver.is_some() {
-        let target = match &receiver_pid {
-            Some(pid) if *pid == peers.master_pid.to_string() => Role::Master,
-            Some(pid) if peers.agent_pid.is_some_and(|a| *pid == a.to_string()) => Role::Agent,
+        let target = match receiver_pid {
+            Some(pid) if pid == peers.master_pid => Role::Master,
+            Some(pid) if peers.agent_pid == Some(pid) => Role::Agent,
             _ => Role::App,
         };
-        to = Some(Some(target.as_str().to_owned()));
+        to = Some(Some(std::borrow::Cow::Borrowed(target.as_str())));
         sets.push(("to", target.quoted()));
     } else if to.is_none() {
-        let default = match sender.as_str() {
+        let default = match sender.as_ref() {
             "agent" => Some(Role::App),
             "app" => Some(Role::Agent),
             "parent" => Some(Role::Master),
             _ => None,
         };
         if let Some(role) = default {
-            to = Some(Some(role.as_str().to_owned()));
+            to = Some(Some(std::borrow::Cow::Borrowed(role.as_str())));
             sets.push(("to", role.quoted()));
         }
     }
@@ -152,13 +156,17 @@ pub fn route(from: Role, line: &[u8], peers: &Peers) -> Result<Option<Routed>, R
                 .iter()
                 .filter(|a| a.connected)
                 // A receiverPid that is not a string matches no worker, as `!==` in egg-cluster.
-                .filter(|a| receiver.is_none() || receiver_pid == Some(a.pid.to_string()))
+                .filter(|a| receiver.is_none() || receiver_pid == Some(a.pid))
                 .map(|a| a.pid)
                 .collect(),
         ),
         _ => return Ok(None),
     };
-    let action = scanned.str("action");
+    // Only the master dispatches on `action`; nobody else pays for decoding it.
+    let action = match dest {
+        Destination::Master => scanned.str("action").map(std::borrow::Cow::into_owned),
+        _ => None,
+    };
     let line = scanned.with_members(&sets);
     Ok(Some(Routed { dest, line, action }))
 }
@@ -291,6 +299,11 @@ mod tests {
         );
         assert_eq!(
             r(Role::Agent, r#"{"receiverPid":12}"#).dest,
+            Destination::Apps(vec![])
+        );
+        // `"012" === String(12)` is false in egg-cluster too.
+        assert_eq!(
+            r(Role::Agent, r#"{"receiverPid":"012"}"#).dest,
             Destination::Apps(vec![])
         );
     }

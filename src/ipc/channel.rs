@@ -459,7 +459,7 @@ impl Conn {
                 return;
             }
         };
-        match cmd.as_str() {
+        match cmd.as_ref() {
             "NODE_HANDLE_ACK" | "NODE_HANDLE_NACK" => {
                 // Node retransmits only `net.Socket`s on NACK; we send `net.Native` handles, so a
                 // NACK just releases the queue.

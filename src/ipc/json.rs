@@ -9,6 +9,7 @@
 //! contents with `memchr`), its top-level members are located by a small scanner, and edits
 //! splice bytes.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -103,7 +104,7 @@ impl Scanned<'_> {
 
     /// The member's value if it is a string (lossy on lone surrogates, which never match a
     /// routing keyword anyway).
-    pub fn str(&self, name: &str) -> Option<String> {
+    pub fn str(&self, name: &str) -> Option<Cow<'_, str>> {
         self.raw(name).and_then(decode_string)
     }
 
@@ -338,15 +339,16 @@ pub fn quote(s: &str) -> Vec<u8> {
 }
 
 /// Decodes a raw JSON string literal, `None` if it is not a string or holds a lone surrogate.
-pub fn decode_string(raw: &[u8]) -> Option<String> {
+/// Borrowed when there is nothing to unescape (routing keywords never need it).
+pub fn decode_string(raw: &[u8]) -> Option<Cow<'_, str>> {
     if raw.first() != Some(&b'"') {
         return None;
     }
     let inner = &raw[1..raw.len() - 1];
     if !inner.contains(&b'\\') {
-        return std::str::from_utf8(inner).ok().map(str::to_owned);
+        return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
     }
-    serde_json::from_slice::<String>(raw).ok()
+    serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
 }
 
 fn key_is(raw_key: &[u8], name: &str) -> bool {
