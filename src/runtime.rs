@@ -598,11 +598,7 @@ impl Runtime {
     }
 
     fn push(&self, role: Role, pid: u32, frame: Frame, control: bool) {
-        let sender = match role {
-            Role::Agent => self.agent.as_ref().filter(|a| a.pid == pid),
-            _ => self.apps.get(&pid),
-        };
-        let Some(proc) = sender else {
+        let Some(proc) = self.proc(role, pid) else {
             return;
         };
         let sent = if control {
@@ -619,6 +615,14 @@ impl Runtime {
                 "[master] {} is not reading its channel: dropping messages to it ({queued} bytes queued)",
                 self.describe(role, pid)
             ));
+        }
+    }
+
+    /// The live child `pid` in `role`.
+    fn proc(&self, role: Role, pid: u32) -> Option<&Proc> {
+        match role {
+            Role::Agent => self.agent.as_ref().filter(|a| a.pid == pid),
+            _ => self.apps.get(&pid),
         }
     }
 
@@ -642,11 +646,7 @@ impl Runtime {
         if self.life.is_closed() {
             return;
         }
-        let proc = match role {
-            Role::Agent => self.agent.as_ref().filter(|a| a.pid == pid),
-            _ => self.apps.get(&pid),
-        };
-        let Some(proc) = proc else {
+        let Some(proc) = self.proc(role, pid) else {
             return;
         };
         if proc.exited.borrow().is_some() {
