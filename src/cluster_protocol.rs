@@ -14,7 +14,6 @@ pub struct ClusterMessage {
     pub act: Option<String>,
     pub seq: Option<i64>,
     pub ack: Option<i64>,
-    pub accepted: Option<bool>,
     pub key: Option<String>,
     pub index: Option<Value>,
     #[serde(default)]
@@ -71,10 +70,6 @@ impl ClusterMessage {
     /// The port in a `listening` message or query, if numeric.
     pub fn port_number(&self) -> Option<i64> {
         self.port.as_ref().and_then(Value::as_i64)
-    }
-
-    pub fn address_type_number(&self) -> Option<i64> {
-        self.address_type.as_ref().and_then(Value::as_i64)
     }
 
     /// What to bind for a `queryServer`, or the libuv errno to reply with.
@@ -152,11 +147,6 @@ pub fn query_reply(errno: i32, key: &str, ack: i64, data: &Value, seq: u64) -> V
 /// The reply to `exitedAfterDisconnect`; without it the worker never disconnects.
 pub fn ack_reply(ack: i64, seq: u64) -> Vec<u8> {
     format!("{{\"cmd\":\"NODE_CLUSTER\",\"ack\":{ack},\"seq\":{seq}}}").into_bytes()
-}
-
-/// The primary's `worker.disconnect()`.
-pub fn disconnect(seq: u64) -> Vec<u8> {
-    format!("{{\"cmd\":\"NODE_CLUSTER\",\"act\":\"disconnect\",\"seq\":{seq}}}").into_bytes()
 }
 
 fn js_string(v: Option<&Value>) -> String {

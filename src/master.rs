@@ -23,7 +23,6 @@ pub struct Config {
     pub https: bool,
     /// The `HOST` env var, which shapes the printed address.
     pub host_env: Option<String>,
-    pub master_pid: u32,
     /// The final options as JSON (the `data` of `egg-ready` to app and agent).
     pub options_json: String,
     /// cfork's refork limit: at most `refork_limit` reforks per `refork_duration_ms`.
@@ -832,7 +831,6 @@ mod tests {
             debug_port: None,
             https: false,
             host_env: None,
-            master_pid: 1,
             options_json: "{\"workers\":2}".into(),
             refork_limit: 60,
             refork_duration_ms: 60_000,

@@ -231,7 +231,6 @@ pub fn start(
         debug_port: opts.debug_port,
         https: opts.https,
         host_env: env_var("HOST"),
-        master_pid: std::process::id(),
         options_json: options_json.clone(),
         refork_limit: env_var("EGG_CLUSTER_RS_REFORK_LIMIT")
             .and_then(|v| v.parse().ok())

@@ -108,10 +108,6 @@ impl Scanned<'_> {
         self.raw(name).and_then(decode_string)
     }
 
-    pub fn is_object(&self) -> bool {
-        matches!(self.shape, Shape::Object { .. })
-    }
-
     /// The line with `sets` applied: existing members get the new value in place (every
     /// duplicate), missing ones are appended in order, as assigning properties on the parsed
     /// object and `JSON.stringify`ing it would do. Values are raw JSON.
