@@ -60,16 +60,6 @@ exports.startCluster = function startCluster(options, callback) {
   const EventEmitter = require('events');
   const native = require('./native.js');
 
-  // throws synchronously (Error with code ERR_EGG_CLUSTER_OPTIONS) on bad options
-  const optionsJson = native.parseOptions(JSON.stringify(options || {}), {
-    env: { ...process.env },
-    cwd: process.cwd(),
-    initCwd: INIT_CWD,
-    packageDir: __dirname,
-    execArgv: process.execArgv,
-    cpus: os.cpus().length,
-  });
-
   const emitter = new EventEmitter();
   let settled = false;
   let resolveReady;
@@ -136,17 +126,22 @@ exports.startCluster = function startCluster(options, callback) {
     }
   }
 
-  const master = new native.Master(optionsJson, {
+  // throws synchronously (Error with code ERR_EGG_CLUSTER_OPTIONS) on bad options
+  const master = new native.Master(JSON.stringify(options || {}), {
+    env: { ...process.env },
+    cwd: process.cwd(),
+    initCwd: INIT_CWD,
+    packageDir: __dirname,
+    execArgv: process.execArgv,
+    cpus: os.cpus().length,
+  }, {
     execPath: process.execPath,
     execArgv: childExecArgv(),
-    env: { ...process.env },
     tzOffsetMinutes: -new Date().getTimezoneOffset(),
     color: supportsColor(),
     agentWorkerFile: path.join(__dirname, 'lib/agent_worker.js'),
     appWorkerFile: path.join(__dirname, 'lib/app_worker.js'),
     nodeVersion: process.version,
-    cwd: process.cwd(),
-    cpus: os.cpus().length,
     debugPort: process.debugPort,
   }, onEvent);
 

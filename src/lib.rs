@@ -78,7 +78,7 @@ fn init_tracing() {
     });
 }
 
-/// Where `parseOptions` looks things up.
+/// What option parsing reads from the JS side.
 #[napi(object)]
 pub struct ParseContext {
     /// `process.env`.
@@ -111,22 +111,12 @@ fn options_input(options_json: &str, ctx: ParseContext) -> Result<options::Optio
     })
 }
 
-/// Applies egg-cluster's defaults and validation; returns the final options as JSON (what the
-/// workers get as argv[2]). Throws with `code: 'ERR_EGG_CLUSTER_OPTIONS'` and a message naming
-/// the option.
-#[napi]
-pub fn parse_options(options_json: String, ctx: ParseContext) -> napi::Result<String, Code> {
-    init_tracing();
-    let opts = options::parse(options_input(&options_json, ctx)?).map_err(Error::from)?;
-    Ok(serde_json::Value::Object(opts.raw).to_string())
-}
-
 /// How to run the children, from the JS side.
 #[napi(object)]
 pub struct MasterRuntime {
     pub exec_path: String,
+    /// The children's execArgv (the master's, minus `-e`/`-p <code>`).
     pub exec_argv: Vec<String>,
-    pub env: HashMap<String, String>,
     /// Minutes east of UTC (`-new Date().getTimezoneOffset()`), for log timestamps.
     pub tz_offset_minutes: i32,
     /// Whether stdout supports colors (as chalk decides).
@@ -135,8 +125,6 @@ pub struct MasterRuntime {
     pub app_worker_file: String,
     /// `process.version`.
     pub node_version: Option<String>,
-    pub cwd: Option<String>,
-    pub cpus: Option<u32>,
     /// `process.debugPort`.
     pub debug_port: Option<u32>,
 }
@@ -166,33 +154,27 @@ pub struct Master {
 
 #[napi]
 impl Master {
+    /// Validates `options_json` (what the user passed to `startCluster`) with egg-cluster's
+    /// defaults and rules — throwing synchronously with `code: 'ERR_EGG_CLUSTER_OPTIONS'` and a
+    /// message naming the option — then starts the cluster.
     #[napi(constructor)]
     pub fn new(
         options_json: String,
+        context: ParseContext,
         runtime: MasterRuntime,
         on_event: EventFn,
     ) -> napi::Result<Self, Code> {
         init_tracing();
-        let cwd = runtime.cwd.clone().unwrap_or_else(|| ".".into());
-        let ctx = ParseContext {
-            env: runtime.env.clone(),
-            cwd: cwd.clone(),
-            init_cwd: cwd.clone(),
-            package_dir: cwd,
-            exec_argv: runtime.exec_argv.clone(),
-            cpus: runtime.cpus.unwrap_or(1),
-        };
-        // The options were normalised by `parseOptions`; parsing again is idempotent and gives
-        // the typed view.
-        let opts = options::parse(options_input(&options_json, ctx)?).map_err(Error::from)?;
+        let env = context.env.clone();
+        let opts = options::parse(options_input(&options_json, context)?).map_err(Error::from)?;
         let logger = Arc::new(Logger::new(LoggerConfig {
-            level: runtime.env.get("EGG_MASTER_LOGGER_LEVEL").cloned(),
-            egg_log: runtime.env.get("EGG_LOG").cloned(),
+            level: env.get("EGG_MASTER_LOGGER_LEVEL").cloned(),
+            egg_log: env.get("EGG_LOG").cloned(),
             verbose_debug: opts.verbose_debug,
             tz_offset_minutes: runtime.tz_offset_minutes,
             color: runtime.color,
         }));
-        let mut env: Vec<(String, String)> = runtime.env.into_iter().collect();
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
         env.sort();
         let node_version = runtime.node_version.unwrap_or_default();
         let handle = runtime::start(
