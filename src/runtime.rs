@@ -83,6 +83,26 @@ enum ChildEvent {
     Exited(ExitInfo),
 }
 
+/// A close timeout as egg-cluster logs it (the env value as given) and as it is applied.
+#[derive(Clone)]
+struct CloseTimeout {
+    shown: String,
+    limit: Duration,
+}
+
+impl CloseTimeout {
+    fn new(shown: String) -> Self {
+        let limit = shutdown::parse_timeout(&shown, 5000);
+        CloseTimeout { shown, limit }
+    }
+}
+
+#[derive(Clone)]
+struct CloseTimeouts {
+    app: CloseTimeout,
+    agent: CloseTimeout,
+}
+
 struct Proc {
     pid: u32,
     sender: channel::Sender,
@@ -257,7 +277,10 @@ pub fn start(
         let legacy = env_var("EGG_MASTER_CLOSE_TIMEOUT").unwrap_or_else(|| "5000".into());
         let app = env_var("EGG_APP_CLOSE_TIMEOUT").unwrap_or_else(|| legacy.clone());
         let agent = env_var("EGG_AGENT_CLOSE_TIMEOUT").unwrap_or_else(|| legacy.clone());
-        (app, agent)
+        CloseTimeouts {
+            app: CloseTimeout::new(app),
+            agent: CloseTimeout::new(agent),
+        }
     };
 
     let (tx, rx) = mpsc::unbounded_channel();
@@ -329,7 +352,7 @@ struct Runtime {
     parent_connected: bool,
     /// An exit was requested from JS; spawn nothing more.
     exiting: bool,
-    close_timeouts: (String, String),
+    close_timeouts: CloseTimeouts,
     health_interval: Duration,
     fault_injection: bool,
     master_pid: u32,
@@ -656,12 +679,11 @@ impl Runtime {
             exited: proc.exited.clone(),
         };
         let timeout = if role == Role::Agent {
-            &self.close_timeouts.1
+            &self.close_timeouts.agent
         } else {
-            &self.close_timeouts.0
+            &self.close_timeouts.app
         };
-        let limit = shutdown::parse_timeout(timeout, 5000);
-        tokio::spawn(shutdown::terminate(target, limit));
+        tokio::spawn(shutdown::terminate(target, timeout.limit));
     }
 
     /// Messages addressed to the master: the lifecycle's own actions are handled here, the rest
@@ -1215,7 +1237,10 @@ impl Runtime {
     fn close(&mut self) {
         let logger = self.logger.clone();
         let verbose = self.life.verbose();
-        let (app_timeout, agent_timeout) = self.close_timeouts.clone();
+        let CloseTimeouts {
+            app: app_timeout,
+            agent: agent_timeout,
+        } = self.close_timeouts.clone();
         let apps: Vec<shutdown::Target> = self
             .apps
             .values()
@@ -1231,19 +1256,21 @@ impl Runtime {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             logger.info(&format!(
-                "[master] send kill SIGTERM to app workers, will exit with code:0 after {app_timeout}ms"
+                "[master] send kill SIGTERM to app workers, will exit with code:0 after {}ms",
+                app_timeout.shown
             ));
-            logger.info(&format!("[master] wait {app_timeout}ms"));
-            let limit = shutdown::parse_timeout(&app_timeout, 5000);
+            logger.info(&format!("[master] wait {}ms", app_timeout.shown));
+            let limit = app_timeout.limit;
             let all = apps.into_iter().map(|t| shutdown::terminate(t, limit));
             futures_join_all(all).await;
             logger.info(&format!(
-                "[master] send kill SIGTERM to agent worker, will exit with code:0 after {agent_timeout}ms"
+                "[master] send kill SIGTERM to agent worker, will exit with code:0 after {}ms",
+                agent_timeout.shown
             ));
-            logger.info(&format!("[master] wait {agent_timeout}ms"));
+            logger.info(&format!("[master] wait {}ms", agent_timeout.shown));
             if let Some(agent) = agent {
                 logger.log_at(verbose, "[master] kill agent worker with signal SIGTERM");
-                shutdown::terminate(agent, shutdown::parse_timeout(&agent_timeout, 5000)).await;
+                shutdown::terminate(agent, agent_timeout.limit).await;
             }
             logger.log_at(verbose, "[master] close done, exiting with code:0");
             let _ = tx.send(Input::Closed);
