@@ -159,7 +159,7 @@ exports.startCluster = function startCluster(options, callback) {
   for (const sig of [ 'SIGINT', 'SIGQUIT', 'SIGTERM' ]) {
     process.on(sig, () => {
       const { heap_size_limit, used_heap_size } = v8.getHeapStatistics();
-      master.kill(sig, heap_size_limit, used_heap_size);
+      master.onSignal(sig, heap_size_limit, used_heap_size);
     });
   }
 

@@ -1,35 +1,34 @@
 //! egg-cluster-rs: the Egg.js cluster master as a napi-rs addon.
 //!
-//! This file only wires the JS surface; the architecture is in the modules:
+//! This file only wires the JS surface (`class Master`, error conversion, tracing set-up); the
+//! architecture is in the modules:
 //!
 //! - [`options`]: egg-cluster's option defaults, validation and framework resolution.
-//! - [`master`]: lifecycle decisions (pure: events in, actions out).
+//! - [`core`]: every decision and product log line — events in, actions out (pure).
+//! - [`runtime`]: the master thread that performs the core's actions and turns I/O into events:
+//!   children, relaying, listening sockets, sticky hand-over, shutdown.
 //! - [`messenger`]: message routing between parent, master, agent and app workers (pure).
-//! - [`ipc`]: Node's IPC channel (framing, fd passing), [`cluster_protocol`]: the cluster wire
-//!   protocol, [`listen`]: the sockets handed to workers.
-//! - [`spawn`]: spawning and reaping Node children, [`shutdown`]: SIGTERM/SIGKILL of a process
-//!   tree, [`proctree`], [`ports`].
-//! - [`runtime`]: the thread and event loop that performs the actions.
+//! - [`protocol`]: the typed cluster and master messages; [`ipc`]: Node's IPC channel
+//!   (framing, fd passing).
+//! - [`spawn`], [`shutdown`], [`proctree`], [`ports`], [`listen`]: processes and sockets.
 //! - [`log`]: egg-logger's console format (product output), separate from `tracing`
 //!   (diagnostics, off unless `EGG_CLUSTER_RS_LOG` is set).
 #![deny(clippy::all)]
 
-pub mod cluster_protocol;
-pub mod error;
-pub mod ipc;
-pub mod listen;
-pub mod log;
-pub mod master;
-pub mod messenger;
-pub mod options;
-pub mod ports;
-pub mod proctree;
-pub mod proxy;
-pub mod refork;
-pub mod runtime;
-pub mod shutdown;
-pub mod spawn;
-pub mod sticky;
+mod core;
+mod error;
+mod ipc;
+mod listen;
+mod log;
+mod messenger;
+mod options;
+mod ports;
+mod proctree;
+mod protocol;
+mod proxy;
+mod runtime;
+mod shutdown;
+mod spawn;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,7 +41,7 @@ use napi_derive::napi;
 
 use crate::error::Error;
 use crate::log::{Logger, LoggerConfig};
-use crate::runtime::{Command, Emit, MasterHandle, RuntimeConfig};
+use crate::runtime::{Command, Emit, Launch, MasterHandle};
 
 /// `err.code` for JS errors: the stable code of [`Error::code`].
 pub struct Code(String);
@@ -80,7 +79,7 @@ fn init_tracing() {
 
 /// What option parsing reads from the JS side.
 #[napi(object)]
-pub struct ParseContext {
+pub struct OptionsContext {
     /// `process.env`.
     pub env: HashMap<String, String>,
     /// `process.cwd()`.
@@ -95,7 +94,7 @@ pub struct ParseContext {
     pub cpus: u32,
 }
 
-fn options_input(options_json: &str, ctx: ParseContext) -> Result<options::OptionsInput, Error> {
+fn options_input(options_json: &str, ctx: OptionsContext) -> Result<options::OptionsInput, Error> {
     let options = serde_json::from_str(options_json).map_err(|source| Error::Json {
         what: "options",
         source,
@@ -113,7 +112,7 @@ fn options_input(options_json: &str, ctx: ParseContext) -> Result<options::Optio
 
 /// How to run the children, from the JS side.
 #[napi(object)]
-pub struct MasterRuntime {
+pub struct LaunchContext {
     pub exec_path: String,
     /// The children's execArgv (the master's, minus `-e`/`-p <code>`).
     pub exec_argv: Vec<String>,
@@ -160,8 +159,8 @@ impl Master {
     #[napi(constructor)]
     pub fn new(
         options_json: String,
-        context: ParseContext,
-        runtime: MasterRuntime,
+        context: OptionsContext,
+        launch: LaunchContext,
         on_event: EventFn,
     ) -> napi::Result<Self, Code> {
         init_tracing();
@@ -170,27 +169,25 @@ impl Master {
         let logger = Arc::new(Logger::new(LoggerConfig {
             level: env.get("EGG_MASTER_LOGGER_LEVEL").cloned(),
             egg_log: env.get("EGG_LOG").cloned(),
-            verbose_debug: opts.verbose_debug,
-            tz_offset_minutes: runtime.tz_offset_minutes,
-            color: runtime.color,
+            tz_offset_minutes: launch.tz_offset_minutes,
+            color: launch.color,
         }));
         let mut env: Vec<(String, String)> = env.into_iter().collect();
         env.sort();
-        let node_version = runtime.node_version.unwrap_or_default();
         let handle = runtime::start(
             opts,
-            RuntimeConfig {
-                exec_path: runtime.exec_path,
-                exec_argv: runtime.exec_argv,
+            Launch {
+                exec_path: launch.exec_path,
+                exec_argv: launch.exec_argv,
                 env,
-                agent_worker_file: runtime.agent_worker_file,
-                app_worker_file: runtime.app_worker_file,
-                debug_port: runtime
+                agent_worker_file: launch.agent_worker_file,
+                app_worker_file: launch.app_worker_file,
+                debug_port: launch
                     .debug_port
                     .and_then(|p| u16::try_from(p).ok())
                     .unwrap_or(9229),
+                node_version: launch.node_version.unwrap_or_default(),
             },
-            &node_version,
             logger,
             Arc::new(JsEmit(on_event)),
         )?;
@@ -199,7 +196,12 @@ impl Master {
 
     /// SIGINT/SIGQUIT/SIGTERM reached the master (JS owns signal handling in Node).
     #[napi]
-    pub fn kill(&self, signal: String, heap_limit: f64, heap_used: f64) -> napi::Result<(), Code> {
+    pub fn on_signal(
+        &self,
+        signal: String,
+        heap_limit: f64,
+        heap_used: f64,
+    ) -> napi::Result<(), Code> {
         Ok(self.handle.command(Command::Signal {
             name: signal,
             heap_limit,

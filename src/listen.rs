@@ -10,7 +10,7 @@ use nix::sys::socket::{
     UnixAddr,
 };
 
-use crate::cluster_protocol::BindRequest;
+use crate::protocol::cluster::BindRequest;
 
 /// Binds what a `queryServer` asked for. The socket is `O_NONBLOCK` (a blocking fd handed to a
 /// Node worker can stall its event loop) and `CLOEXEC` (only SCM_RIGHTS hands it on).

@@ -56,8 +56,6 @@ pub struct LoggerConfig {
     /// `EGG_LOG`, which overrides `level` when non-empty, as egg-logger's
     /// ConsoleTransport does.
     pub egg_log: Option<String>,
-    /// Route [`Logger::log`] to DEBUG instead of INFO.
-    pub verbose_debug: bool,
     /// Minutes east of UTC (`-new Date().getTimezoneOffset()`). Passed in
     /// from JS because calling `localtime_r` here would race with Node
     /// mutating the environment (`TZ`) on another thread.
@@ -70,7 +68,6 @@ pub struct LoggerConfig {
 #[derive(Debug)]
 pub struct Logger {
     threshold: Level,
-    verbose_debug: bool,
     tz_offset_minutes: AtomicI32,
     color: bool,
     pid: u32,
@@ -94,17 +91,11 @@ impl Logger {
         let threshold = Level::from_name(requested).unwrap_or(Level::Info);
         Logger {
             threshold,
-            verbose_debug: cfg.verbose_debug,
             tz_offset_minutes: AtomicI32::new(cfg.tz_offset_minutes),
             color: cfg.color,
             pid: std::process::id(),
             hostname: hostname(),
         }
-    }
-
-    /// Lets JS refresh the offset, e.g. after a DST change.
-    pub fn set_tz_offset_minutes(&self, minutes: i32) {
-        self.tz_offset_minutes.store(minutes, Ordering::Relaxed);
     }
 
     pub fn enabled(&self, level: Level) -> bool {
@@ -116,30 +107,12 @@ impl Logger {
         self.emit(level, msg);
     }
 
-    pub fn debug(&self, msg: &str) {
-        self.emit(Level::Debug, msg);
-    }
-
     pub fn info(&self, msg: &str) {
         self.emit(Level::Info, msg);
     }
 
-    pub fn warn(&self, msg: &str) {
-        self.emit(Level::Warn, msg);
-    }
-
     pub fn error(&self, msg: &str) {
         self.emit(Level::Error, msg);
-    }
-
-    /// egg-cluster's `master.log()`: chatty lifecycle messages that are only
-    /// shown at INFO outside local development.
-    pub fn log(&self, msg: &str) {
-        if self.verbose_debug {
-            self.debug(msg);
-        } else {
-            self.info(msg);
-        }
     }
 
     /// `logger.error(err)` for an error with `err.name = name`.
@@ -450,7 +423,6 @@ mod tests {
         Logger::new(LoggerConfig {
             level: level.map(str::to_owned),
             egg_log: egg_log.map(str::to_owned),
-            verbose_debug: false,
             tz_offset_minutes: offset,
             color,
         })
@@ -691,16 +663,12 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Logger>();
         let l = logger(Some("NONE"), None, 0, false);
-        l.debug("x");
         l.info("x");
-        l.warn("x");
         l.error("x");
-        l.log("x");
         l.error_named("E", "x");
         l.log_at(Level::Warn, "x");
         l.log_at(Level::None, "x");
-        l.set_tz_offset_minutes(60);
-        assert!(l
+        assert!(logger(None, None, 60, false)
             .format_line(Level::Info, "", 0)
             .starts_with("1970-01-01 01:00"));
     }

@@ -5,6 +5,7 @@
 //! by splicing bytes (see [`crate::ipc::json`]), so payloads pass through untouched.
 
 use crate::ipc::json::{self, JsonError, Shape};
+use crate::protocol::MasterAction;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -34,18 +35,12 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct AppPeer {
-    pub pid: u32,
-    /// egg-cluster skips workers whose cluster state is `disconnected`.
-    pub connected: bool,
-}
-
 /// Who can currently receive messages.
-pub struct Peers<'a> {
-    pub master_pid: u32,
-    pub agent_pid: Option<u32>,
-    pub apps: &'a [AppPeer],
+pub(crate) struct Peers<'a> {
+    pub(crate) master_pid: u32,
+    pub(crate) agent_pid: Option<u32>,
+    /// The app workers messages reach (egg-cluster skips disconnected workers).
+    pub(crate) apps: &'a [u32],
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -58,12 +53,12 @@ pub enum Destination {
 }
 
 #[derive(Debug)]
-pub struct Routed {
-    pub dest: Destination,
+pub(crate) struct Routed {
+    pub(crate) dest: Destination,
     /// The message as it is delivered: `from`/`to` stamped.
-    pub line: Vec<u8>,
-    /// `action`, when it is a string (the master dispatches on it).
-    pub action: Option<String>,
+    pub(crate) line: Vec<u8>,
+    /// For the master: what it is and its raw `data`.
+    pub(crate) to_master: Option<(MasterAction, Option<Vec<u8>>)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,7 +71,7 @@ pub enum RouteError {
 
 /// Routes one message line sent by `from`. `Ok(None)`: nobody is addressed (egg-cluster drops
 /// such messages silently too).
-pub fn route(from: Role, line: &[u8], peers: &Peers) -> Result<Option<Routed>, RouteError> {
+pub(crate) fn route(from: Role, line: &[u8], peers: &Peers) -> Result<Option<Routed>, RouteError> {
     let scanned = json::scan(line)?;
     // A bare string `s` is shorthand for `{action: s, data: s}` (egg-cluster's workers do this;
     // for the parent it would crash egg-cluster, here it gets the same treatment).
@@ -154,26 +149,32 @@ pub fn route(from: Role, line: &[u8], peers: &Peers) -> Result<Option<Routed>, R
             peers
                 .apps
                 .iter()
-                .filter(|a| a.connected)
                 // A receiverPid that is not a string matches no worker, as `!==` in egg-cluster.
-                .filter(|a| receiver.is_none() || receiver_pid == Some(a.pid))
-                .map(|a| a.pid)
+                .filter(|pid| receiver.is_none() || receiver_pid == Some(**pid))
+                .copied()
                 .collect(),
         ),
         _ => return Ok(None),
     };
     // Only the master dispatches on `action`; nobody else pays for decoding it.
-    let action = match dest {
-        Destination::Master => scanned.str("action").map(std::borrow::Cow::into_owned),
+    let to_master = match dest {
+        Destination::Master => Some((
+            MasterAction::from_raw(scanned.raw("action")),
+            scanned.raw("data").map(<[u8]>::to_vec),
+        )),
         _ => None,
     };
     let line = scanned.with_members(&sets);
-    Ok(Some(Routed { dest, line, action }))
+    Ok(Some(Routed {
+        dest,
+        line,
+        to_master,
+    }))
 }
 
 /// Builds a message of the master's own: `{action, to, data, from: 'master'}` in egg-cluster's
 /// key order (`data` raw JSON, omitted when `None`).
-pub fn master_message(action: &str, to: Role, data: Option<&[u8]>) -> Vec<u8> {
+pub(crate) fn master_message(action: &str, to: Role, data: Option<&[u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + data.map_or(0, <[u8]>::len));
     out.extend_from_slice(b"{\"action\":");
     out.extend_from_slice(&json::quote(action));
@@ -214,20 +215,8 @@ fn kind_of(line: &[u8]) -> &'static str {
 mod tests {
     use super::*;
 
-    const APPS: [AppPeer; 3] = [
-        AppPeer {
-            pid: 11,
-            connected: true,
-        },
-        AppPeer {
-            pid: 12,
-            connected: true,
-        },
-        AppPeer {
-            pid: 13,
-            connected: false,
-        },
-    ];
+    // 13 is a disconnected worker: not reachable.
+    const APPS: [u32; 2] = [11, 12];
 
     fn peers() -> Peers<'static> {
         Peers {
@@ -266,7 +255,15 @@ mod tests {
     fn parent_defaults_to_master() {
         let out = r(Role::Parent, r#"{"action":"x"}"#);
         assert_eq!(out.dest, Destination::Master);
-        assert_eq!(out.action.as_deref(), Some("x"));
+        assert_eq!(out.to_master, Some((MasterAction::Other, None)));
+        let out = r(
+            Role::App,
+            r#"{"action":"agent-start","to":"master","data":[1]}"#,
+        );
+        assert_eq!(
+            out.to_master,
+            Some((MasterAction::AgentStart, Some(b"[1]".to_vec())))
+        );
     }
 
     #[test]

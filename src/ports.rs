@@ -18,10 +18,52 @@ pub fn free_port(host: IpAddr) -> std::io::Result<u16> {
     Ok(port)
 }
 
+/// egg-cluster's `clusterPort` and, in sticky mode, `stickyWorkerPort`: free ports on
+/// 127.0.0.1, never one of `taken` (a port that is free now may be the app's own, which the
+/// workers have not bound yet) and never each other.
+pub(crate) fn internal_ports(
+    taken: &[Option<u16>],
+    sticky: bool,
+) -> crate::error::Result<(u16, Option<u16>)> {
+    use crate::error::Error;
+    let loopback = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let free = |also: Option<u16>| -> std::io::Result<u16> {
+        for _ in 0..16 {
+            let p = free_port(loopback)?;
+            if !taken.contains(&Some(p)) && also != Some(p) {
+                return Ok(p);
+            }
+        }
+        free_port(loopback)
+    };
+    let cluster = free(None).map_err(|e| Error::io("detect a free clusterPort", e))?;
+    let sticky = if sticky {
+        Some(free(Some(cluster)).map_err(|e| Error::io("detect a free stickyWorkerPort", e))?)
+    } else {
+        None
+    };
+    Ok((cluster, sticky))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn internal_ports_avoid_the_taken_ones_and_each_other() {
+        let taken = [
+            Some(free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap()),
+            None,
+        ];
+        for _ in 0..20 {
+            let (cluster, sticky) = internal_ports(&taken, true).unwrap();
+            let sticky = sticky.unwrap();
+            assert_ne!(cluster, sticky);
+            assert!(!taken.contains(&Some(cluster)) && !taken.contains(&Some(sticky)));
+        }
+        assert_eq!(internal_ports(&taken, false).unwrap().1, None);
+    }
 
     #[test]
     fn returns_a_bindable_port() {

@@ -90,6 +90,7 @@ impl LineBuffer {
     }
 
     /// Bytes of an unterminated line still buffered (dropped on EOF, as Node does).
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.buf.len() - self.start
     }

@@ -233,28 +233,75 @@ pub fn proxy_header_len(buf: &[u8]) -> Option<usize> {
     None
 }
 
-/// The worker pid for a client: `slots[i]` is the pid owning slot `i` and whether it serves.
-pub fn pick(ip: IpAddr, slots: &[Option<(u32, bool)>]) -> Option<u32> {
+/// The worker pid for a client: `slots[i]` is the pid serving slot `i`, if any.
+pub(crate) fn pick(ip: IpAddr, slots: &[Option<u32>]) -> Option<u32> {
     if slots.is_empty() {
         return None;
     }
     let h = hash_ip(ip);
-    if let Some((pid, true)) = slots[(h % slots.len() as u64) as usize] {
+    if let Some(pid) = slots[(h % slots.len() as u64) as usize] {
         return Some(pid);
     }
-    let live: Vec<u32> = slots
-        .iter()
-        .filter_map(|s| match s {
-            Some((pid, true)) => Some(*pid),
-            _ => None,
-        })
-        .collect();
+    let live: Vec<u32> = slots.iter().flatten().copied().collect();
     if live.is_empty() {
         return None;
     }
     // Re-hash so the orphaned clients spread instead of all landing on one neighbour.
     let h2 = h.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
     Some(live[(h2 % live.len() as u64) as usize])
+}
+
+impl super::Runtime {
+    /// Sticky mode: listen on the real port and feed accepted connections to the main loop.
+    pub(super) fn start_sticky_server(&mut self, port: u16) -> std::io::Result<()> {
+        let fd = crate::listen::bind_request(&crate::protocol::cluster::BindRequest::Tcp {
+            address: None,
+            port,
+            ipv6_only: false,
+        })?;
+        let backlog = nix::sys::socket::Backlog::new(511).map_err(std::io::Error::from)?;
+        nix::sys::socket::listen(&fd, backlog)?;
+        tracing::debug!(port, "sticky listener up");
+        let tx = self.tx.clone();
+        let key = self.sticky_key.clone();
+        tokio::spawn(accept_loop(fd, move |accepted| {
+            match &key {
+                None => tx.send(super::Input::StickyConnections(accepted)).is_ok(),
+                // Reading the key may wait on the client: one task per connection, so a silent
+                // client delays only itself.
+                Some(key) => {
+                    for (fd, peer) in accepted {
+                        let (key, tx) = (key.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let (fd, ip) = peek_key(fd, peer, &key).await;
+                            let _ = tx.send(super::Input::StickyConnections(vec![(fd, ip)]));
+                        });
+                    }
+                    !tx.is_closed()
+                }
+            }
+        })?);
+        Ok(())
+    }
+
+    /// Hands each accepted connection to the worker its client maps to.
+    pub(super) fn hand_over(&mut self, accepted: Vec<(OwnedFd, IpAddr)>) {
+        for (fd, ip) in accepted {
+            // No worker can take it: dropping (closing) it is all that is left.
+            let Some(pid) = pick(ip, &self.routes.slots) else {
+                tracing::debug!(%ip, "sticky: no serving worker, connection closed");
+                continue;
+            };
+            if let Some(app) = self.children.get(pid) {
+                tracing::trace!(%ip, pid, "sticky hand-over");
+                let _ = app.sender.send_control(crate::ipc::channel::Frame::handle(
+                    "net.Socket",
+                    b"\"sticky-session:connection\"",
+                    fd,
+                ));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -281,7 +328,7 @@ mod tests {
 
     #[test]
     fn same_address_same_worker() {
-        let slots = [Some((1, true)), Some((2, true)), Some((3, true))];
+        let slots = [Some(1), Some(2), Some(3)];
         for a in ["127.0.0.1", "10.0.0.7", "::1"] {
             let first = pick(ip(a), &slots);
             for _ in 0..5 {
@@ -296,7 +343,7 @@ mod tests {
 
     #[test]
     fn addresses_spread_over_workers() {
-        let slots = [Some((1, true)), Some((2, true))];
+        let slots = [Some(1), Some(2)];
         let mut counts = [0; 2];
         for i in 0..=255u8 {
             let p = pick(IpAddr::from([127, 0, 0, i]), &slots).unwrap();
@@ -309,7 +356,7 @@ mod tests {
     fn structured_addresses_spread_too() {
         // Addresses whose bytes' low bits always have the same parity (plain FNV-1a would send
         // them all to one of two workers).
-        let slots = [Some((1, true)), Some((2, true))];
+        let slots = [Some(1), Some(2)];
         let mut counts = [0; 2];
         for i in 0..64u8 {
             let p = pick(IpAddr::from([10, 1, i, 100 + i]), &slots).unwrap();
@@ -320,8 +367,8 @@ mod tests {
 
     #[test]
     fn a_dead_worker_is_never_picked_and_others_keep_their_clients() {
-        let all = [Some((1, true)), Some((2, true)), Some((3, true))];
-        let down = [Some((1, true)), Some((2, false)), None];
+        let all = [Some(1), Some(2), Some(3)];
+        let down = [Some(1), None, None];
         for i in 0..=255u8 {
             let a = IpAddr::from([10, 1, 2, i]);
             let before = pick(a, &all).unwrap();
@@ -331,7 +378,7 @@ mod tests {
                 assert_eq!(after, before);
             }
         }
-        assert_eq!(pick(ip("1.2.3.4"), &[None, Some((2, false))]), None);
+        assert_eq!(pick(ip("1.2.3.4"), &[None, None]), None);
         assert_eq!(pick(ip("1.2.3.4"), &[]), None);
     }
 }

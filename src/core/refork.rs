@@ -45,10 +45,6 @@ impl ReforkPolicy {
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// A worker died unexpectedly after `uptime_ms` of serving (0 if it never did).
     pub fn decide(&mut self, now: u64, uptime_ms: u64) -> Decision {
         if !self.enabled {

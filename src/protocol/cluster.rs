@@ -7,13 +7,28 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+/// The `act` of a worker's `NODE_CLUSTER` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Act {
+    Online,
+    QueryServer,
+    Listening,
+    Close,
+    ExitedAfterDisconnect,
+    /// Anything else (Node sends nothing else to a primary in shared-handle mode).
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
 /// A worker's message, with the fields the primary uses.
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterMessage {
-    pub act: Option<String>,
+    #[serde(default)]
+    pub act: Act,
     pub seq: Option<i64>,
-    pub ack: Option<i64>,
     pub key: Option<String>,
     pub index: Option<Value>,
     #[serde(default)]

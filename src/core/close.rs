@@ -1,0 +1,78 @@
+//! Closing on SIGINT/SIGQUIT/SIGTERM, in egg-cluster's `_doClose` order: every app worker
+//! (SIGTERM, SIGKILL after the app close timeout), then the agent (the same with its own
+//! timeout), then exit 0. A second signal changes nothing.
+
+use super::{Action, Core, Group, MasterPhase};
+use crate::log::Level;
+
+impl Core {
+    pub(super) fn on_signal(
+        &mut self,
+        signal: &str,
+        heap_limit: f64,
+        heap_used: f64,
+        mem_total: u64,
+        mem_free: u64,
+        out: &mut Vec<Action>,
+    ) {
+        if self.closing() {
+            return;
+        }
+        self.phase = MasterPhase::Closing;
+        for app in self.children.apps_mut() {
+            app.disable_refork = true;
+        }
+        let info = |out: &mut Vec<Action>, msg: String| out.push(Action::Log(Level::Info, msg));
+        info(
+            out,
+            format!("[master] master is killed by signal {signal}, closing"),
+        );
+        info(
+            out,
+            format!("[master] system memory: total {mem_total}, free {mem_free}"),
+        );
+        info(
+            out,
+            format!("[master] process info: heap_limit {heap_limit}, heap_used {heap_used}"),
+        );
+        let shown = &self.cfg.app_close.shown;
+        info(
+            out,
+            format!(
+                "[master] send kill SIGTERM to app workers, will exit with code:0 after {shown}ms"
+            ),
+        );
+        info(out, format!("[master] wait {shown}ms"));
+        out.push(Action::TerminateGroup {
+            group: Group::Apps,
+            pids: self.children.apps().map(|a| a.pid).collect(),
+            limit: self.cfg.app_close.limit,
+        });
+    }
+
+    pub(super) fn on_terminated(&mut self, group: Group, out: &mut Vec<Action>) {
+        match group {
+            Group::Apps => {
+                let shown = &self.cfg.agent_close.shown;
+                out.push(Action::Log(
+                    Level::Info,
+                    format!("[master] send kill SIGTERM to agent worker, will exit with code:0 after {shown}ms"),
+                ));
+                out.push(Action::Log(Level::Info, format!("[master] wait {shown}ms")));
+                let agent: Vec<u32> = self.children.agent().map(|a| a.pid).into_iter().collect();
+                if !agent.is_empty() {
+                    self.verbose(out, "[master] kill agent worker with signal SIGTERM".into());
+                }
+                out.push(Action::TerminateGroup {
+                    group: Group::Agent,
+                    pids: agent,
+                    limit: self.cfg.agent_close.limit,
+                });
+            }
+            Group::Agent => {
+                self.verbose(out, "[master] close done, exiting with code:0".into());
+                out.push(Action::Exit(0));
+            }
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! When a child goes away: its channel closes, it exits. cfork's refork rules (with their
+//! console lines), the agent's refork, the health check, and bad input from a child.
+
+use std::time::Duration;
+
+use super::children::Phase;
+use super::refork::Decision;
+use super::{js_opt, Action, Batch, Core, Target, Timer};
+use crate::log::Level;
+use crate::messenger::Role;
+
+impl Core {
+    /// The child's IPC channel closed: for an app worker, egg-cluster's `disconnect` line, then
+    /// cfork's refork decision (which cfork makes at the disconnect when the process is still
+    /// alive). A child that lives on without its channel cannot be reached: it is terminated,
+    /// and its exit then follows the normal path.
+    pub(super) fn on_channel_closed(
+        &mut self,
+        pid: u32,
+        reason: Option<String>,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(child) = self.children.get_mut(pid) else {
+            return;
+        };
+        child.phase = Phase::Disconnected;
+        let child = child.clone();
+        if let Some(reason) = reason {
+            out.push(Action::Log(
+                Level::Warn,
+                format!("[master] closed the channel of {}: {reason}", child.name()),
+            ));
+        }
+        if child.role == Role::App {
+            self.on_app_disconnected(pid, now, out);
+        }
+        if !self.closing() {
+            let limit = match child.role {
+                Role::Agent => self.cfg.agent_close.limit,
+                _ => self.cfg.app_close.limit,
+            };
+            out.push(Action::Terminate { pid, limit });
+        }
+    }
+
+    fn on_app_disconnected(&mut self, pid: u32, now: u64, out: &mut Vec<Action>) {
+        let Some(app) = self.children.get(pid).cloned() else {
+            return;
+        };
+        let ids: Vec<String> = self.children.apps().map(|a| a.id.to_string()).collect();
+        out.push(Action::Log(
+            Level::Info,
+            format!(
+                "[master] {} disconnect, suicide: {}, state: {}, current workers: {}",
+                app.name(),
+                app.exited_after_disconnect,
+                app.phase.cluster_state(),
+                serde_json::to_string(&ids).unwrap_or_default()
+            ),
+        ));
+        self.disconnect_count += 1;
+        let loud = !app.disable_refork;
+        // An exited worker is removed at once, so it is never dead here: cfork's `isDead`
+        // branch ("exit event emit before disconnect") cannot happen.
+        out.push(Action::Cfork(
+            loud,
+            format!(
+                "worker:{pid} disconnect (exitedAfterDisconnect: {}, state: {}, isDead: false, worker.disableRefork: {})",
+                app.exited_after_disconnect,
+                app.phase.cluster_state(),
+                app.disable_refork
+            ),
+        ));
+        if app.disable_refork {
+            out.push(Action::Cfork(
+                loud,
+                format!("don't fork, because worker:{pid} will be kill soon"),
+            ));
+            return;
+        }
+        if let Some(a) = self.children.get_mut(pid) {
+            a.refork_handled = true;
+        }
+        let uptime = app.serving_since.map_or(0, |t| now.saturating_sub(t));
+        self.refork_decision(uptime, now, out);
+    }
+
+    /// cfork's refork of a dead worker: now, never (local env), or — past cfork's limit, where
+    /// cfork gives up for good — after a growing delay.
+    pub(super) fn refork_decision(&mut self, uptime: u64, now: u64, out: &mut Vec<Action>) {
+        match self.refork.decide(now, uptime) {
+            Decision::Now => self.refork_app(out),
+            Decision::Never => out.push(Action::Cfork(
+                true,
+                "don't fork new work (refork: false)".to_string(),
+            )),
+            Decision::After(ms) => {
+                out.push(Action::Cfork(
+                    true,
+                    format!(
+                        "worker died too fast (total {} disconnect, {} unexpected exit)",
+                        self.disconnect_count, self.unexpected_count
+                    ),
+                ));
+                out.push(Action::Log(
+                    Level::Warn,
+                    format!(
+                        "[master] app workers died {} times within {}ms, refork the next one in {ms}ms",
+                        self.cfg.refork_limit, self.cfg.refork_duration_ms
+                    ),
+                ));
+                out.push(Action::After(Duration::from_millis(ms), Timer::ReforkApp));
+            }
+        }
+    }
+
+    pub(super) fn refork_app(&mut self, out: &mut Vec<Action>) {
+        if self.closing() {
+            return;
+        }
+        let apps = self.new_app_ids(1);
+        out.push(Action::SpawnApps {
+            batch: Batch::Refork,
+            apps,
+        });
+    }
+
+    pub(super) fn refork_agent(&mut self, out: &mut Vec<Action>) {
+        if self.closing() {
+            return;
+        }
+        out.push(Action::Log(
+            Level::Info,
+            "[master] new agent_worker starting...".into(),
+        ));
+        let id = self.children.next_id(Role::Agent);
+        out.push(Action::SpawnAgent { id });
+    }
+
+    pub(super) fn on_exited(
+        &mut self,
+        pid: u32,
+        code: Option<i32>,
+        signal: Option<&'static str>,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        match self.children.get(pid).map(|c| c.role) {
+            Some(Role::Agent) => self.on_agent_exit(pid, code, signal, out),
+            Some(_) => self.on_app_exit(pid, code, signal, now, out),
+            None => {}
+        }
+    }
+
+    fn on_app_exit(
+        &mut self,
+        pid: u32,
+        code: Option<i32>,
+        signal: Option<&'static str>,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let current: Vec<u32> = self.children.apps().map(|a| a.pid).collect();
+        let Some(app) = self.children.remove(pid) else {
+            return;
+        };
+        let loud = !app.disable_refork;
+        // cfork's exit handler runs before egg-cluster's (it registered first).
+        out.push(Action::Cfork(
+            loud,
+            format!(
+                "worker:{pid} exit (code: {}, exitedAfterDisconnect: {}, state: dead, isDead: true, isExpected: {}, worker.disableRefork: {})",
+                js_opt(code),
+                app.exited_after_disconnect,
+                app.refork_handled,
+                app.disable_refork
+            ),
+        ));
+        if !app.refork_handled && !app.disable_refork && !self.closing() {
+            self.unexpected_count += 1;
+            let uptime = app.serving_since.map_or(0, |t| now.saturating_sub(t));
+            self.refork_decision(uptime, now, out);
+            out.push(Action::Cfork(
+                true,
+                format!(
+                    "(total {} disconnect, {} unexpected exit) WorkerDiedUnexpectedError: worker:{pid} died unexpected (code: {}, signal: {}, exitedAfterDisconnect: {}, state: dead)",
+                    self.disconnect_count,
+                    self.unexpected_count,
+                    js_opt(code),
+                    signal.unwrap_or("null"),
+                    app.exited_after_disconnect
+                ),
+            ));
+        }
+        if self.closing() {
+            return;
+        }
+        out.push(Action::LogError(
+            "AppWorkerDiedError",
+            format!(
+                "[master] {} died (code: {}, signal: {}, suicide: {}, state: dead), current workers: {}",
+                app.name(),
+                js_opt(code),
+                signal.unwrap_or("null"),
+                app.exited_after_disconnect,
+                serde_json::to_string(&current).unwrap_or_default(),
+            ),
+        ));
+        let pids = self.children.listening_pids_json();
+        self.send_agent(out, "egg-pids", Some(&pids));
+        if self.all_started {
+            Self::send(out, Target::Parent, Role::Parent, "app-worker-died", None);
+        } else {
+            out.push(Action::Log(
+                Level::Error,
+                format!("[master] {} start fail, exiting with code:1", app.name()),
+            ));
+            out.push(Action::Exit(1));
+        }
+    }
+
+    fn on_agent_exit(
+        &mut self,
+        pid: u32,
+        code: Option<i32>,
+        signal: Option<&'static str>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(agent) = self.children.remove(pid) else {
+            return;
+        };
+        if self.closing() {
+            return;
+        }
+        self.send_apps(out, "egg-pids", Some(b"[]"));
+        out.push(Action::LogError(
+            "AgentWorkerDiedError",
+            format!(
+                "[master] {} died (code: {}, signal: {})",
+                agent.name(),
+                js_opt(code),
+                signal.unwrap_or("null")
+            ),
+        ));
+        if self.started() {
+            self.verbose(
+                out,
+                "[master] try to start a new agent_worker after 1s ...".into(),
+            );
+            out.push(Action::After(Duration::from_secs(1), Timer::ReforkAgent));
+            Self::send(out, Target::Parent, Role::Parent, "agent-worker-died", None);
+        } else {
+            out.push(Action::Log(
+                Level::Error,
+                format!("[master] {} start fail, exiting with code:1", agent.name()),
+            ));
+            out.push(Action::Exit(1));
+        }
+    }
+
+    /// egg-cluster's health check (production, every 10 s after ready): three checks in a row
+    /// without a started agent or without a live worker exit the master. Live means listening
+    /// and connected (egg-cluster counts registered workers, dead ones included).
+    pub(super) fn on_health_check(&mut self, out: &mut Vec<Action>) {
+        if self.closing() {
+            return;
+        }
+        out.push(Action::After(self.cfg.health_interval, Timer::HealthCheck));
+        let agent = usize::from(
+            self.children
+                .agent()
+                .is_some_and(|a| a.phase == Phase::Serving),
+        );
+        let workers = self.children.apps().filter(|a| a.listening()).count();
+        if agent > 0 && workers > 0 {
+            self.health_failures = 0;
+            return;
+        }
+        self.health_failures += 1;
+        if self.health_failures < 3 {
+            return;
+        }
+        out.push(Action::LogError(
+            "ClusterWorkerExceptionError",
+            format!(
+                "[master] {agent} agent and {workers} worker(s) alive, exit to avoid unknown state"
+            ),
+        ));
+        out.push(Action::Exit(1));
+    }
+
+    /// Every bad message is logged with the child's name up to the 16th; after that at the
+    /// 32nd, 64th, ... so a flood of garbage cannot flood the log.
+    pub(super) fn on_malformed(&mut self, pid: u32, reason: &str, out: &mut Vec<Action>) {
+        let name = self.describe(pid);
+        let count = match self.children.get_mut(pid) {
+            Some(c) => {
+                c.malformed += 1;
+                c.malformed
+            }
+            None => 1,
+        };
+        if count <= 16 || count.is_power_of_two() {
+            out.push(Action::Log(
+                Level::Warn,
+                format!(
+                    "[master] dropped a malformed message from {name} ({count} so far): {reason}"
+                ),
+            ));
+        }
+    }
+}

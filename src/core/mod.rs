@@ -1,0 +1,488 @@
+//! The master's decisions, as egg-cluster 2.x makes them, without side effects.
+//!
+//! One door: [`Core::handle`] takes an [`Event`] (something happened: a child spawned, listened,
+//! exited, sent the master a message; a timer fired; a signal came) and returns the
+//! [`Action`]s to perform (log this, spawn that, send this message, exit). The runtime
+//! ([`crate::runtime`]) performs them and turns what it observes into the next events; it never
+//! asks the core anything in between. Every product log line is written here.
+//!
+//! Where each decision lives:
+//! - [`start`]: the start sequence — agent first, app workers at `agent-start`, counting
+//!   workers that listen on the real port, ready.
+//! - [`exits`]: a child's channel closing or its exit — cfork's refork rules and their console
+//!   lines, the agent's refork, the health check, malformed input.
+//! - [`close`]: a signal — app workers, then the agent, then exit.
+//! - [`children`]: the one record per child, [`refork`]: the refork limit and backoff.
+
+mod children;
+mod close;
+mod exits;
+pub(crate) mod refork;
+mod start;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::log::Level;
+use crate::messenger::{master_message, Role};
+use crate::protocol::MasterAction;
+use children::Children;
+
+/// What the core needs to know about the configuration, fixed at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) framework_name: String,
+    pub(crate) framework_version: String,
+    pub(crate) node_version: String,
+    pub(crate) is_production: bool,
+    /// egg-cluster's `this.log`: DEBUG in the local env, INFO otherwise.
+    pub(crate) verbose: Level,
+    /// The egg env (`EGG_SERVER_ENV` or the `env` option) and `NODE_ENV`, for the start lines.
+    pub(crate) env: Option<String>,
+    pub(crate) node_env: Option<String>,
+    /// The options as the user gave them, normalised (the start line shows them).
+    pub(crate) options_shown: Value,
+    /// The final options as JSON: the workers' `argv[2]` and the `data` of their `egg-ready`.
+    pub(crate) options_json: String,
+    pub(crate) cluster_port: u16,
+    pub(crate) sticky: bool,
+    pub(crate) sticky_worker_port: Option<u16>,
+    pub(crate) port: Option<u16>,
+    pub(crate) debug_port: Option<u16>,
+    pub(crate) https: bool,
+    /// The `HOST` env var, which shapes the printed address.
+    pub(crate) host_env: Option<String>,
+    /// cfork's refork limit: at most `refork_limit` reforks per `refork_duration_ms`.
+    pub(crate) refork_limit: usize,
+    pub(crate) refork_duration_ms: u64,
+    pub(crate) health_interval: Duration,
+    pub(crate) app_close: CloseTimeout,
+    pub(crate) agent_close: CloseTimeout,
+    /// Test-only: `egg-cluster-rs:inject-panic` makes [`Core::handle`] panic.
+    pub(crate) fault_injection: bool,
+}
+
+/// A close timeout as egg-cluster logs it (the env value as given) and as it is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CloseTimeout {
+    pub(crate) shown: String,
+    pub(crate) limit: Duration,
+}
+
+/// How a worker said it listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenVia {
+    /// The cluster protocol's `listening`.
+    Cluster,
+    /// The worker's own `reuse-port-listening` message (a worker that binds by itself with
+    /// `reusePort` sends no cluster `listening`).
+    ReusePortMessage,
+}
+
+/// Timers the core asks for with [`Action::After`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timer {
+    HealthCheck,
+    ReforkApp,
+    ReforkAgent,
+}
+
+/// The two steps of the close sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Group {
+    Apps,
+    Agent,
+}
+
+/// Why app workers are spawned; echoed back in [`Event::AppsSpawned`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Batch {
+    /// With the agent, waiting for the go-ahead.
+    Early,
+    /// At `agent-start`: the workers that were not started early.
+    Start,
+    /// A replacement for a dead worker.
+    Refork,
+}
+
+/// One app worker of a [`Batch`]: the id and slot the core gave it, and the spawn's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Spawned {
+    pub(crate) id: u32,
+    pub(crate) slot: usize,
+    pub(crate) pid: Result<u32, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Event {
+    /// Ports are known: begin.
+    Start,
+    AgentSpawned {
+        id: u32,
+        pid: Result<u32, String>,
+    },
+    AppsSpawned {
+        batch: Batch,
+        apps: Vec<Spawned>,
+    },
+    /// cluster `online`.
+    Online {
+        pid: u32,
+    },
+    /// A worker listens (`address` is `{addressType, address, port[, fd]}`).
+    Listening {
+        pid: u32,
+        address: Value,
+        via: ListenVia,
+    },
+    /// cluster `exitedAfterDisconnect`.
+    ExitedAfterDisconnect {
+        pid: u32,
+    },
+    /// A message addressed to the master (`pid` 0: from the parent). `line` is the message as
+    /// routed; `data` its raw `data` member.
+    ToMaster {
+        from: Role,
+        pid: u32,
+        action: MasterAction,
+        data: Option<Vec<u8>>,
+        line: Vec<u8>,
+    },
+    /// A line from a child that is not a valid message.
+    Malformed {
+        pid: u32,
+        reason: String,
+    },
+    /// A child stopped reading its channel; messages to it are being dropped.
+    NotReading {
+        pid: u32,
+        queued: usize,
+    },
+    /// A child's IPC channel closed (`reason` when the master closed it over bad input).
+    ChannelClosed {
+        pid: u32,
+        reason: Option<String>,
+    },
+    Exited {
+        pid: u32,
+        code: Option<i32>,
+        signal: Option<&'static str>,
+    },
+    Timer(Timer),
+    /// Sticky mode: the master's listener on the real port is up, or could not be.
+    StickyListening(Result<(), String>),
+    /// SIGINT/SIGQUIT/SIGTERM, with the figures egg-cluster logs then.
+    Signal {
+        name: String,
+        heap_limit: f64,
+        heap_used: f64,
+        mem_total: u64,
+        mem_free: u64,
+    },
+    /// A step of the close sequence finished: every child of the group is gone.
+    Terminated(Group),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    Parent,
+    Child(u32),
+    Children(Vec<u32>),
+}
+
+/// Who gets relayed messages: the routing view of the children, republished on every change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Routes {
+    pub(crate) agent: Option<u32>,
+    /// The app workers messages reach, in spawn order.
+    pub(crate) apps: Vec<u32>,
+    /// The serving app worker of each slot (sticky hand-over).
+    pub(crate) slots: Vec<Option<u32>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Action {
+    /// A product log line at `Level`.
+    Log(Level, String),
+    /// `logger.error(err)` of an error named `name`.
+    LogError(&'static str, String),
+    /// One of cfork's console lines (`console.error` when `true`, else `console.info`).
+    Cfork(bool, String),
+    /// Answer with [`Event::AgentSpawned`].
+    SpawnAgent { id: u32 },
+    /// Answer with [`Event::AppsSpawned`] listing every one of `apps` (id, slot).
+    SpawnApps {
+        batch: Batch,
+        apps: Vec<(u32, usize)>,
+    },
+    /// The go-ahead for waiting app workers to construct their Application.
+    Release(Vec<u32>),
+    /// The master's own message (never dropped, unlike relayed ones).
+    Send(Target, Vec<u8>),
+    /// The routing view changed. Numbered: a decision that spawns a child has the spawn's own
+    /// decision performed before its remaining actions, so an older view may arrive last.
+    Routes(u64, Routes),
+    /// Started: the payload of `egg-ready` for the JS side.
+    Ready(Value),
+    /// Sticky mode, every worker up: listen on the real port, answer with
+    /// [`Event::StickyListening`].
+    ListenSticky { port: u16 },
+    /// Answer with [`Event::Timer`] after this long.
+    After(Duration, Timer),
+    /// `pid`'s TCP listens get a `SO_REUSEPORT` socket of their slot's (its app config asked
+    /// for `reusePort`).
+    ReusePort { pid: u32 },
+    /// SIGTERM `pid` and its descendants, SIGKILL after `limit` (a child that lost its channel).
+    Terminate { pid: u32, limit: Duration },
+    /// The same for every child in `pids`, answered with [`Event::Terminated`].
+    TerminateGroup {
+        group: Group,
+        pids: Vec<u32>,
+        limit: Duration,
+    },
+    /// A message to the master that the master does not handle: emitted on `promise.master`.
+    EmitMaster(Vec<u8>),
+    /// The master exits with this code (`process.exit` on the JS side).
+    Exit(i32),
+}
+
+/// Where the master as a whole is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MasterPhase {
+    /// Until every app worker has started once.
+    Starting,
+    /// Sticky mode: every worker started, the master's own listener is being opened.
+    BindingSticky,
+    /// Ready was reported.
+    Up,
+    /// A signal came: children are being terminated.
+    Closing,
+    /// [`Action::Exit`] was given: nothing more happens.
+    Exited,
+}
+
+pub(crate) struct Core {
+    cfg: Config,
+    phase: MasterPhase,
+    children: Children,
+    /// The port the app is served on (options, or the workers' `realport`).
+    real_port: Option<u16>,
+    protocol: &'static str,
+    /// `agent-start` came once: the app workers were started.
+    apps_released: bool,
+    apps_fork_time: u64,
+    /// Workers counted as started (each once) — egg-cluster's `startSuccessCount`.
+    start_success: usize,
+    /// Every worker has started once (in sticky mode, before the master's listener is up).
+    all_started: bool,
+    start_time: u64,
+    app_address: String,
+    refork: refork::ReforkPolicy,
+    disconnect_count: u64,
+    unexpected_count: u64,
+    /// Consecutive failed health checks.
+    health_failures: u32,
+    /// The last routes published, and how many times they changed.
+    routes: Routes,
+    routes_seq: u64,
+}
+
+impl Core {
+    pub(crate) fn new(cfg: Config, now: u64) -> Self {
+        Core {
+            real_port: cfg.port,
+            protocol: if cfg.https { "https" } else { "http" },
+            phase: MasterPhase::Starting,
+            children: Children::default(),
+            apps_released: false,
+            apps_fork_time: 0,
+            start_success: 0,
+            all_started: false,
+            start_time: now,
+            app_address: String::new(),
+            refork: refork::ReforkPolicy::new(
+                cfg.is_production,
+                cfg.refork_limit,
+                cfg.refork_duration_ms,
+            ),
+            disconnect_count: 0,
+            unexpected_count: 0,
+            health_failures: 0,
+            routes: Routes::default(),
+            routes_seq: 0,
+            cfg,
+        }
+    }
+
+    /// The one door: what to do about `event` at `now` (ms since the epoch).
+    pub(crate) fn handle(&mut self, event: Event, now: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.phase == MasterPhase::Exited {
+            return out;
+        }
+        match event {
+            Event::Start => self.on_start(&mut out),
+            Event::AgentSpawned { id, pid } => self.on_agent_spawned(id, pid, now, &mut out),
+            Event::AppsSpawned { batch, apps } => self.on_apps_spawned(batch, apps, now, &mut out),
+            Event::Online { pid } => self.on_online(pid),
+            Event::Listening { pid, address, via } => {
+                self.on_listening(pid, &address, via, now, &mut out)
+            }
+            Event::ExitedAfterDisconnect { pid } => {
+                if let Some(c) = self.children.get_mut(pid) {
+                    c.exited_after_disconnect = true;
+                }
+            }
+            Event::ToMaster {
+                from,
+                pid,
+                action,
+                data,
+                line,
+            } => self.on_to_master(from, pid, action, data.as_deref(), line, now, &mut out),
+            Event::Malformed { pid, reason } => self.on_malformed(pid, &reason, &mut out),
+            Event::NotReading { pid, queued } => out.push(Action::Log(
+                Level::Warn,
+                format!(
+                    "[master] {} is not reading its channel: dropping messages to it ({queued} bytes queued)",
+                    self.describe(pid)
+                ),
+            )),
+            Event::ChannelClosed { pid, reason } => {
+                self.on_channel_closed(pid, reason, now, &mut out)
+            }
+            Event::Exited { pid, code, signal } => self.on_exited(pid, code, signal, now, &mut out),
+            Event::Timer(Timer::HealthCheck) => self.on_health_check(&mut out),
+            Event::Timer(Timer::ReforkApp) => self.refork_app(&mut out),
+            Event::Timer(Timer::ReforkAgent) => self.refork_agent(&mut out),
+            Event::StickyListening(result) => self.on_sticky_listening(result, now, &mut out),
+            Event::Signal {
+                name,
+                heap_limit,
+                heap_used,
+                mem_total,
+                mem_free,
+            } => self.on_signal(&name, heap_limit, heap_used, mem_total, mem_free, &mut out),
+            Event::Terminated(group) => self.on_terminated(group, &mut out),
+        }
+        if out.iter().any(|a| matches!(a, Action::Exit(_))) {
+            self.phase = MasterPhase::Exited;
+        } else {
+            self.publish_routes(&mut out);
+        }
+        out
+    }
+
+    /// Messages to the master: the master's own protocol is handled here, anything else goes
+    /// to `promise.master` as egg-cluster's `master.emit(action, data)` does.
+    #[allow(clippy::too_many_arguments)]
+    fn on_to_master(
+        &mut self,
+        from: Role,
+        pid: u32,
+        action: MasterAction,
+        data: Option<&[u8]>,
+        line: Vec<u8>,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let data = || {
+            data.and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
+                .unwrap_or(Value::Null)
+        };
+        match action {
+            MasterAction::AgentStart => self.on_agent_start(now, out),
+            MasterAction::Realport => self.on_realport(from, pid, &data(), out),
+            MasterAction::ReusePortListening if from == Role::App => {
+                self.on_listening(pid, &data(), ListenVia::ReusePortMessage, now, out)
+            }
+            // Fault injection for the test suite only (EGG_CLUSTER_RS_FAULT_INJECTION=1): proves
+            // that a bug while handling one event is reported and survived.
+            MasterAction::InjectPanic if self.cfg.fault_injection => {
+                panic!("injected fault (EGG_CLUSTER_RS_FAULT_INJECTION)")
+            }
+            MasterAction::ReusePortListening | MasterAction::InjectPanic | MasterAction::Other => {
+                out.push(Action::EmitMaster(line))
+            }
+        }
+    }
+
+    fn verbose(&self, out: &mut Vec<Action>, msg: String) {
+        out.push(Action::Log(self.cfg.verbose, msg));
+    }
+
+    /// A message of the master's own to `target` (`to` is `to`'s role).
+    fn send(out: &mut Vec<Action>, target: Target, to: Role, action: &str, data: Option<&[u8]>) {
+        out.push(Action::Send(target, master_message(action, to, data)));
+    }
+
+    /// To every app worker messages reach now.
+    fn send_apps(&self, out: &mut Vec<Action>, action: &str, data: Option<&[u8]>) {
+        let pids = self.children.reachable_apps();
+        Self::send(out, Target::Children(pids), Role::App, action, data);
+    }
+
+    fn send_agent(&self, out: &mut Vec<Action>, action: &str, data: Option<&[u8]>) {
+        if let Some(agent) = self.children.agent() {
+            Self::send(out, Target::Child(agent.pid), Role::Agent, action, data);
+        }
+    }
+
+    fn describe(&self, pid: u32) -> String {
+        if pid == 0 {
+            return "parent".into();
+        }
+        self.children
+            .get(pid)
+            .map_or_else(|| format!("child {pid}"), children::Child::name)
+    }
+
+    fn closing(&self) -> bool {
+        matches!(self.phase, MasterPhase::Closing | MasterPhase::Exited)
+    }
+
+    fn started(&self) -> bool {
+        self.phase == MasterPhase::Up
+    }
+
+    fn publish_routes(&mut self, out: &mut Vec<Action>) {
+        let routes = Routes {
+            agent: self.children.agent().map(|a| a.pid),
+            apps: self.children.reachable_apps(),
+            slots: if self.cfg.sticky {
+                self.children.serving_by_slot(self.cfg.workers)
+            } else {
+                Vec::new()
+            },
+        };
+        if routes != self.routes {
+            self.routes = routes.clone();
+            self.routes_seq += 1;
+            out.push(Action::Routes(self.routes_seq, routes));
+        }
+    }
+}
+
+/// egg-cluster's `getAddress`.
+pub(crate) fn get_address(
+    address: Option<&str>,
+    port: Option<i64>,
+    protocol: &str,
+    host_env: Option<&str>,
+) -> String {
+    let hostname = address
+        .filter(|a| !a.is_empty())
+        .or(host_env.filter(|h| !h.is_empty() && *h != "0.0.0.0"))
+        .unwrap_or("127.0.0.1");
+    let port = port.map_or("undefined".to_string(), |p| p.to_string());
+    format!("{protocol}://{hostname}:{port}")
+}
+
+/// A JS number or `null`, as egg-cluster's log lines print an optional exit code.
+fn js_opt(v: Option<i32>) -> String {
+    v.map_or("null".to_string(), |v| v.to_string())
+}

@@ -1,0 +1,896 @@
+//! The core driven event by event, without processes: each event kind, and the decisions
+//! egg-cluster's users rely on.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::*;
+
+fn cfg(workers: usize) -> Config {
+    Config {
+        workers,
+        framework_name: "egg".into(),
+        framework_version: "3.0.0".into(),
+        node_version: "v20.0.0".into(),
+        is_production: true,
+        verbose: Level::Info,
+        env: Some("prod".into()),
+        node_env: None,
+        options_shown: json!({"workers": workers}),
+        options_json: "{\"workers\":2}".into(),
+        cluster_port: 4000,
+        sticky: false,
+        sticky_worker_port: None,
+        port: Some(7001),
+        debug_port: None,
+        https: false,
+        host_env: None,
+        refork_limit: 60,
+        refork_duration_ms: 60_000,
+        health_interval: Duration::from_secs(10),
+        app_close: CloseTimeout {
+            shown: "5000".into(),
+            limit: Duration::from_secs(5),
+        },
+        agent_close: CloseTimeout {
+            shown: "3000".into(),
+            limit: Duration::from_secs(3),
+        },
+        fault_injection: false,
+    }
+}
+
+fn addr(port: i64) -> Value {
+    json!({"addressType": 4, "address": null, "port": port})
+}
+
+const AGENT: u32 = 10;
+
+fn app_pid(i: usize) -> u32 {
+    20 + i as u32
+}
+
+fn sends(actions: &[Action]) -> Vec<(Target, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(t, m) => Some((t.clone(), String::from_utf8(m.clone()).unwrap())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn logs(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Log(_, m) | Action::LogError(_, m) | Action::Cfork(_, m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn has_log(actions: &[Action], needle: &str) -> bool {
+    logs(actions).iter().any(|m| m.contains(needle))
+}
+
+fn to_master(from: Role, pid: u32, action: MasterAction, data: Option<&str>) -> Event {
+    Event::ToMaster {
+        from,
+        pid,
+        action,
+        data: data.map(|d| d.as_bytes().to_vec()),
+        line: b"{}".to_vec(),
+    }
+}
+
+fn listening(pid: u32, port: i64) -> Event {
+    Event::Listening {
+        pid,
+        address: addr(port),
+        via: ListenVia::Cluster,
+    }
+}
+
+/// Start, agent and `workers` early app workers spawned; the agent has not started yet.
+fn spawned(c: Config) -> Core {
+    let workers = c.workers;
+    let mut core = Core::new(c, 0);
+    let a = core.handle(Event::Start, 0);
+    assert!(a.contains(&Action::SpawnAgent { id: 1 }));
+    let apps: Vec<(u32, usize)> = (0..workers).map(|i| (i as u32 + 1, i)).collect();
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Early,
+        apps: apps.clone(),
+    }));
+    core.handle(
+        Event::AgentSpawned {
+            id: 1,
+            pid: Ok(AGENT),
+        },
+        1,
+    );
+    core.handle(
+        Event::AppsSpawned {
+            batch: Batch::Early,
+            apps: apps
+                .iter()
+                .map(|&(id, slot)| Spawned {
+                    id,
+                    slot,
+                    pid: Ok(app_pid(slot)),
+                })
+                .collect(),
+        },
+        1,
+    );
+    core
+}
+
+/// ... and the agent started: the early workers are released.
+fn released(c: Config) -> Core {
+    let workers = c.workers;
+    let mut core = spawned(c);
+    let a = core.handle(
+        to_master(Role::Agent, AGENT, MasterAction::AgentStart, None),
+        5,
+    );
+    assert!(a.contains(&Action::Release((0..workers).map(app_pid).collect())));
+    core
+}
+
+/// ... and every worker listens on the real port: ready. Returns the last decision.
+fn started(workers: usize) -> (Core, Vec<Action>) {
+    let mut core = released(cfg(workers));
+    let mut last = Vec::new();
+    for i in 0..workers {
+        core.handle(Event::Online { pid: app_pid(i) }, 50);
+        last = core.handle(listening(app_pid(i), 7001), 100);
+    }
+    (core, last)
+}
+
+#[test]
+fn start_logs_egg_clusters_lines_then_spawns_the_agent_and_early_workers() {
+    let mut core = Core::new(cfg(2), 0);
+    let a = core.handle(Event::Start, 0);
+    let l = logs(&a);
+    assert_eq!(
+        l[0],
+        "[master] =================== egg start ====================="
+    );
+    assert_eq!(l[1], "[master] node version v20.0.0");
+    assert_eq!(l[2], "[master] egg version 3.0.0");
+    assert_eq!(l[3], "[master] start with options:\n{\n  \"workers\": 2\n}");
+    assert_eq!(
+        l[4],
+        "[master] start with env: isProduction: true, EGG_SERVER_ENV: prod, NODE_ENV: undefined"
+    );
+    let a = core.handle(
+        Event::AgentSpawned {
+            id: 1,
+            pid: Ok(AGENT),
+        },
+        1,
+    );
+    assert_eq!(
+        logs(&a),
+        ["[master] agent_worker#1:10 start with clusterPort:4000"]
+    );
+}
+
+#[test]
+fn early_workers_get_nothing_until_the_agent_starts() {
+    let mut core = spawned(cfg(2));
+    assert_eq!(core.routes.apps, Vec::<u32>::new());
+    assert_eq!(core.routes.agent, Some(AGENT));
+    let a = core.handle(
+        to_master(Role::Agent, AGENT, MasterAction::AgentStart, None),
+        5,
+    );
+    // agent-start and egg-pids went to nobody (no worker was reachable yet) ...
+    assert!(sends(&a)
+        .iter()
+        .all(|(t, _)| *t == Target::Children(vec![])));
+    // ... then the workers are released, logged as egg-cluster forks them, and reachable.
+    assert!(a.contains(&Action::Release(vec![20, 21])));
+    assert!(has_log(&a, "[master] start appWorker with args"));
+    assert!(has_log(
+        &a,
+        "[master] app_worker#2:21 start, state: none, current workers: [\"1\",\"2\"]"
+    ));
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::Routes(_, r) if *r == Routes {
+            agent: Some(AGENT),
+            apps: vec![20, 21],
+            slots: vec![],
+        })));
+    // A second agent-start (a new agent) does not start workers again.
+    let a = core.handle(
+        to_master(Role::Agent, AGENT, MasterAction::AgentStart, None),
+        6,
+    );
+    assert!(!a
+        .iter()
+        .any(|x| matches!(x, Action::Release(_) | Action::SpawnApps { .. })));
+}
+
+#[test]
+fn a_worker_that_could_not_start_early_is_spawned_at_agent_start() {
+    let mut core = Core::new(cfg(2), 0);
+    core.handle(Event::Start, 0);
+    core.handle(
+        Event::AgentSpawned {
+            id: 1,
+            pid: Ok(AGENT),
+        },
+        0,
+    );
+    // One of the two could not be spawned early: egg-cluster would fork it at agent-start.
+    let a = core.handle(
+        Event::AppsSpawned {
+            batch: Batch::Early,
+            apps: vec![Spawned {
+                id: 1,
+                slot: 0,
+                pid: Ok(20),
+            }],
+        },
+        0,
+    );
+    assert!(!a.iter().any(|x| matches!(x, Action::Exit(_))));
+    let a = core.handle(
+        to_master(Role::Agent, AGENT, MasterAction::AgentStart, None),
+        1,
+    );
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Start,
+        apps: vec![(3, 1)],
+    }));
+}
+
+#[test]
+fn ready_after_every_worker_listens_on_the_real_port() {
+    let (core, last) = started(2);
+    assert!(core.started());
+    let ready = last.iter().find_map(|a| match a {
+        Action::Ready(v) => Some(v.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        ready.unwrap(),
+        json!({"port": 7001, "address": "http://127.0.0.1:7001", "protocol": "http"})
+    );
+    let s = sends(&last);
+    assert!(s.contains(&(
+        Target::Parent,
+        r#"{"action":"egg-ready","to":"parent","data":{"port":7001,"address":"http://127.0.0.1:7001","protocol":"http"},"from":"master"}"#.into()
+    )));
+    assert!(s.contains(&(
+        Target::Child(AGENT),
+        r#"{"action":"egg-pids","to":"agent","data":[20,21],"from":"master"}"#.into()
+    )));
+    assert!(s.contains(&(
+        Target::Child(21),
+        r#"{"action":"egg-pids","to":"app","data":[10],"from":"master"}"#.into()
+    )));
+    assert!(s.contains(&(
+        Target::Children(vec![20, 21]),
+        r#"{"action":"egg-ready","to":"app","data":{"workers":2},"from":"master"}"#.into()
+    )));
+    assert!(has_log(
+        &last,
+        "[master] egg started on http://127.0.0.1:7001 (100ms)"
+    ));
+    assert!(has_log(
+        &last,
+        "[master] app_worker#2:21 started at 7001, remain 0 (95ms)"
+    ));
+    // The health check starts in production.
+    assert!(last.contains(&Action::After(Duration::from_secs(10), Timer::HealthCheck)));
+}
+
+#[test]
+fn other_ports_do_not_count() {
+    let mut core = released(cfg(1));
+    let a = core.handle(listening(20, 9999), 2);
+    assert!(!core.started());
+    assert!(sends(&a).is_empty());
+    assert!(has_log(&a, "app_worker#1:20 listening on"));
+    core.handle(listening(20, 7001), 3);
+    assert!(core.started());
+}
+
+#[test]
+fn a_worker_counts_once_however_it_reports_listening() {
+    let mut core = released(cfg(2));
+    core.handle(listening(20, 7001), 2);
+    let a = core.handle(
+        to_master(
+            Role::App,
+            20,
+            MasterAction::ReusePortListening,
+            Some(r#"{"addressType":4,"address":null,"port":7001}"#),
+        ),
+        3,
+    );
+    assert!(has_log(&a, "reuse-port listening on"));
+    assert!(!core.started(), "the same worker must not count twice");
+    core.handle(
+        to_master(
+            Role::App,
+            21,
+            MasterAction::ReusePortListening,
+            Some(r#"{"addressType":4,"address":null,"port":7001}"#),
+        ),
+        4,
+    );
+    assert!(core.started());
+}
+
+#[test]
+fn sticky_reports_ready_only_after_its_server_listens() {
+    let mut c = cfg(1);
+    c.sticky = true;
+    c.sticky_worker_port = Some(4500);
+    let mut core = released(c.clone());
+    assert!(core
+        .handle(listening(20, 7001), 2)
+        .iter()
+        .all(|a| !matches!(a, Action::ListenSticky { .. })));
+    let a = core.handle(listening(20, 4500), 3);
+    assert!(a.contains(&Action::ListenSticky { port: 7001 }));
+    assert!(!a
+        .iter()
+        .any(|x| matches!(x, Action::Ready(_) | Action::Send(Target::Parent, _))));
+    // The sticky routes: slot 0 is served by the worker.
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::Routes(_, r) if r.slots == vec![Some(20)])));
+    let a = core.handle(Event::StickyListening(Ok(())), 4);
+    assert!(logs(&a).iter().any(|m| m
+        .starts_with("[master] egg started on http://127.0.0.1:7001 (")
+        && m.ends_with(" with STICKY MODE!")));
+    assert!(a.iter().any(|x| matches!(x, Action::Ready(_))));
+
+    let mut core = released(c);
+    core.handle(listening(20, 4500), 3);
+    let a = core.handle(Event::StickyListening(Err("EADDRINUSE".into())), 4);
+    assert!(has_log(
+        &a,
+        "[master] sticky server failed to listen on the app port: EADDRINUSE"
+    ));
+    assert_eq!(a.last(), Some(&Action::Exit(1)));
+}
+
+#[test]
+fn health_check_exits_after_three_bad_checks_in_a_row() {
+    let (mut core, _) = started(2);
+    let a = core.handle(Event::Timer(Timer::HealthCheck), 200);
+    assert_eq!(
+        a,
+        [Action::After(Duration::from_secs(10), Timer::HealthCheck)]
+    );
+    // No live worker (both disconnected): two strikes, three strikes exit.
+    core.handle(
+        Event::ChannelClosed {
+            pid: 20,
+            reason: None,
+        },
+        201,
+    );
+    core.handle(
+        Event::ChannelClosed {
+            pid: 21,
+            reason: None,
+        },
+        202,
+    );
+    assert!(!core
+        .handle(Event::Timer(Timer::HealthCheck), 203)
+        .contains(&Action::Exit(1)));
+    assert!(!core
+        .handle(Event::Timer(Timer::HealthCheck), 204)
+        .contains(&Action::Exit(1)));
+    let a = core.handle(Event::Timer(Timer::HealthCheck), 205);
+    assert_eq!(a.last(), Some(&Action::Exit(1)));
+    assert!(a.iter().any(|x| matches!(x, Action::LogError("ClusterWorkerExceptionError", m) if m == "[master] 1 agent and 0 worker(s) alive, exit to avoid unknown state")));
+
+    // No started agent.
+    let (mut core, _) = started(1);
+    core.handle(
+        Event::Exited {
+            pid: AGENT,
+            code: None,
+            signal: Some("SIGKILL"),
+        },
+        300,
+    );
+    core.handle(Event::Timer(Timer::HealthCheck), 301);
+    core.handle(Event::Timer(Timer::HealthCheck), 302);
+    let a = core.handle(Event::Timer(Timer::HealthCheck), 303);
+    assert!(has_log(&a, "[master] 0 agent and 1 worker(s)"));
+}
+
+#[test]
+fn realport_changes_the_expected_port_and_host_env_the_address() {
+    let mut c = cfg(1);
+    c.port = None;
+    c.host_env = Some("example.test".into());
+    let mut core = released(c);
+    let a = core.handle(
+        to_master(
+            Role::App,
+            20,
+            MasterAction::Realport,
+            Some(r#"{"port":8080,"protocol":"https","reusePort":true}"#),
+        ),
+        2,
+    );
+    assert_eq!(a, [Action::ReusePort { pid: 20 }]);
+    let a = core.handle(listening(20, 8080), 2);
+    assert!(logs(&a)
+        .iter()
+        .any(|m| m.starts_with("[master] egg started on https://example.test:8080 (")));
+}
+
+#[test]
+fn death_before_ready_exits_1_after_ready_reforks_in_production() {
+    let mut core = released(cfg(2));
+    let a = core.handle(
+        Event::Exited {
+            pid: 20,
+            code: Some(1),
+            signal: None,
+        },
+        10,
+    );
+    assert!(has_log(
+        &a,
+        "[master] app_worker#1:20 start fail, exiting with code:1"
+    ));
+    assert_eq!(a.last(), Some(&Action::Exit(1)));
+    // Nothing happens after the exit.
+    assert!(core.handle(Event::Timer(Timer::HealthCheck), 11).is_empty());
+
+    let (mut core, _) = started(2);
+    let a = core.handle(
+        Event::Exited {
+            pid: 20,
+            code: None,
+            signal: Some("SIGKILL"),
+        },
+        200,
+    );
+    // The replacement takes the dead worker's slot.
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Refork,
+        apps: vec![(3, 0)],
+    }));
+    assert!(a.iter().any(|x| matches!(x, Action::LogError("AppWorkerDiedError", m) if m == "[master] app_worker#1:20 died (code: null, signal: SIGKILL, suicide: false, state: dead), current workers: [20,21]")));
+    assert!(sends(&a)
+        .iter()
+        .any(|(t, m)| *t == Target::Parent && m.contains("app-worker-died")));
+    let a = core.handle(
+        Event::AppsSpawned {
+            batch: Batch::Refork,
+            apps: vec![Spawned {
+                id: 3,
+                slot: 0,
+                pid: Ok(30),
+            }],
+        },
+        201,
+    );
+    assert!(a.contains(&Action::Cfork(
+        true,
+        "new worker:30 fork (state: none)".into()
+    )));
+    // The replacement joins an app that is up: it alone gets egg-ready.
+    let a = core.handle(listening(30, 7001), 300);
+    assert!(sends(&a).contains(&(
+        Target::Child(30),
+        r#"{"action":"egg-ready","to":"app","data":{"workers":2},"from":"master"}"#.into()
+    )));
+}
+
+#[test]
+fn a_disconnect_decides_the_refork_and_the_exit_is_then_expected() {
+    let (mut core, _) = started(2);
+    let a = core.handle(
+        Event::ChannelClosed {
+            pid: 20,
+            reason: Some("bad input".into()),
+        },
+        200,
+    );
+    assert!(has_log(
+        &a,
+        "[master] closed the channel of app_worker#1:20: bad input"
+    ));
+    assert!(has_log(
+        &a,
+        "[master] app_worker#1:20 disconnect, suicide: false, state: disconnected, current workers: [\"1\",\"2\"]"
+    ));
+    assert!(a.iter().any(|x| matches!(
+        x,
+        Action::SpawnApps {
+            batch: Batch::Refork,
+            ..
+        }
+    )));
+    assert!(a.contains(&Action::Terminate {
+        pid: 20,
+        limit: Duration::from_secs(5)
+    }));
+    // No longer reachable.
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::Routes(_, r) if r.apps == vec![21])));
+    let a = core.handle(
+        Event::Exited {
+            pid: 20,
+            code: Some(0),
+            signal: None,
+        },
+        201,
+    );
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::Cfork(_, m) if m.contains("isExpected: true"))));
+    assert!(!a.iter().any(|x| matches!(x, Action::SpawnApps { .. })));
+}
+
+#[test]
+fn refork_limit_then_backoff_through_a_timer() {
+    let mut c = cfg(1);
+    c.refork_limit = 2;
+    let mut core = released(c);
+    core.handle(listening(20, 7001), 10);
+    let exit = |core: &mut Core, pid, now| {
+        core.handle(
+            Event::Exited {
+                pid,
+                code: Some(1),
+                signal: None,
+            },
+            now,
+        )
+    };
+    assert!(exit(&mut core, 20, 20)
+        .iter()
+        .any(|x| matches!(x, Action::SpawnApps { .. })));
+    core.handle(
+        Event::AppsSpawned {
+            batch: Batch::Refork,
+            apps: vec![Spawned {
+                id: 2,
+                slot: 0,
+                pid: Ok(30),
+            }],
+        },
+        21,
+    );
+    let a = exit(&mut core, 30, 22);
+    assert!(a.contains(&Action::After(Duration::from_millis(100), Timer::ReforkApp)));
+    assert!(has_log(&a, "worker died too fast"));
+    let a = core.handle(Event::Timer(Timer::ReforkApp), 130);
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Refork,
+        apps: vec![(3, 0)],
+    }));
+}
+
+#[test]
+fn local_env_does_not_refork() {
+    let mut c = cfg(1);
+    c.is_production = false;
+    let mut core = released(c);
+    core.handle(listening(20, 7001), 10);
+    let a = core.handle(
+        Event::Exited {
+            pid: 20,
+            code: Some(1),
+            signal: None,
+        },
+        20,
+    );
+    assert!(a.contains(&Action::Cfork(
+        true,
+        "don't fork new work (refork: false)".into()
+    )));
+    assert!(!a.iter().any(|x| matches!(x, Action::SpawnApps { .. })));
+}
+
+#[test]
+fn agent_death_before_ready_exits_after_ready_reforks_after_1s() {
+    let mut core = spawned(cfg(1));
+    let a = core.handle(
+        Event::Exited {
+            pid: AGENT,
+            code: Some(1),
+            signal: None,
+        },
+        3,
+    );
+    assert!(has_log(
+        &a,
+        "[master] agent_worker#1:10 start fail, exiting with code:1"
+    ));
+    assert_eq!(a.last(), Some(&Action::Exit(1)));
+
+    let (mut core, _) = started(1);
+    let a = core.handle(
+        Event::Exited {
+            pid: AGENT,
+            code: None,
+            signal: Some("SIGKILL"),
+        },
+        200,
+    );
+    assert!(a.contains(&Action::After(Duration::from_secs(1), Timer::ReforkAgent)));
+    assert!(sends(&a).contains(&(
+        Target::Children(vec![20]),
+        r#"{"action":"egg-pids","to":"app","data":[],"from":"master"}"#.into()
+    )));
+    let a = core.handle(Event::Timer(Timer::ReforkAgent), 1200);
+    assert!(has_log(&a, "[master] new agent_worker starting..."));
+    assert!(a.contains(&Action::SpawnAgent { id: 2 }));
+    core.handle(Event::AgentSpawned { id: 2, pid: Ok(11) }, 1201);
+    // The new agent's start: egg-ready (the app is up) and the listening workers for it,
+    // agent-start to the workers; no worker is started again.
+    let a = core.handle(
+        to_master(Role::Agent, 11, MasterAction::AgentStart, None),
+        1300,
+    );
+    let s = sends(&a);
+    assert!(s.contains(&(
+        Target::Child(11),
+        r#"{"action":"egg-pids","to":"agent","data":[20],"from":"master"}"#.into()
+    )));
+    assert!(s
+        .iter()
+        .any(|(t, m)| *t == Target::Child(11) && m.contains("egg-ready")));
+    assert!(s
+        .iter()
+        .any(|(t, m)| *t == Target::Children(vec![20]) && m.contains("agent-start")));
+    assert!(!a.iter().any(|x| matches!(x, Action::SpawnApps { .. })));
+}
+
+#[test]
+fn spawn_failures_before_ready_exit_1() {
+    let mut core = Core::new(cfg(1), 0);
+    core.handle(Event::Start, 0);
+    let a = core.handle(
+        Event::AgentSpawned {
+            id: 1,
+            pid: Err("ENOENT".into()),
+        },
+        0,
+    );
+    assert!(has_log(
+        &a,
+        "[master] failed to spawn agent_worker#1: ENOENT"
+    ));
+    assert_eq!(a.last(), Some(&Action::Exit(1)));
+
+    let mut core = released(cfg(2));
+    core.handle(
+        Event::Exited {
+            pid: 21,
+            code: None,
+            signal: None,
+        },
+        1,
+    );
+    let mut core2 = spawned(cfg(1));
+    let a = core2.handle(
+        Event::AppsSpawned {
+            batch: Batch::Start,
+            apps: vec![Spawned {
+                id: 9,
+                slot: 1,
+                pid: Err("EAGAIN".into()),
+            }],
+        },
+        2,
+    );
+    assert!(has_log(&a, "[master] failed to spawn app_worker#9: EAGAIN"));
+    assert_eq!(a.last(), Some(&Action::Exit(1)));
+    drop(core);
+}
+
+#[test]
+fn close_terminates_apps_then_the_agent_then_exits_0_and_signals_are_once() {
+    let (mut core, _) = started(2);
+    let a = core.handle(
+        Event::Signal {
+            name: "SIGTERM".into(),
+            heap_limit: 1.0,
+            heap_used: 2.0,
+            mem_total: 3,
+            mem_free: 4,
+        },
+        300,
+    );
+    assert_eq!(
+        logs(&a),
+        [
+            "[master] master is killed by signal SIGTERM, closing",
+            "[master] system memory: total 3, free 4",
+            "[master] process info: heap_limit 1, heap_used 2",
+            "[master] send kill SIGTERM to app workers, will exit with code:0 after 5000ms",
+            "[master] wait 5000ms",
+        ]
+    );
+    assert!(a.contains(&Action::TerminateGroup {
+        group: Group::Apps,
+        pids: vec![20, 21],
+        limit: Duration::from_secs(5),
+    }));
+    // A second signal changes nothing; deaths while closing are not reforked.
+    assert!(core
+        .handle(
+            Event::Signal {
+                name: "SIGINT".into(),
+                heap_limit: 0.0,
+                heap_used: 0.0,
+                mem_total: 0,
+                mem_free: 0,
+            },
+            301
+        )
+        .is_empty());
+    let a = core.handle(
+        Event::Exited {
+            pid: 20,
+            code: Some(0),
+            signal: None,
+        },
+        302,
+    );
+    assert!(a
+        .iter()
+        .all(|x| matches!(x, Action::Cfork(false, _) | Action::Routes(..))));
+    let a = core.handle(Event::Terminated(Group::Apps), 400);
+    assert!(has_log(
+        &a,
+        "[master] send kill SIGTERM to agent worker, will exit with code:0 after 3000ms"
+    ));
+    assert!(a.contains(&Action::TerminateGroup {
+        group: Group::Agent,
+        pids: vec![AGENT],
+        limit: Duration::from_secs(3),
+    }));
+    assert!(core
+        .handle(
+            Event::Exited {
+                pid: AGENT,
+                code: Some(0),
+                signal: None
+            },
+            401
+        )
+        .iter()
+        .all(|x| matches!(x, Action::Routes(..))));
+    let a = core.handle(Event::Terminated(Group::Agent), 500);
+    assert!(has_log(&a, "[master] close done, exiting with code:0"));
+    assert_eq!(a.last(), Some(&Action::Exit(0)));
+}
+
+#[test]
+fn bad_input_is_logged_with_the_childs_name_rate_limited() {
+    let (mut core, _) = started(1);
+    let mut logged = Vec::new();
+    for n in 1..=64u64 {
+        let a = core.handle(
+            Event::Malformed {
+                pid: 20,
+                reason: "not JSON".into(),
+            },
+            n,
+        );
+        if !a.is_empty() {
+            logged.push(n);
+        }
+    }
+    let expected: Vec<u64> = (1..=16).chain([32, 64]).collect();
+    assert_eq!(logged, expected);
+    let a = core.handle(
+        Event::Malformed {
+            pid: 20,
+            reason: "x".into(),
+        },
+        0,
+    );
+    assert!(a.is_empty());
+    let a = core.handle(
+        Event::Malformed {
+            pid: 0,
+            reason: "x".into(),
+        },
+        0,
+    );
+    assert!(has_log(
+        &a,
+        "dropped a malformed message from parent (1 so far): x"
+    ));
+    let a = core.handle(
+        Event::NotReading {
+            pid: AGENT,
+            queued: 99,
+        },
+        0,
+    );
+    assert!(has_log(
+        &a,
+        "[master] agent_worker#1:10 is not reading its channel: dropping messages to it (99 bytes queued)"
+    ));
+}
+
+#[test]
+fn other_messages_to_the_master_go_to_js_and_panics_are_opt_in() {
+    let (mut core, _) = started(1);
+    let a = core.handle(to_master(Role::App, 20, MasterAction::Other, None), 0);
+    assert_eq!(a, [Action::EmitMaster(b"{}".to_vec())]);
+    let a = core.handle(to_master(Role::App, 20, MasterAction::InjectPanic, None), 0);
+    assert_eq!(a, [Action::EmitMaster(b"{}".to_vec())]);
+    let mut c = cfg(1);
+    c.fault_injection = true;
+    let mut core = released(c);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        core.handle(to_master(Role::App, 20, MasterAction::InjectPanic, None), 0)
+    }));
+    assert!(panicked.is_err());
+}
+
+#[test]
+fn exited_after_disconnect_shows_in_the_lines() {
+    let (mut core, _) = started(1);
+    assert!(core
+        .handle(Event::ExitedAfterDisconnect { pid: 20 }, 0)
+        .is_empty());
+    let a = core.handle(
+        Event::ChannelClosed {
+            pid: 20,
+            reason: None,
+        },
+        1,
+    );
+    assert!(has_log(&a, "app_worker#1:20 disconnect, suicide: true"));
+}
+
+#[test]
+fn address_rules() {
+    assert_eq!(
+        get_address(None, Some(1), "http", Some("0.0.0.0")),
+        "http://127.0.0.1:1"
+    );
+    assert_eq!(
+        get_address(Some("::1"), Some(1), "http", Some("h")),
+        "http://::1:1"
+    );
+    assert_eq!(
+        get_address(None, Some(1), "https", Some("h")),
+        "https://h:1"
+    );
+}
+
+#[test]
+fn a_replacement_takes_the_slot_of_the_worker_it_replaces() {
+    let (mut core, _) = started(3);
+    // The middle worker's channel closes first (refork decided there), then it exits.
+    let a = core.handle(
+        Event::ChannelClosed {
+            pid: 21,
+            reason: None,
+        },
+        200,
+    );
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Refork,
+        apps: vec![(4, 1)],
+    }));
+}

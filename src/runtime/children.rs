@@ -1,0 +1,243 @@
+//! The live child processes: spawning them (exec argv, env, debug ports), their channel and
+//! exit watch, the worker slot each owns. One record per child; an exit is one removal.
+
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, watch};
+
+use super::{ChildEvent, Input, Launch};
+use crate::ipc::channel::{self, Frame};
+use crate::ipc::json;
+use crate::messenger::{self, Role};
+use crate::protocol::START_GO_AHEAD;
+use crate::shutdown;
+use crate::spawn::{self, ExitInfo, SpawnSpec};
+
+/// What one child's channel may make the master hold: its longest message (longer ones are
+/// dropped and reported) and the bytes queued for it while it does not read (then messages to
+/// it are dropped and reported).
+const CHANNEL_LIMITS: channel::Limits = channel::Limits {
+    max_line: 16 * 1024 * 1024,
+    max_queued: 32 * 1024 * 1024,
+};
+
+pub(super) struct SpawnConfig {
+    pub(super) launch: Launch,
+    /// The workers' `argv[2]`.
+    pub(super) options_json: String,
+    /// The master runs under `--inspect`/`--debug`: children get `--inspect-port`s.
+    pub(super) is_debug: bool,
+    /// `EGG_AGENT_DEBUG_PORT`.
+    pub(super) agent_debug_port: u16,
+}
+
+pub(super) struct Proc {
+    pub(super) role: Role,
+    pub(super) sender: channel::Sender,
+    pub(super) exited: watch::Receiver<Option<ExitInfo>>,
+    /// The app worker slot it owns.
+    pub(super) slot: Option<usize>,
+    /// Its app config asked for `reusePort` (from its `realport`).
+    pub(super) reuse_port: bool,
+}
+
+pub(super) struct Spawned {
+    pub(super) pid: u32,
+    /// For the parent, when the child got an `--inspect-port`: where to attach a debugger.
+    pub(super) debug_message: Option<Vec<u8>>,
+}
+
+pub(super) struct Children {
+    cfg: SpawnConfig,
+    procs: HashMap<u32, Proc>,
+    /// App workers get `process.debugPort` + 1, + 2, ... as Node's cluster assigns them.
+    app_debug_offset: u32,
+}
+
+impl Children {
+    pub(super) fn new(cfg: SpawnConfig) -> Self {
+        Children {
+            cfg,
+            procs: HashMap::new(),
+            app_debug_offset: 0,
+        }
+    }
+
+    pub(super) fn get(&self, pid: u32) -> Option<&Proc> {
+        self.procs.get(&pid)
+    }
+
+    pub(super) fn role(&self, pid: u32) -> Option<Role> {
+        self.procs.get(&pid).map(|p| p.role)
+    }
+
+    pub(super) fn remove(&mut self, pid: u32) {
+        self.procs.remove(&pid);
+    }
+
+    pub(super) fn set_reuse_port(&mut self, pid: u32) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.reuse_port = true;
+        }
+    }
+
+    /// Lets a waiting app worker construct its Application.
+    pub(super) fn release(&self, pid: u32) {
+        if let Some(p) = self.procs.get(&pid) {
+            tracing::debug!(pid, "go-ahead");
+            // A closed channel is reported as such by the channel task.
+            let _ = p.sender.send_control(Frame::new(START_GO_AHEAD.to_vec()));
+        }
+    }
+
+    /// `pid`, if it is still running, for the shutdown helpers.
+    pub(super) fn terminate_target(&self, pid: u32) -> Option<shutdown::Target> {
+        let p = self.procs.get(&pid)?;
+        if p.exited.borrow().is_some() {
+            return None;
+        }
+        Some(shutdown::Target {
+            pid,
+            exited: p.exited.clone(),
+        })
+    }
+
+    /// Spawns `node <execArgv> <script> <options>` with a channel on fd 3; its messages and
+    /// its exit arrive on `tx`.
+    pub(super) fn spawn(
+        &mut self,
+        role: Role,
+        cluster_id: u32,
+        slot: Option<usize>,
+        wait_start: bool,
+        tx: &mpsc::UnboundedSender<Input>,
+    ) -> Result<Spawned, String> {
+        let inspect_port = self.inspect_port(role);
+        let launch = &self.cfg.launch;
+        let script = match role {
+            Role::Agent => &launch.agent_worker_file,
+            _ => &launch.app_worker_file,
+        };
+        let mut exec_argv = launch.exec_argv.clone();
+        if let Some(port) = inspect_port {
+            exec_argv.push(format!("--inspect-port={port}"));
+        }
+        let mut env = std::borrow::Cow::Borrowed(&launch.env);
+        if wait_start {
+            env.to_mut()
+                .push(("EGG_CLUSTER_RS_WAIT_START".into(), "1".into()));
+        }
+        let args = [self.cfg.options_json.clone()];
+        let spec = SpawnSpec {
+            exec_path: &launch.exec_path,
+            exec_argv: &exec_argv,
+            script,
+            args: &args,
+            env: &env,
+            // The agent is a plain child process; app workers are cluster workers.
+            cluster_id: (role == Role::App).then_some(cluster_id),
+        };
+        let child = spawn::spawn_node(&spec).map_err(|e| e.to_string())?;
+        let pid = child.child.id();
+        tracing::debug!(
+            pid,
+            role = role.as_str(),
+            id = cluster_id,
+            ?slot,
+            wait_start,
+            ?inspect_port,
+            "spawned"
+        );
+        let events = tx.clone();
+        let sender = match channel::start(child.channel, CHANNEL_LIMITS, move |incoming| {
+            let _ = events.send(Input::Child {
+                pid,
+                event: ChildEvent::Incoming(incoming),
+            });
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                // Without a channel the child cannot work; it would exit on its own when it
+                // sees no parent, but make sure.
+                // SAFETY: kill(2) on our own child's pid.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                return Err(format!("cannot open the channel of {pid}: {e}"));
+            }
+        };
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let events = tx.clone();
+        let process = child.child;
+        tokio::spawn(async move {
+            let info = spawn::wait_exit(process).await;
+            let _ = exit_tx.send(Some(info));
+            let _ = events.send(Input::Child {
+                pid,
+                event: ChildEvent::Exited(info),
+            });
+        });
+        self.procs.insert(
+            pid,
+            Proc {
+                role,
+                sender,
+                exited: exit_rx,
+                slot,
+                reuse_port: false,
+            },
+        );
+        Ok(Spawned {
+            pid,
+            debug_message: inspect_port.map(|port| debug_message(role, port, pid)),
+        })
+    }
+
+    /// When the master is debugged: the agent's port from `EGG_AGENT_DEBUG_PORT` (default
+    /// 5800), each app worker the next port after `process.debugPort`, as Node's cluster
+    /// assigns them.
+    fn inspect_port(&mut self, role: Role) -> Option<u32> {
+        if !self.cfg.is_debug {
+            return None;
+        }
+        Some(match role {
+            Role::Agent => u32::from(self.cfg.agent_debug_port),
+            _ => {
+                self.app_debug_offset += 1;
+                let p = u32::from(self.cfg.launch.debug_port) + self.app_debug_offset;
+                // Node wraps past 65535 back to 1024.
+                if p > 65535 {
+                    p - 65535 + 1024 - 1
+                } else {
+                    p
+                }
+            }
+        })
+    }
+}
+
+/// egg-cluster tells the parent where to attach a debugger; `from` names the debugged child.
+fn debug_message(role: Role, port: u32, pid: u32) -> Vec<u8> {
+    let data = format!("{{\"debugPort\":{port},\"pid\":{pid}}}");
+    let msg = messenger::master_message("debug", Role::Parent, Some(data.as_bytes()));
+    let from: &[u8] = if role == Role::Agent {
+        b"\"agent\""
+    } else {
+        b"\"app\""
+    };
+    match json::scan(&msg) {
+        Ok(scanned) => scanned.with_members(&[("from", from)]),
+        Err(_) => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_message_names_the_child() {
+        assert_eq!(
+            String::from_utf8(debug_message(Role::Agent, 5800, 42)).unwrap(),
+            r#"{"action":"debug","to":"parent","data":{"debugPort":5800,"pid":42},"from":"agent"}"#
+        );
+    }
+}

@@ -1,0 +1,503 @@
+//! The master's side effects: one thread running a single-threaded tokio runtime that owns the
+//! children, their channels and the listening sockets, and performs the core's actions.
+//!
+//! Everything that happens arrives as an [`Input`] on one queue (child messages and exits,
+//! commands from JS, timers) and is turned into [`Event`]s for the [`Core`], in order, so there
+//! is no shared mutable state and no lock on the hot path. Relayed messages between children
+//! are routed here ([`relay`]) from the routing view the core publishes, without a round trip
+//! through the core and never through the JS thread; JS is told only what it must act on
+//! (ready, messages for the parent and for `promise.master`, exit).
+//!
+//! - [`children`]: spawning (argv, env, debug ports), one record per live child process.
+//! - [`relay`]: routing and delivering messages, batched per read.
+//! - [`handles`]: answering the cluster protocol's `queryServer` with shared and per-slot
+//!   `SO_REUSEPORT` sockets.
+//! - [`sticky`]: the sticky-mode listener and the hand-over of connections.
+//! - [`shutdown`]: terminating children (a channel lost, the close sequence).
+
+mod children;
+mod handles;
+mod relay;
+mod shutdown;
+pub(crate) mod sticky;
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use crate::core::{self, Action, Core, Event, Group, Routes, Timer};
+use crate::error::{Error, Result};
+use crate::ipc::channel::Incoming;
+use crate::log::{Level, Logger};
+use crate::messenger::Role;
+use crate::options::Options;
+use crate::spawn::ExitInfo;
+
+/// Receives what the JS side must act on. `kind` is one of `ready`, `parent`, `master`, `exit`.
+pub(crate) trait Emit: Send + Sync + 'static {
+    fn emit(&self, kind: &'static str, payload: String);
+}
+
+/// How to start Node children, captured from the JS side at start.
+pub(crate) struct Launch {
+    pub(crate) exec_path: String,
+    pub(crate) exec_argv: Vec<String>,
+    /// `process.env` at start; children get it (plus the channel variables).
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) agent_worker_file: String,
+    pub(crate) app_worker_file: String,
+    /// `process.debugPort`: app workers of a debugged master get consecutive ports after it.
+    pub(crate) debug_port: u16,
+    /// `process.version`.
+    pub(crate) node_version: String,
+}
+
+/// Commands from the JS thread.
+pub(crate) enum Command {
+    /// SIGINT/SIGQUIT/SIGTERM reached the master, with V8's heap figures for the close lines.
+    Signal {
+        name: String,
+        heap_limit: f64,
+        heap_used: f64,
+    },
+    FromParent(Vec<u8>),
+    ParentDisconnected,
+}
+
+enum Input {
+    Command(Command),
+    Child {
+        pid: u32,
+        event: ChildEvent,
+    },
+    Timer(Timer),
+    Terminated(Group),
+    /// Connections accepted on the real port in sticky mode, with the client address to pick
+    /// a worker by.
+    StickyConnections(Vec<(OwnedFd, std::net::IpAddr)>),
+}
+
+enum ChildEvent {
+    Incoming(Incoming),
+    Exited(ExitInfo),
+}
+
+/// The JS thread's handle on the running master.
+pub(crate) struct MasterHandle {
+    tx: mpsc::UnboundedSender<Input>,
+    logger: Arc<Logger>,
+    pid_file: Option<PathBuf>,
+}
+
+impl MasterHandle {
+    pub(crate) fn command(&self, cmd: Command) -> Result<()> {
+        self.tx
+            .send(Input::Command(cmd))
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// The master process is exiting (`process.on('exit')`): runs synchronously on the JS
+    /// thread, since nothing asynchronous happens after that event.
+    pub(crate) fn on_exit(&self, code: i32) {
+        if let Some(pid_file) = &self.pid_file {
+            if pid_file.exists() {
+                if let Err(e) = std::fs::remove_file(pid_file) {
+                    self.logger.error(&format!(
+                        "[master] delete pidfile {} fail with {}",
+                        pid_file.display(),
+                        e
+                    ));
+                }
+            }
+        }
+        let msg = format!("[master] exit with code:{code}");
+        if code == 0 {
+            self.logger.info(&msg);
+        } else {
+            self.logger.error(&msg);
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts the master: writes the pid file, finds the internal ports, then runs the cluster on
+/// its own thread (which logs egg-cluster's start lines first).
+pub(crate) fn start(
+    mut opts: Options,
+    launch: Launch,
+    logger: Arc<Logger>,
+    emit: Arc<dyn Emit>,
+) -> Result<MasterHandle> {
+    let start_time = now_ms();
+    if let Some(pid_file) = &opts.pid_file {
+        if let Some(dir) = pid_file.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create pidFile dir {}", dir.display()), e))?;
+        }
+        std::fs::write(pid_file, std::process::id().to_string())
+            .map_err(|e| Error::io(format!("write pidFile {}", pid_file.display()), e))?;
+    }
+    let options_shown = serde_json::Value::Object(opts.raw.clone());
+    let (cluster_port, sticky_worker_port) =
+        crate::ports::internal_ports(&[opts.port, opts.debug_port], opts.sticky)?;
+    opts.raw.insert("clusterPort".into(), cluster_port.into());
+    if let Some(p) = sticky_worker_port {
+        opts.raw.insert("stickyWorkerPort".into(), p.into());
+    }
+    let options_json = serde_json::Value::Object(opts.raw.clone()).to_string();
+    let env_var = |k: &str| {
+        launch
+            .env
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    let close_timeout = |shown: String| core::CloseTimeout {
+        limit: crate::shutdown::parse_timeout(&shown, 5000),
+        shown,
+    };
+    let legacy = env_var("EGG_MASTER_CLOSE_TIMEOUT").unwrap_or_else(|| "5000".into());
+    let cfg = core::Config {
+        workers: opts.workers,
+        framework_name: opts.framework_name.clone(),
+        framework_version: opts.framework_version.clone(),
+        node_version: launch.node_version.clone(),
+        is_production: opts.is_production,
+        verbose: if opts.verbose_debug {
+            Level::Debug
+        } else {
+            Level::Info
+        },
+        env: opts.env.clone(),
+        node_env: env_var("NODE_ENV"),
+        options_shown,
+        options_json: options_json.clone(),
+        cluster_port,
+        sticky: opts.sticky,
+        sticky_worker_port,
+        port: opts.port,
+        debug_port: opts.debug_port,
+        https: opts.https,
+        host_env: env_var("HOST"),
+        refork_limit: env_var("EGG_CLUSTER_RS_REFORK_LIMIT")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60),
+        refork_duration_ms: env_var("EGG_CLUSTER_RS_REFORK_DURATION")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60_000),
+        health_interval: Duration::from_millis(
+            env_var("EGG_CLUSTER_RS_HEALTH_INTERVAL")
+                .and_then(|v| v.parse().ok())
+                .filter(|ms| *ms > 0)
+                .unwrap_or(10_000),
+        ),
+        app_close: close_timeout(
+            env_var("EGG_APP_CLOSE_TIMEOUT").unwrap_or_else(|| legacy.clone()),
+        ),
+        agent_close: close_timeout(
+            env_var("EGG_AGENT_CLOSE_TIMEOUT").unwrap_or_else(|| legacy.clone()),
+        ),
+        fault_injection: env_var("EGG_CLUSTER_RS_FAULT_INJECTION").as_deref() == Some("1"),
+    };
+    let agent_debug_port = env_var("EGG_AGENT_DEBUG_PORT")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5800);
+    let mut env = launch.env.clone();
+    if env_var("NODE_ENV").as_deref() == Some("production") {
+        // egg-cluster sets this on its own process.env, so its children inherit it.
+        env.retain(|(k, _)| k != "NO_DEPRECATION");
+        env.push(("NO_DEPRECATION".into(), "*".into()));
+    }
+    let reuse_port = opts
+        .raw
+        .get("reusePort")
+        .is_some_and(|v| v.as_bool() == Some(true));
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let runtime = Runtime {
+        core: Core::new(cfg, start_time),
+        children: children::Children::new(children::SpawnConfig {
+            launch: Launch { env, ..launch },
+            options_json,
+            is_debug: opts.is_debug,
+            agent_debug_port,
+        }),
+        handles: handles::Handles::new(reuse_port, opts.is_production),
+        sticky_key: opts.sticky_key.clone().map(|source| {
+            Arc::new(sticky::StickyKey {
+                source,
+                trusted: opts.sticky_trusted.clone(),
+            })
+        }),
+        routes: Routes::default(),
+        routes_seq: 0,
+        logger: logger.clone(),
+        emit,
+        tx: tx.clone(),
+        parent_connected: true,
+        master_pid: std::process::id(),
+    };
+    std::thread::Builder::new()
+        .name("egg-cluster-rs".into())
+        .spawn(move || runtime.run(rx))
+        .map_err(|e| Error::io("start the master thread", e))?;
+    Ok(MasterHandle {
+        tx,
+        logger,
+        pid_file: opts.pid_file.clone(),
+    })
+}
+
+struct Runtime {
+    core: Core,
+    children: children::Children,
+    handles: handles::Handles,
+    /// Sticky mode behind proxies: where the client key is read from, and whom to believe.
+    sticky_key: Option<Arc<sticky::StickyKey>>,
+    /// Who gets relayed messages, as the core last published it.
+    routes: Routes,
+    routes_seq: u64,
+    logger: Arc<Logger>,
+    emit: Arc<dyn Emit>,
+    tx: mpsc::UnboundedSender<Input>,
+    parent_connected: bool,
+    master_pid: u32,
+}
+
+impl Runtime {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                self.logger
+                    .error(&format!("[master] cannot start the runtime: {e}"));
+                self.emit.emit("exit", "1".into());
+                return;
+            }
+        };
+        rt.block_on(async move {
+            self.guarded(|rt| rt.dispatch(Event::Start));
+            while let Some(input) = rx.recv().await {
+                self.guarded(|rt| rt.on_input(input));
+            }
+        });
+        // The thread must outlive every child: PR_SET_PDEATHSIG fires when the spawning thread
+        // exits, and the queue only ends when the process does.
+    }
+
+    /// A bug in handling one event must not take the master (and the app) down: it is
+    /// reported (Rust's default panic hook has printed where) and the next event is handled.
+    fn guarded(&mut self, f: impl FnOnce(&mut Self)) {
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        if let Err(panic) = handled {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            self.logger.error(&format!(
+                "[master] internal error (a bug in egg-cluster-rs), the event was dropped: {what}"
+            ));
+        }
+    }
+
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Command(Command::Signal {
+                name,
+                heap_limit,
+                heap_used,
+            }) => {
+                let (mem_total, mem_free) = meminfo();
+                self.dispatch(Event::Signal {
+                    name,
+                    heap_limit,
+                    heap_used,
+                    mem_total,
+                    mem_free,
+                });
+            }
+            Input::Command(Command::FromParent(line)) => {
+                self.relay(Role::Parent, 0, &[line]);
+            }
+            Input::Command(Command::ParentDisconnected) => self.parent_connected = false,
+            Input::Child { pid, event } => self.on_child(pid, event),
+            Input::Timer(timer) => self.dispatch(Event::Timer(timer)),
+            Input::Terminated(group) => self.dispatch(Event::Terminated(group)),
+            Input::StickyConnections(accepted) => self.hand_over(accepted),
+        }
+    }
+
+    fn on_child(&mut self, pid: u32, event: ChildEvent) {
+        let Some(role) = self.children.role(pid) else {
+            return;
+        };
+        match event {
+            ChildEvent::Incoming(Incoming::Messages(lines)) => self.relay(role, pid, &lines),
+            ChildEvent::Incoming(Incoming::Cluster(line)) => {
+                if role == Role::App {
+                    if let Some(event) = self.on_cluster(pid, &line) {
+                        self.dispatch(event);
+                    }
+                }
+            }
+            ChildEvent::Incoming(Incoming::Malformed { reason }) => {
+                self.dispatch(Event::Malformed { pid, reason })
+            }
+            ChildEvent::Incoming(Incoming::Closed { reason }) => {
+                tracing::debug!(pid, role = role.as_str(), ?reason, "channel closed");
+                self.handles.forget(pid);
+                self.dispatch(Event::ChannelClosed { pid, reason });
+            }
+            ChildEvent::Exited(info) => {
+                tracing::debug!(pid, role = role.as_str(), code = ?info.code, signal = ?info.signal_name(), "exited");
+                self.children.remove(pid);
+                self.handles.forget(pid);
+                self.dispatch(Event::Exited {
+                    pid,
+                    code: info.code,
+                    signal: info.signal_name(),
+                });
+            }
+        }
+    }
+
+    /// Hands `event` to the core and performs what it decides, depth first: an action that
+    /// produces an event (a spawn, the sticky listen) has that event's actions performed before
+    /// the next action of the same decision, as a synchronous call would.
+    fn dispatch(&mut self, event: Event) {
+        tracing::trace!(?event, "event");
+        let mut queue: VecDeque<Action> = self.core.handle(event, now_ms()).into();
+        while let Some(action) = queue.pop_front() {
+            if let Some(next) = self.perform(action) {
+                tracing::trace!(event = ?next, "event");
+                for a in self.core.handle(next, now_ms()).into_iter().rev() {
+                    queue.push_front(a);
+                }
+            }
+        }
+    }
+
+    fn perform(&mut self, action: Action) -> Option<Event> {
+        match action {
+            Action::Log(level, msg) => self.logger.log_at(level, &msg),
+            Action::LogError(name, msg) => self.logger.error_named(name, &msg),
+            Action::Cfork(error, msg) => self.logger.cfork(error, &msg),
+            Action::SpawnAgent { id } => {
+                let pid = self.spawn(Role::Agent, id, None, false);
+                return Some(Event::AgentSpawned { id, pid });
+            }
+            Action::SpawnApps { batch, apps } => {
+                let early = batch == core::Batch::Early;
+                let apps = apps
+                    .into_iter()
+                    .map(|(id, slot)| core::Spawned {
+                        id,
+                        slot,
+                        pid: self.spawn(Role::App, id, Some(slot), early),
+                    })
+                    .collect();
+                return Some(Event::AppsSpawned { batch, apps });
+            }
+            Action::Release(pids) => {
+                for pid in pids {
+                    self.children.release(pid);
+                }
+            }
+            Action::Send(target, line) => {
+                if let Some(event) = self.send(target, line) {
+                    return Some(event);
+                }
+            }
+            Action::Routes(seq, routes) => {
+                if seq > self.routes_seq {
+                    tracing::debug!(?routes, "routes");
+                    self.routes = routes;
+                    self.routes_seq = seq;
+                }
+            }
+            Action::Ready(data) => self.emit.emit("ready", data.to_string()),
+            Action::ListenSticky { port } => {
+                let result = self.start_sticky_server(port).map_err(|e| e.to_string());
+                return Some(Event::StickyListening(result));
+            }
+            Action::After(delay, timer) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Input::Timer(timer));
+                });
+            }
+            Action::ReusePort { pid } => self.children.set_reuse_port(pid),
+            Action::Terminate { pid, limit } => {
+                if let Some(target) = self.children.terminate_target(pid) {
+                    tracing::debug!(pid, ?limit, "terminate a child without channel");
+                    tokio::spawn(crate::shutdown::terminate(target, limit));
+                }
+            }
+            Action::TerminateGroup { group, pids, limit } => {
+                self.handles.closing();
+                let targets = pids
+                    .into_iter()
+                    .filter_map(|pid| self.children.terminate_target(pid))
+                    .collect();
+                tracing::debug!(?group, "close: terminating");
+                tokio::spawn(shutdown::terminate_group(
+                    group,
+                    targets,
+                    limit,
+                    self.tx.clone(),
+                ));
+            }
+            Action::EmitMaster(line) => self
+                .emit
+                .emit("master", String::from_utf8_lossy(&line).into_owned()),
+            Action::Exit(code) => {
+                tracing::debug!(code, "exit");
+                self.handles.closing();
+                self.emit.emit("exit", code.to_string());
+            }
+        }
+        None
+    }
+
+    /// Spawns a child and wires its channel and exit into the input queue.
+    fn spawn(
+        &mut self,
+        role: Role,
+        id: u32,
+        slot: Option<usize>,
+        wait_start: bool,
+    ) -> std::result::Result<u32, String> {
+        let spawned = self.children.spawn(role, id, slot, wait_start, &self.tx)?;
+        if let Some(message) = spawned.debug_message {
+            self.deliver_to_parent(message);
+        }
+        Ok(spawned.pid)
+    }
+}
+
+/// `os.totalmem()` / `os.freemem()` as libuv computes them (MemTotal, MemAvailable).
+fn meminfo() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("MemTotal:"), field("MemAvailable:"))
+}

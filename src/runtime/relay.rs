@@ -1,0 +1,158 @@
+//! Relaying messages: routing each line a child (or the parent) sent, from the routing view the
+//! core published, and delivering it. This is the hot path; it never goes through the JS thread.
+
+use std::sync::Arc;
+
+use super::Runtime;
+use crate::core::{Event, Target};
+use crate::ipc::channel::{self, Frame};
+use crate::messenger::{self, Destination, Peers, Role};
+
+/// Per-receiver bytes gathered from one read: (pid, newline-terminated lines).
+type Outbox = Vec<(u32, Vec<u8>)>;
+
+impl Runtime {
+    /// Routes the messages `from` sent in one read. Messages for the agent and the app workers
+    /// are gathered per receiver and written as one frame each, so a burst costs one queue
+    /// operation per receiver instead of one per message; anything addressed to the master or
+    /// the parent first flushes what was gathered, so every receiver sees the sender's order.
+    pub(super) fn relay(&mut self, from: Role, pid: u32, lines: &[Vec<u8>]) {
+        let mut outbox: Outbox = Vec::new();
+        let mut events = Vec::new();
+        for line in lines {
+            let peers = Peers {
+                master_pid: self.master_pid,
+                agent_pid: self.routes.agent,
+                apps: &self.routes.apps,
+            };
+            let routed = match messenger::route(from, line, &peers) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    tracing::trace!(from = from.as_str(), pid, "addressed to nobody: dropped");
+                    continue;
+                }
+                Err(e) => {
+                    events.push(Event::Malformed {
+                        pid,
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            tracing::trace!(from = from.as_str(), pid, dest = ?routed.dest, "route");
+            match routed.dest {
+                Destination::Agent => {
+                    if let Some(agent) = peers.agent_pid {
+                        gather(&mut outbox, agent, routed.line);
+                    }
+                }
+                Destination::Apps(pids) => match pids.as_slice() {
+                    [one] => gather(&mut outbox, *one, routed.line),
+                    many => {
+                        for p in many {
+                            gather(&mut outbox, *p, routed.line.clone());
+                        }
+                    }
+                },
+                Destination::Master => {
+                    self.flush(&mut outbox, &mut events);
+                    let (action, data) = routed.to_master.unwrap_or_default();
+                    events.push(Event::ToMaster {
+                        from,
+                        pid,
+                        action,
+                        data,
+                        line: routed.line,
+                    });
+                }
+                Destination::Parent => {
+                    self.flush(&mut outbox, &mut events);
+                    self.deliver_to_parent(routed.line)
+                }
+            }
+            // The master's own messages can change the routes (agent-start releases workers):
+            // decide on them before routing what follows them.
+            if !events.is_empty() {
+                for event in events.drain(..) {
+                    self.dispatch(event);
+                }
+            }
+        }
+        self.flush(&mut outbox, &mut events);
+        for event in events {
+            self.dispatch(event);
+        }
+    }
+
+    fn flush(&self, outbox: &mut Outbox, events: &mut Vec<Event>) {
+        for (pid, bytes) in outbox.drain(..) {
+            let frame = Frame {
+                line: channel::Bytes::Owned(bytes),
+                fd: None,
+            };
+            events.extend(self.push(pid, frame, false));
+        }
+    }
+
+    /// One of the master's own messages (never dropped, unlike relayed ones).
+    pub(super) fn send(&self, target: Target, mut line: Vec<u8>) -> Option<Event> {
+        let pids = match target {
+            Target::Parent => {
+                self.deliver_to_parent(line);
+                return None;
+            }
+            Target::Child(pid) => vec![pid],
+            Target::Children(pids) => pids,
+        };
+        line.push(b'\n');
+        let shared: Arc<[u8]> = line.into();
+        let mut event = None;
+        for pid in pids {
+            let frame = Frame {
+                line: channel::Bytes::Shared(shared.clone()),
+                fd: None,
+            };
+            event = event.or(self.push(pid, frame, true));
+        }
+        event
+    }
+
+    /// Queues `frame` for `pid`; a child that stopped reading is reported once.
+    fn push(&self, pid: u32, frame: Frame, control: bool) -> Option<Event> {
+        let proc = self.children.get(pid)?;
+        let sent = if control {
+            proc.sender.send_control(frame)
+        } else {
+            proc.sender.send(frame)
+        };
+        match sent {
+            Err(channel::SendError::Full {
+                first: true,
+                queued,
+            }) => Some(Event::NotReading { pid, queued }),
+            _ => None,
+        }
+    }
+
+    pub(super) fn deliver_to_parent(&self, line: Vec<u8>) {
+        if self.parent_connected {
+            self.emit
+                .emit("parent", String::from_utf8_lossy(&line).into_owned());
+        }
+    }
+}
+
+/// Adds `line` and its newline to `pid`'s part of the outbox; the first line for a receiver is
+/// moved in, not copied.
+fn gather(outbox: &mut Outbox, pid: u32, mut line: Vec<u8>) {
+    match outbox.iter_mut().find(|(p, _)| *p == pid) {
+        Some((_, bytes)) => {
+            bytes.extend_from_slice(&line);
+            bytes.push(b'\n');
+        }
+        None => {
+            line.push(b'\n');
+            outbox.push((pid, line));
+        }
+    }
+}
