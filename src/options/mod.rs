@@ -13,13 +13,16 @@
 //!   lookup directories computed from `package_dir` (plus `NODE_PATH`);
 //! * `baseDir` is stored as an absolute, lexically normalised path.
 //!
-//! Apart from existence checks and reading `package.json` files (and the
-//! cgroup files that cap the default worker count) nothing here touches the
-//! outside world, which keeps it testable without a Node runtime.
+//! The environment variables the master reads are parsed here too, once,
+//! into [`Settings`]. Apart from existence checks and reading `package.json`
+//! files (and the cgroup files that cap the default worker count) nothing
+//! here touches the outside world, which keeps it testable without a Node
+//! runtime.
 
 mod cgroup;
 mod framework;
 mod js;
+mod settings;
 #[cfg(test)]
 mod testing;
 
@@ -32,6 +35,7 @@ use crate::proxy::{KeySource, TrustedNet};
 use cgroup::default_workers;
 use framework::{read_framework_package, resolve_framework};
 use js::{js_parse_int, json_repr, path_string, resolve, truthy, JsObject};
+pub use settings::{CloseTimeout, Settings};
 
 /// Everything [`parse`] needs from the JS side, captured once so that
 /// parsing never reads the (mutable) process state behind Node's back.
@@ -91,6 +95,8 @@ pub struct Options {
     /// `reusePort` is JSON `true` (merely truthy is not enough): one `SO_REUSEPORT` socket
     /// per worker instead of one shared socket.
     pub reuse_port: bool,
+    /// The environment variables the master reads, parsed.
+    pub settings: Settings,
 }
 
 impl Options {
@@ -136,6 +142,13 @@ pub enum OptionsError {
     FrameworkNotFound { name: String, dirs: String },
     #[error("options.framework: cannot read {}: {reason}", .path.display())]
     FrameworkPackage { path: PathBuf, reason: String },
+    /// An environment variable set to something that cannot be used; `name` is the variable.
+    #[error("{name} should be {expected}, got {got}")]
+    InvalidEnv {
+        name: &'static str,
+        expected: &'static str,
+        got: String,
+    },
 }
 
 /// Parses and validates the options like egg-cluster's `options.js`.
@@ -151,6 +164,7 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
             })
         }
     };
+    let settings = Settings::from_env(&input.env)?;
 
     let user_https = user.get("https").unwrap_or(&Value::Null);
     let mut raw = JsObject::default();
@@ -272,7 +286,7 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         _ => None,
     };
 
-    let node_env = input.env.get("NODE_ENV").map(String::as_str);
+    let node_env = settings.node_env.as_deref();
     let is_production = match env.as_deref() {
         Some(e) => e != "local" && e != "unittest",
         None => node_env == Some("production"),
@@ -302,6 +316,7 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         sticky_key,
         sticky_trusted,
         reuse_port,
+        settings,
     })
 }
 
@@ -568,6 +583,23 @@ mod tests {
         for v in [json!(false), json!(1), json!("true"), json!({})] {
             assert!(!reuse(v.clone()), "{v}");
         }
+    }
+
+    #[test]
+    fn settings_come_from_the_env_snapshot() {
+        let tmp = app();
+        let mut i = input(&tmp, json!({}));
+        i.env
+            .insert("EGG_CLUSTER_RS_REFORK_LIMIT".into(), "7".into());
+        assert_eq!(parse_ok(i).settings.refork_limit, 7);
+
+        let mut i = input(&tmp, json!({}));
+        i.env
+            .insert("EGG_CLUSTER_RS_HEALTH_INTERVAL".into(), "abc".into());
+        assert_eq!(
+            parse_err(i),
+            "EGG_CLUSTER_RS_HEALTH_INTERVAL should be a positive integer (ms), got \"abc\""
+        );
     }
 
     #[test]
