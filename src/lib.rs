@@ -14,6 +14,7 @@
 //!   (diagnostics, off unless `EGG_CLUSTER_RS_LOG` is set).
 #![deny(clippy::all)]
 
+mod client_key;
 pub mod cluster_protocol;
 pub mod error;
 pub mod ipc;
@@ -24,7 +25,6 @@ pub mod messenger;
 pub mod options;
 pub mod ports;
 pub mod proctree;
-pub mod proxy;
 pub mod refork;
 pub mod runtime;
 pub mod shutdown;

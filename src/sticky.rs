@@ -7,7 +7,7 @@
 //! address keeps reaching the same live worker and a dead worker is never picked.
 //!
 //! Behind a load balancer every client has the proxy's address; with `stickyKey` the key is read
-//! from the connection's first bytes instead (see [`peek_key`] and [`crate::proxy`]).
+//! from the connection's first bytes instead (see [`peek_key`] and [`crate::client_key`]).
 
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 
-use crate::proxy::{self, KeySource, Peek, TrustedNet};
+use crate::client_key::{client_key, KeySource, Peek, TrustedNet};
 
 /// At most this many bytes are peeked for the client key ...
 pub const KEY_MAX_BYTES: usize = 8 * 1024;
@@ -33,7 +33,7 @@ pub struct StickyKey {
 /// `MSG_PEEK` (the worker still receives every byte), bounded in bytes and time; the peer address
 /// when the peer is not a trusted proxy, sends nothing or garbage.
 pub async fn peek_key(fd: OwnedFd, peer: IpAddr, key: &StickyKey) -> (OwnedFd, IpAddr) {
-    if proxy::client_key(&key.source, &[], peer, &key.trusted, KEY_MAX_BYTES) == Peek::Fallback {
+    if client_key(&key.source, &[], peer, &key.trusted, KEY_MAX_BYTES) == Peek::Fallback {
         return (fd, peer);
     }
     // SAFETY: `fd` is an open socket owned by the AsyncFd until `into_inner`.
@@ -70,7 +70,7 @@ pub async fn peek_key(fd: OwnedFd, peer: IpAddr, key: &StickyKey) -> (OwnedFd, I
                 return peer;
             }
             let seen = &buf[..n as usize];
-            match proxy::client_key(&key.source, seen, peer, &key.trusted, KEY_MAX_BYTES) {
+            match client_key(&key.source, seen, peer, &key.trusted, KEY_MAX_BYTES) {
                 Peek::Key(ip) => {
                     if key.source == KeySource::ProxyProtocol {
                         // The PROXY header is for this hop only: the worker gets the stream

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::proxy::{KeySource, TrustedNet};
+use crate::client_key::{KeySource, TrustedNet};
 use cgroup::default_workers;
 use framework::{read_framework_package, resolve_framework};
 use js::{js_parse_int, json_repr, path_string, resolve, truthy, JsObject};
