@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 
-use crate::client_key::{client_key, KeySource, Peek, TrustedNet};
+use crate::client_key::{client_key, proxy_header_len, KeySource, Peek, TrustedNet};
 
 /// At most this many bytes are peeked for the client key ...
 pub const KEY_MAX_BYTES: usize = 8 * 1024;
@@ -220,19 +220,6 @@ fn accept_one(listener: std::os::fd::RawFd) -> std::io::Result<(OwnedFd, IpAddr)
     Ok((fd, ip))
 }
 
-/// Length of a complete PROXY v1/v2 header at the start of `buf`.
-pub fn proxy_header_len(buf: &[u8]) -> Option<usize> {
-    const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
-    if buf.starts_with(b"PROXY ") {
-        return memchr::memmem::find(&buf[..buf.len().min(108)], b"\r\n").map(|i| i + 2);
-    }
-    if buf.starts_with(V2_SIGNATURE) && buf.len() >= 16 {
-        let len = 16 + usize::from(u16::from_be_bytes([buf[14], buf[15]]));
-        return (buf.len() >= len).then_some(len);
-    }
-    None
-}
-
 /// The worker pid for a client: `slots[i]` is the pid owning slot `i` and whether it serves.
 pub fn pick(ip: IpAddr, slots: &[Option<(u32, bool)>]) -> Option<u32> {
     if slots.is_empty() {
@@ -263,20 +250,6 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn proxy_header_lengths() {
-        assert_eq!(
-            proxy_header_len(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET / HTTP/1.1\r\n"),
-            Some(32)
-        );
-        assert_eq!(proxy_header_len(b"PROXY TCP4 1.2.3.4"), None);
-        let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
-        v2.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2]);
-        assert_eq!(proxy_header_len(&v2), Some(28));
-        assert_eq!(proxy_header_len(&v2[..20]), None);
-        assert_eq!(proxy_header_len(b"GET / HTTP/1.1\r\n"), None);
     }
 
     #[test]
