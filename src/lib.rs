@@ -15,6 +15,7 @@
 //!   (diagnostics, off unless `EGG_CLUSTER_RS_LOG` is set).
 #![deny(clippy::all)]
 
+mod client_key;
 mod core;
 mod error;
 mod ipc;
@@ -25,7 +26,6 @@ mod options;
 mod ports;
 mod proctree;
 mod protocol;
-mod proxy;
 mod runtime;
 mod shutdown;
 mod spawn;
@@ -167,8 +167,8 @@ impl Master {
         let env = context.env.clone();
         let opts = options::parse(options_input(&options_json, context)?).map_err(Error::from)?;
         let logger = Arc::new(Logger::new(LoggerConfig {
-            level: env.get("EGG_MASTER_LOGGER_LEVEL").cloned(),
-            egg_log: env.get("EGG_LOG").cloned(),
+            level: opts.settings.logger_level.clone(),
+            egg_log: opts.settings.egg_log.clone(),
             tz_offset_minutes: launch.tz_offset_minutes,
             color: launch.color,
         }));

@@ -66,12 +66,7 @@ pub(crate) struct Config {
     pub(crate) fault_injection: bool,
 }
 
-/// A close timeout as egg-cluster logs it (the env value as given) and as it is applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CloseTimeout {
-    pub(crate) shown: String,
-    pub(crate) limit: Duration,
-}
+pub(crate) use crate::options::CloseTimeout;
 
 /// How a worker said it listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

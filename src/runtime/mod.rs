@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
@@ -132,7 +132,7 @@ pub(crate) fn now_ms() -> u64 {
 /// Starts the master: writes the pid file, finds the internal ports, then runs the cluster on
 /// its own thread (which logs egg-cluster's start lines first).
 pub(crate) fn start(
-    mut opts: Options,
+    opts: Options,
     launch: Launch,
     logger: Arc<Logger>,
     emit: Arc<dyn Emit>,
@@ -146,26 +146,18 @@ pub(crate) fn start(
         std::fs::write(pid_file, std::process::id().to_string())
             .map_err(|e| Error::io(format!("write pidFile {}", pid_file.display()), e))?;
     }
-    let options_shown = serde_json::Value::Object(opts.raw.clone());
     let (cluster_port, sticky_worker_port) =
         crate::ports::internal_ports(&[opts.port, opts.debug_port], opts.sticky)?;
-    opts.raw.insert("clusterPort".into(), cluster_port.into());
-    if let Some(p) = sticky_worker_port {
-        opts.raw.insert("stickyWorkerPort".into(), p.into());
-    }
-    let options_json = serde_json::Value::Object(opts.raw.clone()).to_string();
-    let env_var = |k: &str| {
-        launch
-            .env
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-    };
-    let close_timeout = |shown: String| core::CloseTimeout {
-        limit: crate::shutdown::parse_timeout(&shown, 5000),
-        shown,
-    };
-    let legacy = env_var("EGG_MASTER_CLOSE_TIMEOUT").unwrap_or_else(|| "5000".into());
+    let options_json = opts.worker_json(cluster_port, sticky_worker_port);
+    tracing::debug!(
+        base_dir = %opts.base_dir.display(),
+        framework = %opts.framework.display(),
+        workers = opts.workers,
+        cluster_port,
+        ?sticky_worker_port,
+        "start"
+    );
+    let settings = &opts.settings;
     let cfg = core::Config {
         workers: opts.workers,
         framework_name: opts.framework_name.clone(),
@@ -178,8 +170,8 @@ pub(crate) fn start(
             Level::Info
         },
         env: opts.env.clone(),
-        node_env: env_var("NODE_ENV"),
-        options_shown,
+        node_env: settings.node_env.clone(),
+        options_shown: opts.to_json(),
         options_json: options_json.clone(),
         cluster_port,
         sticky: opts.sticky,
@@ -187,40 +179,20 @@ pub(crate) fn start(
         port: opts.port,
         debug_port: opts.debug_port,
         https: opts.https,
-        host_env: env_var("HOST"),
-        refork_limit: env_var("EGG_CLUSTER_RS_REFORK_LIMIT")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(60),
-        refork_duration_ms: env_var("EGG_CLUSTER_RS_REFORK_DURATION")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(60_000),
-        health_interval: Duration::from_millis(
-            env_var("EGG_CLUSTER_RS_HEALTH_INTERVAL")
-                .and_then(|v| v.parse().ok())
-                .filter(|ms| *ms > 0)
-                .unwrap_or(10_000),
-        ),
-        app_close: close_timeout(
-            env_var("EGG_APP_CLOSE_TIMEOUT").unwrap_or_else(|| legacy.clone()),
-        ),
-        agent_close: close_timeout(
-            env_var("EGG_AGENT_CLOSE_TIMEOUT").unwrap_or_else(|| legacy.clone()),
-        ),
-        fault_injection: env_var("EGG_CLUSTER_RS_FAULT_INJECTION").as_deref() == Some("1"),
+        host_env: settings.host.clone(),
+        refork_limit: settings.refork_limit,
+        refork_duration_ms: settings.refork_duration_ms,
+        health_interval: settings.health_interval,
+        app_close: settings.app_close_timeout.clone(),
+        agent_close: settings.agent_close_timeout.clone(),
+        fault_injection: settings.fault_injection,
     };
-    let agent_debug_port = env_var("EGG_AGENT_DEBUG_PORT")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5800);
     let mut env = launch.env.clone();
-    if env_var("NODE_ENV").as_deref() == Some("production") {
+    if settings.node_env.as_deref() == Some("production") {
         // egg-cluster sets this on its own process.env, so its children inherit it.
         env.retain(|(k, _)| k != "NO_DEPRECATION");
         env.push(("NO_DEPRECATION".into(), "*".into()));
     }
-    let reuse_port = opts
-        .raw
-        .get("reusePort")
-        .is_some_and(|v| v.as_bool() == Some(true));
 
     let (tx, rx) = mpsc::unbounded_channel();
     let runtime = Runtime {
@@ -229,9 +201,9 @@ pub(crate) fn start(
             launch: Launch { env, ..launch },
             options_json,
             is_debug: opts.is_debug,
-            agent_debug_port,
+            agent_debug_port: settings.agent_debug_port,
         }),
-        handles: handles::Handles::new(reuse_port, opts.is_production),
+        handles: handles::Handles::new(opts.reuse_port, opts.is_production),
         sticky_key: opts.sticky_key.clone().map(|source| {
             Arc::new(sticky::StickyKey {
                 source,

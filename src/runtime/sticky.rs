@@ -7,7 +7,7 @@
 //! address keeps reaching the same live worker and a dead worker is never picked.
 //!
 //! Behind a load balancer every client has the proxy's address; with `stickyKey` the key is read
-//! from the connection's first bytes instead (see [`peek_key`] and [`crate::proxy`]).
+//! from the connection's first bytes instead (see [`peek_key`] and [`crate::client_key`]).
 
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 
-use crate::proxy::{self, KeySource, Peek, TrustedNet};
+use crate::client_key::{client_key, proxy_header_len, KeySource, Peek, TrustedNet};
 
 /// At most this many bytes are peeked for the client key ...
 pub const KEY_MAX_BYTES: usize = 8 * 1024;
@@ -33,7 +33,7 @@ pub struct StickyKey {
 /// `MSG_PEEK` (the worker still receives every byte), bounded in bytes and time; the peer address
 /// when the peer is not a trusted proxy, sends nothing or garbage.
 pub async fn peek_key(fd: OwnedFd, peer: IpAddr, key: &StickyKey) -> (OwnedFd, IpAddr) {
-    if proxy::client_key(&key.source, &[], peer, &key.trusted, KEY_MAX_BYTES) == Peek::Fallback {
+    if client_key(&key.source, &[], peer, &key.trusted, KEY_MAX_BYTES) == Peek::Fallback {
         return (fd, peer);
     }
     // SAFETY: `fd` is an open socket owned by the AsyncFd until `into_inner`.
@@ -70,7 +70,7 @@ pub async fn peek_key(fd: OwnedFd, peer: IpAddr, key: &StickyKey) -> (OwnedFd, I
                 return peer;
             }
             let seen = &buf[..n as usize];
-            match proxy::client_key(&key.source, seen, peer, &key.trusted, KEY_MAX_BYTES) {
+            match client_key(&key.source, seen, peer, &key.trusted, KEY_MAX_BYTES) {
                 Peek::Key(ip) => {
                     if key.source == KeySource::ProxyProtocol {
                         // The PROXY header is for this hop only: the worker gets the stream
@@ -220,19 +220,6 @@ fn accept_one(listener: std::os::fd::RawFd) -> std::io::Result<(OwnedFd, IpAddr)
     Ok((fd, ip))
 }
 
-/// Length of a complete PROXY v1/v2 header at the start of `buf`.
-pub fn proxy_header_len(buf: &[u8]) -> Option<usize> {
-    const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
-    if buf.starts_with(b"PROXY ") {
-        return memchr::memmem::find(&buf[..buf.len().min(108)], b"\r\n").map(|i| i + 2);
-    }
-    if buf.starts_with(V2_SIGNATURE) && buf.len() >= 16 {
-        let len = 16 + usize::from(u16::from_be_bytes([buf[14], buf[15]]));
-        return (buf.len() >= len).then_some(len);
-    }
-    None
-}
-
 /// The worker pid for a client: `slots[i]` is the pid serving slot `i`, if any.
 pub(crate) fn pick(ip: IpAddr, slots: &[Option<u32>]) -> Option<u32> {
     if slots.is_empty() {
@@ -310,20 +297,6 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn proxy_header_lengths() {
-        assert_eq!(
-            proxy_header_len(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET / HTTP/1.1\r\n"),
-            Some(32)
-        );
-        assert_eq!(proxy_header_len(b"PROXY TCP4 1.2.3.4"), None);
-        let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
-        v2.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2]);
-        assert_eq!(proxy_header_len(&v2), Some(28));
-        assert_eq!(proxy_header_len(&v2[..20]), None);
-        assert_eq!(proxy_header_len(b"GET / HTTP/1.1\r\n"), None);
     }
 
     #[test]

@@ -13,15 +13,29 @@
 //!   lookup directories computed from `package_dir` (plus `NODE_PATH`);
 //! * `baseDir` is stored as an absolute, lexically normalised path.
 //!
-//! Apart from existence checks and reading `package.json` files (and the
-//! cgroup files read by [`default_workers`]) nothing here touches the
-//! outside world, which keeps it testable without a Node runtime.
+//! The environment variables the master reads are parsed here too, once,
+//! into [`Settings`]. Apart from existence checks and reading `package.json`
+//! files (and the cgroup files that cap the default worker count) nothing
+//! here touches the outside world, which keeps it testable without a Node
+//! runtime.
 
-use std::collections::{HashMap, HashSet};
-use std::fs;
-use std::path::{Component, Path, PathBuf};
+mod cgroup;
+mod framework;
+mod js;
+mod settings;
+#[cfg(test)]
+mod testing;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
+
+use crate::client_key::{KeySource, TrustedNet};
+use cgroup::default_workers;
+use framework::{read_framework_package, resolve_framework};
+use js::{js_parse_int, json_repr, path_string, resolve, truthy, JsObject};
+pub use settings::{CloseTimeout, Settings};
 
 /// Everything [`parse`] needs from the JS side, captured once so that
 /// parsing never reads the (mutable) process state behind Node's back.
@@ -50,8 +64,10 @@ pub struct Options {
     /// Final options object, exactly what egg-cluster would hand to the
     /// workers. Unknown keys pass through untouched. Key order follows JS
     /// object semantics only when serde_json's `preserve_order` feature is
-    /// enabled; without it `Map` is sorted by key.
-    pub raw: Map<String, Value>,
+    /// enabled; without it `Map` is sorted by key. Read it through
+    /// [`Options::to_json`] and [`Options::worker_json`]; it is still
+    /// `pub(crate)` only because runtime.rs reaches in until it switches to those.
+    raw: Map<String, Value>,
     /// Absolute path of the framework directory.
     pub framework: PathBuf,
     /// `name` from the framework's package.json.
@@ -73,9 +89,32 @@ pub struct Options {
     /// egg-cluster logs through `debug` instead of `info` in this case.
     pub verbose_debug: bool,
     /// Sticky mode behind proxies: where the client key comes from (`stickyKey`).
-    pub sticky_key: Option<crate::proxy::KeySource>,
+    pub sticky_key: Option<KeySource>,
     /// Proxies whose `stickyKey` is believed (`stickyTrustedProxies`, default loopback).
-    pub sticky_trusted: Vec<crate::proxy::TrustedNet>,
+    pub sticky_trusted: Vec<TrustedNet>,
+    /// `reusePort` is JSON `true` (merely truthy is not enough): one `SO_REUSEPORT` socket
+    /// per worker instead of one shared socket.
+    pub reuse_port: bool,
+    /// The environment variables the master reads, parsed.
+    pub settings: Settings,
+}
+
+impl Options {
+    /// The options object as logged at start.
+    pub fn to_json(&self) -> Value {
+        Value::Object(self.raw.clone())
+    }
+
+    /// The options object the workers get: the logged one plus the ports the master picked.
+    /// A key the user already set keeps its place and takes the new value, as in egg-cluster.
+    pub fn worker_json(&self, cluster_port: u16, sticky_worker_port: Option<u16>) -> String {
+        let mut raw = self.raw.clone();
+        raw.insert("clusterPort".into(), cluster_port.into());
+        if let Some(port) = sticky_worker_port {
+            raw.insert("stickyWorkerPort".into(), port.into());
+        }
+        Value::Object(raw).to_string()
+    }
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -103,6 +142,13 @@ pub enum OptionsError {
     FrameworkNotFound { name: String, dirs: String },
     #[error("options.framework: cannot read {}: {reason}", .path.display())]
     FrameworkPackage { path: PathBuf, reason: String },
+    /// An environment variable set to something that cannot be used; `name` is the variable.
+    #[error("{name} should be {expected}, got {got}")]
+    InvalidEnv {
+        name: &'static str,
+        expected: &'static str,
+        got: String,
+    },
 }
 
 /// Parses and validates the options like egg-cluster's `options.js`.
@@ -118,6 +164,7 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
             })
         }
     };
+    let settings = Settings::from_env(&input.env)?;
 
     let user_https = user.get("https").unwrap_or(&Value::Null);
     let mut raw = JsObject::default();
@@ -239,12 +286,16 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         _ => None,
     };
 
-    let node_env = input.env.get("NODE_ENV").map(String::as_str);
+    let node_env = settings.node_env.as_deref();
     let is_production = match env.as_deref() {
         Some(e) => e != "local" && e != "unittest",
         None => node_env == Some("production"),
     };
     let verbose_debug = env.as_deref() == Some("local") || node_env == Some("development");
+
+    let reuse_port = raw
+        .get("reusePort")
+        .is_some_and(|v| v.as_bool() == Some(true));
 
     Ok(Options {
         raw: raw.into_map(),
@@ -264,22 +315,15 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         verbose_debug,
         sticky_key,
         sticky_trusted,
+        reuse_port,
+        settings,
     })
 }
 
 /// `stickyKey`: `"proxy-protocol"` (PROXY v1/v2), or the name of a request header carrying the
 /// client address (`"x-forwarded-for"`, `"forwarded"`, ...). `stickyTrustedProxies`: addresses
 /// or CIDRs of the proxies allowed to set it (default loopback only).
-fn parse_sticky_key(
-    raw: &JsObject,
-) -> Result<
-    (
-        Option<crate::proxy::KeySource>,
-        Vec<crate::proxy::TrustedNet>,
-    ),
-    OptionsError,
-> {
-    use crate::proxy::{KeySource, TrustedNet};
+fn parse_sticky_key(raw: &JsObject) -> Result<(Option<KeySource>, Vec<TrustedNet>), OptionsError> {
     let key = match raw.get("stickyKey") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.eq_ignore_ascii_case("proxy-protocol") => {
@@ -333,113 +377,6 @@ fn parse_sticky_key(
     Ok((key, trusted))
 }
 
-/// Number of workers to start when the user does not say: the host CPU
-/// count, capped by the container's CPU quota so that a pod limited to two
-/// CPUs on a 64-core node does not fork 64 workers.
-pub fn default_workers(host_cpus: usize) -> usize {
-    let cpu_max = cgroup_v2_cpu_max_files();
-    let cpu_max: Vec<&str> = cpu_max.iter().map(String::as_str).collect();
-    let (quota, period) = cgroup_v1_files();
-    default_workers_from(host_cpus, &cpu_max, quota.as_deref(), period.as_deref())
-}
-
-/// Pure part of [`default_workers`].
-///
-/// `cpu_max` holds the contents of every cgroup v2 `cpu.max` file that
-/// applies to the process (its own cgroup and its ancestors; the tightest
-/// one wins). `cfs_quota_us`/`cfs_period_us` are the cgroup v1 files and
-/// are only consulted when no v2 limit was found. Unparseable contents
-/// count as "no limit" rather than an error: a broken cgroup file should
-/// not prevent the cluster from starting.
-pub fn default_workers_from(
-    host_cpus: usize,
-    cpu_max: &[&str],
-    cfs_quota_us: Option<&str>,
-    cfs_period_us: Option<&str>,
-) -> usize {
-    let v2 = cpu_max.iter().filter_map(|c| parse_cpu_max(c)).min();
-    let limit = v2.or_else(|| {
-        let quota = cfs_quota_us?.trim().parse::<i64>().ok()?;
-        let period = cfs_period_us?.trim().parse::<i64>().ok()?;
-        quota_cpus(quota, period)
-    });
-    let cpus = match limit {
-        Some(limit) => host_cpus.min(limit),
-        None => host_cpus,
-    };
-    cpus.max(1)
-}
-
-/// `"max 100000"` means unlimited; `"200000 100000"` means two CPUs.
-fn parse_cpu_max(contents: &str) -> Option<usize> {
-    let mut fields = contents.split_whitespace();
-    let quota = fields.next()?;
-    if quota == "max" {
-        return None;
-    }
-    let quota = quota.parse::<i64>().ok()?;
-    // The period may be omitted when written, but the kernel always reports
-    // it; fall back to the kernel default just in case.
-    let period = match fields.next() {
-        Some(p) => p.parse::<i64>().ok()?,
-        None => 100_000,
-    };
-    quota_cpus(quota, period)
-}
-
-/// ceil(quota / period), or `None` for "unlimited" (v1 uses -1) and for
-/// nonsense values that would otherwise divide by zero.
-fn quota_cpus(quota: i64, period: i64) -> Option<usize> {
-    if quota <= 0 || period <= 0 {
-        return None;
-    }
-    let cpus = (quota + period - 1) / period;
-    usize::try_from(cpus).ok()
-}
-
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// Every readable `cpu.max` from the process' own cgroup up to the mount
-/// root. With a cgroup namespace (the usual container setup) the root *is*
-/// the container's cgroup; without one (e.g. a systemd unit with
-/// `CPUQuota=`) the limit sits on the path named in /proc/self/cgroup.
-fn cgroup_v2_cpu_max_files() -> Vec<String> {
-    let root = Path::new(CGROUP_ROOT);
-    let mut dirs = vec![root.to_path_buf()];
-    if let Ok(self_cgroup) = fs::read_to_string("/proc/self/cgroup") {
-        if let Some(rel) = self_cgroup
-            .lines()
-            .find_map(|line| line.strip_prefix("0::"))
-        {
-            let mut dir = root.join(rel.trim_start_matches('/'));
-            while dir.starts_with(root) && dir != root {
-                dirs.push(dir.clone());
-                if !dir.pop() {
-                    break;
-                }
-            }
-        }
-    }
-    dirs.iter()
-        .filter_map(|d| fs::read_to_string(d.join("cpu.max")).ok())
-        .collect()
-}
-
-/// cgroup v1 quota and period from the usual mount points of the cpu
-/// controller. Only the mount root is read: inside a v1 container the path
-/// in /proc/self/cgroup refers to the host hierarchy and does not exist.
-fn cgroup_v1_files() -> (Option<String>, Option<String>) {
-    for dir in ["cpu", "cpu,cpuacct", "cpuacct,cpu"] {
-        let dir = Path::new(CGROUP_ROOT).join(dir);
-        let quota = fs::read_to_string(dir.join("cpu.cfs_quota_us")).ok();
-        let period = fs::read_to_string(dir.join("cpu.cfs_period_us")).ok();
-        if quota.is_some() && period.is_some() {
-            return (quota, period);
-        }
-    }
-    (None, None)
-}
-
 fn parse_workers(value: &Value) -> Result<usize, OptionsError> {
     let n = js_parse_int(value);
     // NaN fails the first comparison; the upper bound just keeps the cast
@@ -489,124 +426,7 @@ fn file_exists(value: &Value, cwd: &Path) -> bool {
     }
 }
 
-/// egg-utils `getFrameworkPath()`.
-fn resolve_framework(
-    raw: &JsObject,
-    base_dir: &Path,
-    input: &OptionsInput,
-) -> Result<PathBuf, OptionsError> {
-    let pkg_path = base_dir.join("package.json");
-    if !pkg_path.exists() {
-        return Err(OptionsError::PackageJsonMissing(pkg_path));
-    }
-    // egg-utils parses the app's package.json even when it does not need
-    // `egg.framework`, so a broken file is an error either way.
-    let pkg = read_json(&pkg_path).map_err(|reason| OptionsError::InvalidPackageJson {
-        path: pkg_path.clone(),
-        reason,
-    })?;
-
-    // `options.framework || options.customEgg`
-    let requested = ["framework", "customEgg"]
-        .into_iter()
-        .find_map(|key| raw.get(key).filter(|v| truthy(v)).map(|v| (key, v)));
-    let name = match requested {
-        Some((_, Value::String(s))) => {
-            if Path::new(s).is_absolute() {
-                return if Path::new(s).exists() {
-                    Ok(PathBuf::from(s))
-                } else {
-                    Err(OptionsError::FrameworkMissing(s.clone()))
-                };
-            }
-            s.clone()
-        }
-        Some((key, v)) => return Err(invalid(&format!("options.{key}"), "a string", v)),
-        None => match pkg.get("egg").and_then(|e| e.get("framework")) {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(v) if truthy(v) => {
-                return Err(invalid(
-                    &format!("{} egg.framework", pkg_path.display()),
-                    "a string",
-                    v,
-                ))
-            }
-            _ => "egg".to_owned(),
-        },
-    };
-
-    let dirs = module_dirs(base_dir, input);
-    for dir in &dirs {
-        let candidate = normalize(&dir.join(&name));
-        if candidate.exists() {
-            return Ok(candidate);
-        }
-    }
-    Err(OptionsError::FrameworkNotFound {
-        name,
-        dirs: dirs
-            .iter()
-            .map(|d| path_string(d))
-            .collect::<Vec<_>>()
-            .join(","),
-    })
-}
-
-/// Where a framework name is looked up, in egg-utils' order, with
-/// `require.resolve()` replaced by the directories Node itself would search
-/// from egg-cluster-rs' own location. Duplicates are dropped like the JS
-/// `Set` does.
-fn module_dirs(base_dir: &Path, input: &OptionsInput) -> Vec<PathBuf> {
-    let mut dirs = vec![
-        base_dir.join("node_modules"),
-        resolve(&input.cwd, Path::new("node_modules")),
-        resolve(&input.init_cwd, Path::new("node_modules")),
-    ];
-    dirs.extend(node_module_paths(&resolve(&input.cwd, &input.package_dir)));
-    // require.resolve() also honours NODE_PATH after the node_modules chain.
-    if let Some(node_path) = input.env.get("NODE_PATH") {
-        dirs.extend(
-            node_path
-                .split(':')
-                .filter(|p| !p.is_empty())
-                .map(|p| resolve(&input.cwd, Path::new(p))),
-        );
-    }
-    let mut seen = HashSet::new();
-    dirs.retain(|d| seen.insert(d.clone()));
-    dirs
-}
-
-/// Node's `Module._nodeModulePaths(from)`: `<dir>/node_modules` for `from`
-/// and each ancestor, skipping directories that are themselves called
-/// `node_modules`.
-fn node_module_paths(from: &Path) -> Vec<PathBuf> {
-    from.ancestors()
-        .filter(|dir| dir.file_name().is_none_or(|n| n != "node_modules"))
-        .map(|dir| dir.join("node_modules"))
-        .collect()
-}
-
-fn read_framework_package(framework: &Path) -> Result<(String, String), OptionsError> {
-    let path = framework.join("package.json");
-    let pkg = read_json(&path).map_err(|reason| OptionsError::FrameworkPackage { path, reason })?;
-    // egg-cluster interpolates these straight into log lines, so a missing
-    // field reads "undefined" there too.
-    let field = |key: &str| match pkg.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => js_to_string(v),
-        None => "undefined".to_owned(),
-    };
-    Ok((field("name"), field("version")))
-}
-
-fn read_json(path: &Path) -> Result<Value, String> {
-    let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
-    // Like utility.readJSONSync (JSON.parse), a leading BOM is an error.
-    serde_json::from_str(&text).map_err(|e| e.to_string())
-}
-
-fn invalid(name: &str, expected: &'static str, got: &Value) -> OptionsError {
+pub(crate) fn invalid(name: &str, expected: &'static str, got: &Value) -> OptionsError {
     OptionsError::Invalid {
         name: name.to_owned(),
         expected,
@@ -614,267 +434,11 @@ fn invalid(name: &str, expected: &'static str, got: &Value) -> OptionsError {
     }
 }
 
-fn json_repr(value: &Value) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| js_to_string(value))
-}
-
-fn path_string(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
-
-/// `path.resolve(base, p)`: absolute, with `.` and `..` removed lexically
-/// (symlinks are not resolved, as in Node).
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    normalize(&base.join(p))
-}
-
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                // Popping a root is a no-op, so `/..` stays `/` like in Node.
-                if !out.pop() && !out.has_root() {
-                    out.push("..");
-                }
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        out.push(".");
-    }
-    out
-}
-
-/// JS truthiness of a JSON value.
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(_) | Value::Object(_) => true,
-    }
-}
-
-/// `parseInt(String(value), 10)`; NaN when there is no leading integer.
-fn js_parse_int(value: &Value) -> f64 {
-    let text = js_to_string(value);
-    let text = text.trim_start_matches(is_js_whitespace);
-    let (negative, digits) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    if end == 0 {
-        return f64::NAN;
-    }
-    // Parsing the digit string as a float rounds exactly like JS does for
-    // integers beyond 2^53.
-    let magnitude = digits[..end].parse::<f64>().unwrap_or(f64::NAN);
-    if negative {
-        -magnitude
-    } else {
-        magnitude
-    }
-}
-
-/// The characters `parseInt` skips: ECMAScript WhiteSpace and
-/// LineTerminator (which differ from Rust's `char::is_whitespace`, e.g.
-/// for U+0085 and U+FEFF).
-fn is_js_whitespace(c: char) -> bool {
-    matches!(
-        c,
-        '\u{9}' | '\u{a}' | '\u{b}' | '\u{c}' | '\u{d}' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
-            ..='\u{200a}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202f}'
-                | '\u{205f}'
-                | '\u{3000}'
-                | '\u{feff}'
-    )
-}
-
-/// `String(value)` for JSON values.
-fn js_to_string(value: &Value) -> String {
-    match value {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => js_number_to_string(n.as_f64().unwrap_or(f64::NAN)),
-        Value::String(s) => s.clone(),
-        // Array.prototype.join renders null/undefined elements as "".
-        Value::Array(items) => items
-            .iter()
-            .map(|v| match v {
-                Value::Null => String::new(),
-                other => js_to_string(other),
-            })
-            .collect::<Vec<_>>()
-            .join(","),
-        Value::Object(_) => "[object Object]".to_owned(),
-    }
-}
-
-/// `Number.prototype.toString()`. Both Rust and JS print the shortest
-/// round-tripping digits; they only disagree on when to switch to
-/// exponent notation and on the `+` of positive exponents.
-fn js_number_to_string(n: f64) -> String {
-    if n.is_nan() {
-        return "NaN".to_owned();
-    }
-    if n.is_infinite() {
-        return if n > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
-    }
-    if n == 0.0 {
-        return "0".to_owned();
-    }
-    let abs = n.abs();
-    if (1e-6..1e21).contains(&abs) {
-        return format!("{n}");
-    }
-    let exp = format!("{n:e}");
-    match exp.split_once('e') {
-        Some((mantissa, power)) if !power.starts_with('-') => format!("{mantissa}e+{power}"),
-        _ => exp,
-    }
-}
-
-/// An options object that keeps JS property order: integer-like keys first
-/// in ascending order, then the rest in insertion order, with assignment to
-/// an existing key keeping its position. Building it ourselves keeps the
-/// order right regardless of how `serde_json::Map` is configured.
-#[derive(Default)]
-struct JsObject {
-    entries: Vec<(String, Value)>,
-}
-
-impl JsObject {
-    fn get(&self, key: &str) -> Option<&Value> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-
-    fn set(&mut self, key: &str, value: Value) {
-        match self.entries.iter_mut().find(|(k, _)| k == key) {
-            Some(entry) => entry.1 = value,
-            None => self.entries.push((key.to_owned(), value)),
-        }
-    }
-
-    fn remove(&mut self, key: &str) {
-        self.entries.retain(|(k, _)| k != key);
-    }
-
-    fn into_map(self) -> Map<String, Value> {
-        let (mut indices, named): (Vec<_>, Vec<_>) = self
-            .entries
-            .into_iter()
-            .partition(|(k, _)| array_index(k).is_some());
-        indices.sort_by_key(|(k, _)| array_index(k));
-        indices.into_iter().chain(named).collect()
-    }
-}
-
-/// A canonical array index ("0", "42", not "042" or "4294967295"), which
-/// JS enumerates before every other string key.
-fn array_index(key: &str) -> Option<u32> {
-    if key.is_empty() || (key.len() > 1 && key.starts_with('0')) {
-        return None;
-    }
-    if !key.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    key.parse::<u32>().ok().filter(|&n| n != u32::MAX)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::testing::{app, input, parse_err, parse_ok};
     use super::*;
     use serde_json::json;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A unique temporary directory removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            static COUNTER: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "egg-cluster-rs-options-{}-{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).expect("create temp dir");
-            TempDir(dir)
-        }
-
-        fn path(&self) -> &Path {
-            &self.0
-        }
-
-        fn write(&self, rel: &str, contents: &str) -> PathBuf {
-            let path = self.0.join(rel);
-            fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
-            fs::write(&path, contents).expect("write");
-            path
-        }
-
-        fn framework(&self, dir: &str, name: &str, version: &str) -> PathBuf {
-            self.write(
-                &format!("{dir}/package.json"),
-                &json!({ "name": name, "version": version }).to_string(),
-            );
-            self.0.join(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// An app at `<tmp>/app` with egg installed in its node_modules.
-    fn app() -> TempDir {
-        let tmp = TempDir::new();
-        tmp.write("app/package.json", r#"{"name":"app"}"#);
-        tmp.framework("app/node_modules/egg", "egg", "2.37.0");
-        fs::create_dir_all(tmp.path().join("pkg")).expect("mkdir");
-        tmp
-    }
-
-    fn input(tmp: &TempDir, options: Value) -> OptionsInput {
-        let app = tmp.path().join("app");
-        OptionsInput {
-            options,
-            env: HashMap::new(),
-            cwd: app.clone(),
-            init_cwd: app,
-            package_dir: tmp.path().join("pkg"),
-            exec_argv: Vec::new(),
-            host_cpus: 4,
-        }
-    }
-
-    fn parse_ok(input: OptionsInput) -> Options {
-        match parse(input) {
-            Ok(o) => o,
-            Err(e) => panic!("unexpected error: {e}"),
-        }
-    }
-
-    fn parse_err(input: OptionsInput) -> String {
-        match parse(input) {
-            Ok(o) => panic!("expected an error, got {:?}", o.raw),
-            Err(e) => e.to_string(),
-        }
-    }
 
     fn map_preserves_order() -> bool {
         let mut m = Map::new();
@@ -953,6 +517,89 @@ mod tests {
             "isDebug",
         ];
         assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn workers_get_the_logged_options_plus_the_picked_ports() {
+        let tmp = app();
+        let keys = |m: &Map<String, Value>| m.keys().cloned().collect::<Vec<_>>();
+        let worker = |o: &Options, sticky| -> Map<String, Value> {
+            serde_json::from_str(&o.worker_json(7001, sticky)).expect("valid JSON")
+        };
+
+        let o = parse_ok(input(&tmp, json!({ "custom": 1 })));
+        let Value::Object(logged) = o.to_json() else {
+            panic!("not an object")
+        };
+        assert_eq!(logged, o.raw);
+        assert!(!logged.contains_key("clusterPort"));
+        let w = worker(&o, None);
+        assert_eq!(w["clusterPort"], 7001);
+        assert!(!w.contains_key("stickyWorkerPort"));
+        let w = worker(&o, Some(7002));
+        assert_eq!(w["stickyWorkerPort"], 7002);
+        let mut rest = w.clone();
+        rest.remove("clusterPort");
+        rest.remove("stickyWorkerPort");
+        assert_eq!(rest, logged);
+
+        // A port key the user set keeps its place and takes the picked port; without a sticky
+        // port the user's `stickyWorkerPort` passes through.
+        let o = parse_ok(input(
+            &tmp,
+            json!({ "stickyWorkerPort": 1, "clusterPort": 2, "custom": 3 }),
+        ));
+        let w = worker(&o, Some(7002));
+        assert_eq!(
+            (&w["clusterPort"], &w["stickyWorkerPort"]),
+            (&json!(7001), &json!(7002))
+        );
+        assert_eq!(worker(&o, None)["stickyWorkerPort"], 1);
+
+        if !map_preserves_order() {
+            eprintln!("serde_json without preserve_order: key order not checked");
+            return;
+        }
+        let mut appended = keys(&logged);
+        appended.extend(["clusterPort".to_owned(), "stickyWorkerPort".to_owned()]);
+        let o = parse_ok(input(&tmp, json!({ "custom": 1 })));
+        assert_eq!(keys(&worker(&o, Some(7002))), appended);
+        let o = parse_ok(input(
+            &tmp,
+            json!({ "stickyWorkerPort": 1, "clusterPort": 2, "custom": 3 }),
+        ));
+        assert_eq!(keys(&worker(&o, Some(7002))), keys(&o.raw));
+        let in_place = keys(&o.raw);
+        let at = |k: &str| in_place.iter().position(|x| x == k);
+        assert!(at("stickyWorkerPort") < at("clusterPort") && at("clusterPort") < at("custom"));
+    }
+
+    #[test]
+    fn reuse_port_only_when_true() {
+        let tmp = app();
+        assert!(!parse_ok(input(&tmp, json!({}))).reuse_port);
+        let reuse = |v: Value| parse_ok(input(&tmp, json!({ "reusePort": v }))).reuse_port;
+        assert!(reuse(json!(true)));
+        for v in [json!(false), json!(1), json!("true"), json!({})] {
+            assert!(!reuse(v.clone()), "{v}");
+        }
+    }
+
+    #[test]
+    fn settings_come_from_the_env_snapshot() {
+        let tmp = app();
+        let mut i = input(&tmp, json!({}));
+        i.env
+            .insert("EGG_CLUSTER_RS_REFORK_LIMIT".into(), "7".into());
+        assert_eq!(parse_ok(i).settings.refork_limit, 7);
+
+        let mut i = input(&tmp, json!({}));
+        i.env
+            .insert("EGG_CLUSTER_RS_HEALTH_INTERVAL".into(), "abc".into());
+        assert_eq!(
+            parse_err(i),
+            "EGG_CLUSTER_RS_HEALTH_INTERVAL should be a positive integer (ms), got \"abc\""
+        );
     }
 
     #[test]
@@ -1120,123 +767,6 @@ mod tests {
     }
 
     #[test]
-    fn framework_absolute_path() {
-        let tmp = app();
-        let fw = tmp.framework("frameworks/yadan", "yadan", "1.0.0");
-        let o = parse_ok(input(&tmp, json!({ "framework": path_string(&fw) })));
-        assert_eq!(o.framework, fw);
-        assert_eq!(o.framework_name, "yadan");
-        assert_eq!(o.raw["framework"], path_string(&fw));
-
-        let missing = path_string(&tmp.path().join("missing"));
-        let err = parse_err(input(&tmp, json!({ "framework": missing.clone() })));
-        assert_eq!(err, format!("{missing} should exist"));
-    }
-
-    #[test]
-    fn framework_lookup_order() {
-        let tmp = app();
-        let cwd = tmp.path().join("cwd");
-        let init = tmp.path().join("init");
-        let pkg_nm = tmp.path().join("node_modules"); // an ancestor of package_dir
-        tmp.framework("cwd/node_modules/a", "a-cwd", "1");
-        tmp.framework("init/node_modules/a", "a-init", "1");
-        tmp.framework("init/node_modules/b", "b-init", "1");
-        tmp.framework("node_modules/b", "b-pkg", "1");
-        tmp.framework("node_modules/c", "c-pkg", "1");
-        tmp.framework("node_modules/@scope/d", "@scope/d", "2");
-        tmp.framework("app/node_modules/a", "a-app", "1");
-
-        let run = |name: &str| {
-            let mut i = input(&tmp, json!({ "framework": name }));
-            i.options["baseDir"] = json!(path_string(&tmp.path().join("app")));
-            i.cwd = cwd.clone();
-            i.init_cwd = init.clone();
-            parse(i)
-        };
-        assert_eq!(run("a").expect("a").framework_name, "a-app");
-        assert_eq!(run("b").expect("b").framework_name, "b-init");
-        assert_eq!(run("c").expect("c").framework_name, "c-pkg");
-        let d = run("@scope/d").expect("d");
-        assert_eq!(d.framework, pkg_nm.join("@scope/d"));
-        assert_eq!(d.framework_version, "2");
-
-        fs::remove_dir_all(tmp.path().join("app/node_modules/a")).expect("rm");
-        assert_eq!(run("a").expect("a").framework_name, "a-cwd");
-
-        let err = run("zzz").expect_err("missing").to_string();
-        let app_nm = tmp.path().join("app/node_modules");
-        let prefix = format!(
-            "zzz is not found in {},{},{},{},{}",
-            app_nm.display(),
-            cwd.join("node_modules").display(),
-            init.join("node_modules").display(),
-            tmp.path().join("pkg/node_modules").display(),
-            pkg_nm.display(),
-        );
-        assert!(err.starts_with(&prefix), "{err}\n{prefix}");
-        assert!(err.ends_with(",/node_modules"), "{err}");
-    }
-
-    #[test]
-    fn framework_from_custom_egg_and_package_json() {
-        let tmp = app();
-        tmp.framework("app/node_modules/custom", "custom", "3");
-        tmp.framework("app/node_modules/from-pkg", "from-pkg", "4");
-        let o = parse_ok(input(
-            &tmp,
-            json!({ "framework": "", "customEgg": "custom" }),
-        ));
-        assert_eq!(o.framework_name, "custom");
-
-        tmp.write(
-            "app/package.json",
-            r#"{"name":"app","egg":{"framework":"from-pkg"}}"#,
-        );
-        assert_eq!(parse_ok(input(&tmp, json!({}))).framework_name, "from-pkg");
-        // An explicit framework still wins over package.json.
-        let o = parse_ok(input(&tmp, json!({ "framework": "custom" })));
-        assert_eq!(o.framework_name, "custom");
-
-        let err = parse_err(input(&tmp, json!({ "framework": 5 })));
-        assert_eq!(err, "options.framework should be a string, got 5");
-    }
-
-    #[test]
-    fn node_path_is_searched_and_module_paths_skip_node_modules_dirs() {
-        let tmp = app();
-        tmp.framework("global/g", "g", "1");
-        let mut i = input(&tmp, json!({ "framework": "g" }));
-        i.env
-            .insert("NODE_PATH".into(), path_string(&tmp.path().join("global")));
-        assert_eq!(parse_ok(i).framework_name, "g");
-
-        let paths = node_module_paths(Path::new("/a/node_modules/pkg"));
-        let expected: Vec<PathBuf> = [
-            "/a/node_modules/pkg/node_modules",
-            "/a/node_modules",
-            "/node_modules",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
-        assert_eq!(paths, expected);
-    }
-
-    #[test]
-    fn framework_package_json_problems() {
-        let tmp = app();
-        fs::create_dir_all(tmp.path().join("app/node_modules/nopkg")).expect("mkdir");
-        let err = parse_err(input(&tmp, json!({ "framework": "nopkg" })));
-        assert!(err.starts_with("options.framework: cannot read "), "{err}");
-
-        tmp.write("app/node_modules/bare/package.json", "{}");
-        let o = parse_ok(input(&tmp, json!({ "framework": "bare" })));
-        assert_eq!(o.framework_name, "undefined");
-        assert_eq!(o.framework_version, "undefined");
-    }
-
-    #[test]
     fn https() {
         let tmp = app();
         let key = path_string(&tmp.write("app/key.pem", "k"));
@@ -1316,65 +846,5 @@ mod tests {
         let mut i = input(&tmp, json!({}));
         i.exec_argv = vec!["--expose-gc".into()];
         assert!(!parse_ok(i).raw.contains_key("isDebug"));
-    }
-
-    #[test]
-    fn cgroup_limits() {
-        assert_eq!(default_workers_from(8, &[], None, None), 8);
-        assert_eq!(default_workers_from(0, &[], None, None), 1);
-        assert_eq!(default_workers_from(8, &["max 100000\n"], None, None), 8);
-        assert_eq!(default_workers_from(8, &["200000 100000\n"], None, None), 2);
-        assert_eq!(default_workers_from(8, &["150000 100000"], None, None), 2);
-        assert_eq!(default_workers_from(8, &["50000 100000"], None, None), 1);
-        assert_eq!(default_workers_from(2, &["800000 100000"], None, None), 2);
-        // The tightest of several nested limits wins.
-        assert_eq!(
-            default_workers_from(
-                16,
-                &["max 100000", "400000 100000", "300000 100000"],
-                None,
-                None
-            ),
-            3
-        );
-        // v1 only applies when v2 gave nothing.
-        assert_eq!(
-            default_workers_from(8, &[], Some("300000\n"), Some("100000\n")),
-            3
-        );
-        assert_eq!(
-            default_workers_from(8, &[], Some("-1\n"), Some("100000\n")),
-            8
-        );
-        assert_eq!(
-            default_workers_from(8, &["max 100000"], Some("100000"), Some("100000")),
-            1
-        );
-        // Garbage and zero periods are "no limit", never a panic.
-        assert_eq!(
-            default_workers_from(8, &["", "abc", "100 0"], Some("x"), Some("0")),
-            8
-        );
-        assert_eq!(default_workers_from(8, &[], Some("100"), Some("0")), 8);
-        assert!(default_workers(3) >= 1 && default_workers(3) <= 3);
-    }
-
-    #[test]
-    fn js_helpers() {
-        assert_eq!(js_number_to_string(1e21), "1e+21");
-        assert_eq!(js_number_to_string(1.5e-7), "1.5e-7");
-        assert_eq!(js_number_to_string(123.5), "123.5");
-        assert_eq!(js_number_to_string(-0.0), "0");
-        assert_eq!(js_parse_int(&json!("\u{feff}\u{3000}42")), 42.0);
-        assert!(js_parse_int(&json!("\u{85}42")).is_nan());
-        assert!(js_parse_int(&json!("-")).is_nan());
-        assert!(js_parse_int(&json!("0x10")) == 0.0);
-        // String([null, 1]) is ",1", which has no leading integer.
-        assert!(js_parse_int(&json!([null, 1])).is_nan());
-        assert_eq!(normalize(Path::new("/a/./b/../c/")), PathBuf::from("/a/c"));
-        assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
-        assert_eq!(array_index("4294967294"), Some(4_294_967_294));
-        assert_eq!(array_index("4294967295"), None);
-        assert_eq!(array_index("00"), None);
     }
 }

@@ -1,0 +1,254 @@
+//! Framework resolution: egg-utils' `getFrameworkPath()`, without `require()`. The framework is
+//! looked up by name in the directories Node would search (see [`module_dirs`]) and only its
+//! `package.json` is read, for the name and version egg-cluster logs at start.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::js::{js_to_string, normalize, path_string, resolve, truthy, JsObject};
+use super::{invalid, OptionsError, OptionsInput};
+
+/// egg-utils `getFrameworkPath()`.
+pub(crate) fn resolve_framework(
+    raw: &JsObject,
+    base_dir: &Path,
+    input: &OptionsInput,
+) -> Result<PathBuf, OptionsError> {
+    let pkg_path = base_dir.join("package.json");
+    if !pkg_path.exists() {
+        return Err(OptionsError::PackageJsonMissing(pkg_path));
+    }
+    // egg-utils parses the app's package.json even when it does not need
+    // `egg.framework`, so a broken file is an error either way.
+    let pkg = read_json(&pkg_path).map_err(|reason| OptionsError::InvalidPackageJson {
+        path: pkg_path.clone(),
+        reason,
+    })?;
+
+    // `options.framework || options.customEgg`
+    let requested = ["framework", "customEgg"]
+        .into_iter()
+        .find_map(|key| raw.get(key).filter(|v| truthy(v)).map(|v| (key, v)));
+    let name = match requested {
+        Some((_, Value::String(s))) => {
+            if Path::new(s).is_absolute() {
+                return if Path::new(s).exists() {
+                    Ok(PathBuf::from(s))
+                } else {
+                    Err(OptionsError::FrameworkMissing(s.clone()))
+                };
+            }
+            s.clone()
+        }
+        Some((key, v)) => return Err(invalid(&format!("options.{key}"), "a string", v)),
+        None => match pkg.get("egg").and_then(|e| e.get("framework")) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(v) if truthy(v) => {
+                return Err(invalid(
+                    &format!("{} egg.framework", pkg_path.display()),
+                    "a string",
+                    v,
+                ))
+            }
+            _ => "egg".to_owned(),
+        },
+    };
+
+    let dirs = module_dirs(base_dir, input);
+    for dir in &dirs {
+        let candidate = normalize(&dir.join(&name));
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    Err(OptionsError::FrameworkNotFound {
+        name,
+        dirs: dirs
+            .iter()
+            .map(|d| path_string(d))
+            .collect::<Vec<_>>()
+            .join(","),
+    })
+}
+
+/// Where a framework name is looked up, in egg-utils' order, with
+/// `require.resolve()` replaced by the directories Node itself would search
+/// from egg-cluster-rs' own location. Duplicates are dropped like the JS
+/// `Set` does.
+fn module_dirs(base_dir: &Path, input: &OptionsInput) -> Vec<PathBuf> {
+    let mut dirs = vec![
+        base_dir.join("node_modules"),
+        resolve(&input.cwd, Path::new("node_modules")),
+        resolve(&input.init_cwd, Path::new("node_modules")),
+    ];
+    dirs.extend(node_module_paths(&resolve(&input.cwd, &input.package_dir)));
+    // require.resolve() also honours NODE_PATH after the node_modules chain.
+    if let Some(node_path) = input.env.get("NODE_PATH") {
+        dirs.extend(
+            node_path
+                .split(':')
+                .filter(|p| !p.is_empty())
+                .map(|p| resolve(&input.cwd, Path::new(p))),
+        );
+    }
+    let mut seen = HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
+    dirs
+}
+
+/// Node's `Module._nodeModulePaths(from)`: `<dir>/node_modules` for `from`
+/// and each ancestor, skipping directories that are themselves called
+/// `node_modules`.
+fn node_module_paths(from: &Path) -> Vec<PathBuf> {
+    from.ancestors()
+        .filter(|dir| dir.file_name().is_none_or(|n| n != "node_modules"))
+        .map(|dir| dir.join("node_modules"))
+        .collect()
+}
+
+pub(crate) fn read_framework_package(framework: &Path) -> Result<(String, String), OptionsError> {
+    let path = framework.join("package.json");
+    let pkg = read_json(&path).map_err(|reason| OptionsError::FrameworkPackage { path, reason })?;
+    // egg-cluster interpolates these straight into log lines, so a missing
+    // field reads "undefined" there too.
+    let field = |key: &str| match pkg.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => js_to_string(v),
+        None => "undefined".to_owned(),
+    };
+    Ok((field("name"), field("version")))
+}
+
+fn read_json(path: &Path) -> Result<Value, String> {
+    let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
+    // Like utility.readJSONSync (JSON.parse), a leading BOM is an error.
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::parse;
+    use crate::options::testing::{app, input, parse_err, parse_ok};
+    use serde_json::json;
+
+    #[test]
+    fn framework_absolute_path() {
+        let tmp = app();
+        let fw = tmp.framework("frameworks/yadan", "yadan", "1.0.0");
+        let o = parse_ok(input(&tmp, json!({ "framework": path_string(&fw) })));
+        assert_eq!(o.framework, fw);
+        assert_eq!(o.framework_name, "yadan");
+        assert_eq!(o.raw["framework"], path_string(&fw));
+
+        let missing = path_string(&tmp.path().join("missing"));
+        let err = parse_err(input(&tmp, json!({ "framework": missing.clone() })));
+        assert_eq!(err, format!("{missing} should exist"));
+    }
+
+    #[test]
+    fn framework_lookup_order() {
+        let tmp = app();
+        let cwd = tmp.path().join("cwd");
+        let init = tmp.path().join("init");
+        let pkg_nm = tmp.path().join("node_modules"); // an ancestor of package_dir
+        tmp.framework("cwd/node_modules/a", "a-cwd", "1");
+        tmp.framework("init/node_modules/a", "a-init", "1");
+        tmp.framework("init/node_modules/b", "b-init", "1");
+        tmp.framework("node_modules/b", "b-pkg", "1");
+        tmp.framework("node_modules/c", "c-pkg", "1");
+        tmp.framework("node_modules/@scope/d", "@scope/d", "2");
+        tmp.framework("app/node_modules/a", "a-app", "1");
+
+        let run = |name: &str| {
+            let mut i = input(&tmp, json!({ "framework": name }));
+            i.options["baseDir"] = json!(path_string(&tmp.path().join("app")));
+            i.cwd = cwd.clone();
+            i.init_cwd = init.clone();
+            parse(i)
+        };
+        assert_eq!(run("a").expect("a").framework_name, "a-app");
+        assert_eq!(run("b").expect("b").framework_name, "b-init");
+        assert_eq!(run("c").expect("c").framework_name, "c-pkg");
+        let d = run("@scope/d").expect("d");
+        assert_eq!(d.framework, pkg_nm.join("@scope/d"));
+        assert_eq!(d.framework_version, "2");
+
+        fs::remove_dir_all(tmp.path().join("app/node_modules/a")).expect("rm");
+        assert_eq!(run("a").expect("a").framework_name, "a-cwd");
+
+        let err = run("zzz").expect_err("missing").to_string();
+        let app_nm = tmp.path().join("app/node_modules");
+        let prefix = format!(
+            "zzz is not found in {},{},{},{},{}",
+            app_nm.display(),
+            cwd.join("node_modules").display(),
+            init.join("node_modules").display(),
+            tmp.path().join("pkg/node_modules").display(),
+            pkg_nm.display(),
+        );
+        assert!(err.starts_with(&prefix), "{err}\n{prefix}");
+        assert!(err.ends_with(",/node_modules"), "{err}");
+    }
+
+    #[test]
+    fn framework_from_custom_egg_and_package_json() {
+        let tmp = app();
+        tmp.framework("app/node_modules/custom", "custom", "3");
+        tmp.framework("app/node_modules/from-pkg", "from-pkg", "4");
+        let o = parse_ok(input(
+            &tmp,
+            json!({ "framework": "", "customEgg": "custom" }),
+        ));
+        assert_eq!(o.framework_name, "custom");
+
+        tmp.write(
+            "app/package.json",
+            r#"{"name":"app","egg":{"framework":"from-pkg"}}"#,
+        );
+        assert_eq!(parse_ok(input(&tmp, json!({}))).framework_name, "from-pkg");
+        // An explicit framework still wins over package.json.
+        let o = parse_ok(input(&tmp, json!({ "framework": "custom" })));
+        assert_eq!(o.framework_name, "custom");
+
+        let err = parse_err(input(&tmp, json!({ "framework": 5 })));
+        assert_eq!(err, "options.framework should be a string, got 5");
+    }
+
+    #[test]
+    fn node_path_is_searched_and_module_paths_skip_node_modules_dirs() {
+        let tmp = app();
+        tmp.framework("global/g", "g", "1");
+        let mut i = input(&tmp, json!({ "framework": "g" }));
+        i.env
+            .insert("NODE_PATH".into(), path_string(&tmp.path().join("global")));
+        assert_eq!(parse_ok(i).framework_name, "g");
+
+        let paths = node_module_paths(Path::new("/a/node_modules/pkg"));
+        let expected: Vec<PathBuf> = [
+            "/a/node_modules/pkg/node_modules",
+            "/a/node_modules",
+            "/node_modules",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(paths, expected);
+    }
+
+    #[test]
+    fn framework_package_json_problems() {
+        let tmp = app();
+        fs::create_dir_all(tmp.path().join("app/node_modules/nopkg")).expect("mkdir");
+        let err = parse_err(input(&tmp, json!({ "framework": "nopkg" })));
+        assert!(err.starts_with("options.framework: cannot read "), "{err}");
+
+        tmp.write("app/node_modules/bare/package.json", "{}");
+        let o = parse_ok(input(&tmp, json!({ "framework": "bare" })));
+        assert_eq!(o.framework_name, "undefined");
+        assert_eq!(o.framework_version, "undefined");
+    }
+}
