@@ -23,12 +23,10 @@ pub mod master;
 pub mod messenger;
 pub mod options;
 pub mod ports;
-pub mod proctree;
+pub(crate) mod process;
 pub mod proxy;
 pub mod refork;
 pub mod runtime;
-pub mod shutdown;
-pub mod spawn;
 pub mod sticky;
 
 use std::collections::HashMap;

@@ -23,8 +23,8 @@ use crate::log::{Level, Logger};
 use crate::master::{self, Action, Lifecycle, Target};
 use crate::messenger::{self, AppPeer, Destination, Peers, Role};
 use crate::options::Options;
-use crate::shutdown;
-use crate::spawn::{self, ExitInfo, SpawnSpec};
+use crate::process::spawn::{self, ExitInfo, SpawnSpec};
+use crate::process::terminate as shutdown;
 
 /// What one child's channel may make the master hold: its longest message (longer ones are
 /// dropped and reported) and the bytes queued for it while it does not read (then messages to

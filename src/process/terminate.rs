@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout, Instant};
 
-use crate::proctree;
-use crate::spawn::ExitInfo;
+use super::spawn::ExitInfo;
+use super::tree;
 
 /// How often descendants are polled for liveness (egg-cluster's 400 ms).
 const CHILD_POLL: Duration = Duration::from_millis(400);
@@ -32,7 +32,7 @@ fn kill(pid: i32, sig: i32) {
 pub async fn terminate(mut target: Target, limit: Duration) {
     // The tree is read before the signal, as egg-cluster does: once the child dies its
     // descendants are reparented and can no longer be found from its pid.
-    let descendants = proctree::descendants(target.pid as i32);
+    let descendants = tree::descendants(target.pid as i32);
     let pid = target.pid as i32;
     let own = async move {
         kill(pid, libc::SIGTERM);
@@ -58,7 +58,7 @@ async fn kill_tree(pids: Vec<i32>, limit: Duration) {
     let deadline = Instant::now() + limit;
     let mut alive = pids;
     loop {
-        alive.retain(|&p| proctree::is_alive(p));
+        alive.retain(|&p| tree::is_alive(p));
         if alive.is_empty() {
             return;
         }
@@ -69,7 +69,7 @@ async fn kill_tree(pids: Vec<i32>, limit: Duration) {
     }
     let remaining = deadline.saturating_duration_since(Instant::now());
     sleep(remaining).await;
-    alive.retain(|&p| proctree::is_alive(p));
+    alive.retain(|&p| tree::is_alive(p));
     for p in alive {
         tracing::debug!(pid = p, "descendant survived SIGTERM, SIGKILL");
         kill(p, libc::SIGKILL);
