@@ -7,3 +7,6 @@
 pub mod spawn;
 pub mod terminate;
 pub mod tree;
+
+#[cfg(test)]
+mod testutil;

@@ -170,3 +170,289 @@ fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
         signal: status.signal(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::BTreeSet;
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    use crate::process::testutil::{which, within, ChildChannel, KillOnDrop, Script};
+
+    /// Reports what the child sees, then exits. `/proc/self/environ` is the environment as it
+    /// was at exec: node deletes `NODE_CHANNEL_*` (and a worker `NODE_UNIQUE_ID`) from
+    /// `process.env` before user code runs.
+    const REPORT: &str = r#"
+const fs = require('fs');
+const cluster = require('cluster');
+const environ = fs.readFileSync('/proc/self/environ', 'utf8').split('\0').filter(Boolean);
+const sockets = fs.readdirSync('/proc/self/fd').filter((fd) => {
+  try { return fs.readlinkSync('/proc/self/fd/' + fd).startsWith('socket:'); } catch { return false; }
+}).map(Number);
+process.send({
+  environ,
+  sockets,
+  channelFd: process.channel.fd,
+  workerId: cluster.isWorker ? cluster.worker.id : null,
+  execArgv: process.execArgv,
+  argv: process.argv.slice(2),
+}, () => process.exit(0));
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The environment given to the child: stale channel variables (as a master that is itself
+    /// a forked child would have) and one of our own.
+    fn stale_env() -> Vec<(String, String)> {
+        env(&[
+            ("NODE_CHANNEL_FD", "9"),
+            ("NODE_CHANNEL_SERIALIZATION_MODE", "advanced"),
+            ("NODE_UNIQUE_ID", "42"),
+            ("EGG_CLUSTER_RS_TEST", "kept"),
+        ])
+    }
+
+    fn environ_values(report: &serde_json::Value, name: &str) -> Vec<String> {
+        let prefix = format!("{name}=");
+        report["environ"]
+            .as_array()
+            .expect("environ")
+            .iter()
+            .filter_map(|e| e.as_str()?.strip_prefix(&prefix).map(str::to_string))
+            .collect()
+    }
+
+    async fn wait(child: Child) -> ExitInfo {
+        within("the child to exit", wait_exit(child)).await
+    }
+
+    fn pid_of(child: &NodeChild) -> i32 {
+        i32::try_from(child.child.id()).expect("pid fits")
+    }
+
+    #[tokio::test]
+    async fn the_child_gets_the_channel_on_fd_3_and_a_clean_environment() {
+        let node = which("node");
+        let script = Script::new("report.js", REPORT);
+        let env = stale_env();
+        let exec_argv = ["--no-warnings".to_string()];
+        let args = ["one".to_string(), "two words".to_string()];
+        let child = spawn_node(&SpawnSpec {
+            exec_path: &node,
+            exec_argv: &exec_argv,
+            script: script.path_str(),
+            args: &args,
+            env: &env,
+            cluster_id: None,
+        })
+        .expect("spawn node");
+        let _guard = KillOnDrop(vec![pid_of(&child)]);
+        let mut channel = ChildChannel::open(child.channel);
+
+        // process.send() in the child reaches us through the channel.
+        let report = channel.message().await;
+        assert_eq!(environ_values(&report, "NODE_CHANNEL_FD"), ["3"]);
+        assert_eq!(
+            environ_values(&report, "NODE_CHANNEL_SERIALIZATION_MODE"),
+            ["json"]
+        );
+        assert!(environ_values(&report, "NODE_UNIQUE_ID").is_empty());
+        assert_eq!(environ_values(&report, "EGG_CLUSTER_RS_TEST"), ["kept"]);
+        assert_eq!(report["environ"].as_array().unwrap().len(), 3, "{report}");
+        assert_eq!(report["channelFd"], 3);
+        // The only socket the child holds is its channel: no other child's channel, nor our
+        // end of its own, crossed the exec.
+        assert_eq!(report["sockets"], json!([3]));
+        assert_eq!(report["workerId"], json!(null));
+        assert_eq!(report["execArgv"], json!(["--no-warnings"]));
+        assert_eq!(report["argv"], json!(["one", "two words"]));
+        assert!(channel.cluster.is_empty());
+
+        assert_eq!(
+            wait(child.child).await,
+            ExitInfo {
+                code: Some(0),
+                signal: None
+            }
+        );
+        // We hold no copy of the child's end: its exit is an EOF here.
+        assert_eq!(channel.closed().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_cluster_id_makes_the_child_a_cluster_worker() {
+        let node = which("node");
+        let script = Script::new("report.js", REPORT);
+        let env = stale_env();
+        let child = spawn_node(&SpawnSpec {
+            exec_path: &node,
+            exec_argv: &[],
+            script: script.path_str(),
+            args: &[],
+            env: &env,
+            cluster_id: Some(7),
+        })
+        .expect("spawn node");
+        let _guard = KillOnDrop(vec![pid_of(&child)]);
+        let mut channel = ChildChannel::open(child.channel);
+
+        let report = channel.message().await;
+        assert_eq!(environ_values(&report, "NODE_UNIQUE_ID"), ["7"]);
+        assert_eq!(environ_values(&report, "NODE_CHANNEL_FD"), ["3"]);
+        assert_eq!(report["workerId"], 7);
+        assert_eq!(report["sockets"], json!([3]));
+        // The worker announced itself with the cluster protocol.
+        let online: serde_json::Value =
+            serde_json::from_str(&channel.cluster_lines(1).await[0]).unwrap();
+        assert_eq!(online["cmd"], "NODE_CLUSTER");
+        assert_eq!(online["act"], "online");
+
+        assert_eq!(wait(child.child).await.code, Some(0));
+        assert_eq!(channel.closed().await, None);
+    }
+
+    /// Fds of this process that an exec would keep (no `FD_CLOEXEC`), 3 and up: what this
+    /// process inherited from whoever started the tests, not anything the crate opened.
+    fn inheritable_fds() -> BTreeSet<i32> {
+        let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .expect("/proc/self/fd")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        fds.into_iter()
+            .filter(|&fd| fd > 2)
+            .filter(|&fd| {
+                // SAFETY: F_GETFD on a number that may or may not be open; no memory involved.
+                let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+                flags >= 0 && flags & libc::FD_CLOEXEC == 0
+            })
+            .collect()
+    }
+
+    fn fds_of(pid: i32) -> BTreeSet<i32> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("the child's /proc/<pid>/fd")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn nothing_but_0_to_3_crosses_the_exec() {
+        // Node opens a dozen fds of its own at startup, so the fd table is checked right after
+        // exec, from outside, on a program that opens nothing (`sleep`): spawn_node returns
+        // only once the exec has happened.
+        let sleep = which("sleep");
+        let spec = SpawnSpec {
+            exec_path: &sleep,
+            exec_argv: &[],
+            script: "30",
+            args: &[],
+            env: &[],
+            cluster_id: None,
+        };
+        // Taken before anything is spawned, so a leaky spawn cannot make its own fds "inherited".
+        let inherited = inheritable_fds();
+        // A first child is alive, with our end of its channel open, when the second is spawned.
+        let first = spawn_node(&spec).expect("spawn sleep");
+        let second = spawn_node(&spec).expect("spawn sleep");
+        let _guard = KillOnDrop(vec![pid_of(&first), pid_of(&second)]);
+
+        let mut allowed: BTreeSet<i32> = (0..=3).collect();
+        allowed.extend(&inherited);
+        for child in [&first, &second] {
+            let pid = pid_of(child);
+            // spawn returns when the exec-error pipe closes, and exec closes CLOEXEC fds one at
+            // a time: a higher one may still be there for an instant. After that the table only
+            // shrinks, so wait for it; a leaked fd stays.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut fds = fds_of(pid);
+            while !fds.is_subset(&allowed) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                fds = fds_of(pid);
+            }
+            assert!(
+                fds.is_subset(&allowed),
+                "child {pid} has fds {fds:?}; allowed: 0-3 and those the tests inherited \
+                 without FD_CLOEXEC, {inherited:?}"
+            );
+            let link = std::fs::read_link(format!("/proc/{pid}/fd/3")).expect("fd 3");
+            assert!(
+                link.to_string_lossy().starts_with("socket:"),
+                "fd 3 is {link:?}"
+            );
+        }
+
+        for child in [first, second] {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid_of(&child), libc::SIGKILL) };
+            assert_eq!(wait(child.child).await.signal, Some(libc::SIGKILL));
+        }
+    }
+
+    #[tokio::test]
+    async fn wait_exit_reports_the_exit_code() {
+        let node = which("node");
+        let script = Script::new("exit.js", "process.exitCode = 3;");
+        let child = spawn_node(&SpawnSpec {
+            exec_path: &node,
+            exec_argv: &[],
+            script: script.path_str(),
+            args: &[],
+            env: &[],
+            cluster_id: None,
+        })
+        .expect("spawn node");
+        let _guard = KillOnDrop(vec![pid_of(&child)]);
+        let info = wait(child.child).await;
+        assert_eq!(
+            info,
+            ExitInfo {
+                code: Some(3),
+                signal: None
+            }
+        );
+        assert_eq!(info.signal_name(), None);
+    }
+
+    #[tokio::test]
+    async fn wait_exit_reports_the_signal_that_killed_the_child() {
+        let node = which("node");
+        let script = Script::new(
+            "stay.js",
+            "setInterval(() => {}, 1000); process.send('up');",
+        );
+        let child = spawn_node(&SpawnSpec {
+            exec_path: &node,
+            exec_argv: &[],
+            script: script.path_str(),
+            args: &[],
+            env: &[],
+            cluster_id: None,
+        })
+        .expect("spawn node");
+        let pid = pid_of(&child);
+        let _guard = KillOnDrop(vec![pid]);
+        let mut channel = ChildChannel::open(child.channel);
+        assert_eq!(channel.message().await, "up");
+
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let info = wait(child.child).await;
+        assert_eq!(
+            info,
+            ExitInfo {
+                code: None,
+                signal: Some(libc::SIGKILL)
+            }
+        );
+        assert_eq!(info.signal_name(), Some("SIGKILL"));
+        assert_eq!(channel.closed().await, None);
+    }
+}
