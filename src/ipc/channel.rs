@@ -272,6 +272,9 @@ impl Conn {
                     match guard.try_io(|inner| self.read_once(inner.get_ref().as_raw_fd(), &mut buf)) {
                         Ok(Ok(0)) => break None,
                         Ok(Ok(n)) => self.on_bytes(&buf[..n], &mut on_incoming),
+                        // The child closed its end with our bytes unread (it exited or was
+                        // killed): an EOF, as for Node, not an error. Its own bytes came first.
+                        Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => break None,
                         Ok(Err(e)) => break Some(format!("read: {e}")),
                         Err(_would_block) => {}
                     }
@@ -932,6 +935,29 @@ mod tests {
         assert_eq!(
             h.sender.send_control(Frame::new(b"{}".to_vec())),
             Err(SendError::Closed)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closes_with_unread_data_is_a_plain_disconnect() {
+        // A child that exits (or is killed) before reading what we sent: the kernel makes our
+        // next read fail with ECONNRESET instead of returning EOF. Node's channel treats any
+        // read error as a disconnect, silently; so do we, and what it wrote still arrives.
+        let mut h = Harness::open(LIMITS);
+        h.sender
+            .send(Frame::new(b"{\"unread\":1}".to_vec()))
+            .unwrap();
+        assert_eq!(text(&h.peer.line().await), "{\"unread\":1}");
+        h.sender
+            .send(Frame::new(b"{\"unread\":2}".to_vec()))
+            .unwrap();
+        // Wait until the second line is in the peer's socket, unread.
+        assert!(h.sync().await.is_empty());
+        h.peer.write(b"{\"last\":1}\n").await;
+        drop(h.peer);
+        assert_eq!(
+            h.events.take(2).await,
+            vec![msg("{\"last\":1}"), Ev::Closed(None)]
         );
     }
 
