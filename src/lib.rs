@@ -10,7 +10,10 @@
 //! - [`messenger`]: message routing between parent, master, agent and app workers (pure).
 //! - [`protocol`]: the typed cluster and master messages; [`ipc`]: Node's IPC channel
 //!   (framing, fd passing).
-//! - [`spawn`], [`shutdown`], [`proctree`], [`ports`], [`listen`]: processes and sockets.
+//! - [`process`]: spawning Node children, reaping them, terminating process trees;
+//!   [`ports`], [`listen`]: the sockets the master binds.
+//! - [`client_key`]: the sticky client address behind proxies (X-Forwarded-For, Forwarded,
+//!   PROXY v1/v2).
 //! - [`log`]: egg-logger's console format (product output), separate from `tracing`
 //!   (diagnostics, off unless `EGG_CLUSTER_RS_LOG` is set).
 #![deny(clippy::all)]
@@ -24,11 +27,9 @@ mod log;
 mod messenger;
 mod options;
 mod ports;
-mod proctree;
+mod process;
 mod protocol;
 mod runtime;
-mod shutdown;
-mod spawn;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

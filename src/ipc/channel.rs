@@ -272,6 +272,9 @@ impl Conn {
                     match guard.try_io(|inner| self.read_once(inner.get_ref().as_raw_fd(), &mut buf)) {
                         Ok(Ok(0)) => break None,
                         Ok(Ok(n)) => self.on_bytes(&buf[..n], &mut on_incoming),
+                        // The child closed its end with our bytes unread (it exited or was
+                        // killed): an EOF, as for Node, not an error. Its own bytes came first.
+                        Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => break None,
                         Ok(Err(e)) => break Some(format!("read: {e}")),
                         Err(_would_block) => {}
                     }
@@ -502,6 +505,660 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream as StdUnixStream;
+    use std::time::Duration;
+
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    use tokio::io::{AsyncWriteExt, Interest};
+    use tokio::net::UnixStream;
+
+    /// Generous: the machine may be loaded; every wait is for a condition, this only bounds it.
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    const LIMITS: Limits = Limits {
+        max_line: 1024 * 1024,
+        max_queued: 1024 * 1024,
+    };
+
+    /// What the owner saw, with batches flattened so tests do not depend on read boundaries.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Ev {
+        Msg(String),
+        Cluster(String),
+        Malformed(String),
+        Closed(Option<String>),
+    }
+
+    fn flatten(incoming: Incoming) -> Vec<Ev> {
+        let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8 in tests");
+        match incoming {
+            Incoming::Messages(lines) => {
+                assert!(!lines.is_empty(), "an empty batch was reported");
+                lines.into_iter().map(|l| Ev::Msg(text(l))).collect()
+            }
+            Incoming::Cluster(line) => vec![Ev::Cluster(text(line))],
+            Incoming::Malformed { reason } => vec![Ev::Malformed(reason)],
+            Incoming::Closed { reason } => vec![Ev::Closed(reason)],
+        }
+    }
+
+    /// A channel over a real socketpair: the master's end driven by `start`, the other end held
+    /// by the test as a Node child would hold it.
+    struct Harness {
+        sender: Sender,
+        events: Events,
+        peer: Peer,
+        syncs: usize,
+    }
+
+    impl Harness {
+        fn open(limits: Limits) -> Harness {
+            let (ours, theirs) = socketpair(
+                AddressFamily::Unix,
+                SockType::Stream,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .expect("socketpair");
+            let (tx, events) = mpsc::unbounded_channel();
+            let sender = start(ours, limits, move |incoming| {
+                let _ = tx.send(incoming);
+            })
+            .expect("start");
+            Harness {
+                sender,
+                events: Events(events),
+                peer: Peer::new(theirs),
+                syncs: 0,
+            }
+        }
+
+        /// Round trip through the channel task: the peer writes a marker line and this waits
+        /// for the owner to get it. Returns what the owner got before. Afterwards the task has
+        /// done everything it could (the runtime has one thread, and the task only yields when
+        /// nothing is ready), so the absence of output is meaningful.
+        async fn sync(&mut self) -> Vec<Ev> {
+            self.syncs += 1;
+            let marker = format!("{{\"sync\":{}}}", self.syncs);
+            self.peer.write(format!("{marker}\n").as_bytes()).await;
+            let mut before = Vec::new();
+            loop {
+                for ev in self.events.next().await {
+                    if ev == Ev::Msg(marker.clone()) {
+                        return before;
+                    }
+                    before.push(ev);
+                }
+            }
+        }
+    }
+
+    /// What the channel reports to its owner.
+    struct Events(mpsc::UnboundedReceiver<Incoming>);
+
+    impl Events {
+        /// The next events the owner gets, flattened (at least one).
+        async fn next(&mut self) -> Vec<Ev> {
+            let incoming = tokio::time::timeout(DEADLINE, self.0.recv())
+                .await
+                .expect("timed out waiting for the channel")
+                .expect("the channel's callback was dropped");
+            flatten(incoming)
+        }
+
+        /// Flattened events until `n` of them have been seen.
+        async fn take(&mut self, n: usize) -> Vec<Ev> {
+            let mut out = Vec::new();
+            while out.len() < n {
+                out.extend(self.next().await);
+            }
+            assert_eq!(out.len(), n, "more events than expected: {out:?}");
+            out
+        }
+    }
+
+    /// The child's end: writes, `recvmsg` with SCM_RIGHTS, line splitting.
+    struct Peer {
+        sock: UnixStream,
+        buf: Vec<u8>,
+        fds: VecDeque<OwnedFd>,
+    }
+
+    impl Peer {
+        fn new(fd: OwnedFd) -> Peer {
+            let std = StdUnixStream::from(fd);
+            std.set_nonblocking(true).expect("nonblocking");
+            Peer {
+                sock: UnixStream::from_std(std).expect("register"),
+                buf: Vec::new(),
+                fds: VecDeque::new(),
+            }
+        }
+
+        async fn write(&mut self, bytes: &[u8]) {
+            self.sock.write_all(bytes).await.expect("peer write");
+        }
+
+        /// Writes `line` in one `sendmsg` carrying `fd`, as Node does for a handle.
+        async fn write_with_fd(&self, line: &[u8], fd: &OwnedFd) {
+            let raw = self.sock.as_raw_fd();
+            let fds = [fd.as_raw_fd()];
+            let n = self
+                .sock
+                .async_io(Interest::WRITABLE, || {
+                    sendmsg::<()>(
+                        raw,
+                        &[IoSlice::new(line)],
+                        &[ControlMessage::ScmRights(&fds)],
+                        MsgFlags::MSG_NOSIGNAL,
+                        None,
+                    )
+                    .map_err(io::Error::from)
+                })
+                .await
+                .expect("peer sendmsg");
+            assert_eq!(n, line.len(), "short sendmsg in a test");
+        }
+
+        fn recv_io(&self) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+            let mut data = vec![0u8; READ_CHUNK];
+            let mut cmsg = nix::cmsg_space!([RawFd; 8]);
+            let mut iov = [IoSliceMut::new(&mut data)];
+            let msg = recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )?;
+            assert!(!msg.flags.contains(MsgFlags::MSG_CTRUNC));
+            let mut fds = Vec::new();
+            for c in msg.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(raw) = c {
+                    // SAFETY: the kernel just created these fds for us.
+                    fds.extend(raw.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+                }
+            }
+            let n = msg.bytes;
+            data.truncate(n);
+            Ok((data, fds))
+        }
+
+        /// One `recvmsg`; false on EOF.
+        async fn recv(&mut self) -> bool {
+            let (data, fds) = tokio::time::timeout(
+                DEADLINE,
+                self.sock.async_io(Interest::READABLE, || self.recv_io()),
+            )
+            .await
+            .expect("timed out waiting for the master's bytes")
+            .expect("peer recvmsg");
+            self.fds.extend(fds);
+            self.buf.extend_from_slice(&data);
+            !data.is_empty()
+        }
+
+        /// The next complete line, without its `\n`.
+        async fn line(&mut self) -> Vec<u8> {
+            loop {
+                if let Some(i) = memchr::memchr(b'\n', &self.buf) {
+                    let line = self.buf[..i].to_vec();
+                    self.buf.drain(..=i);
+                    return line;
+                }
+                assert!(self.recv().await, "EOF before a complete line");
+            }
+        }
+
+        /// Exactly `n` bytes.
+        async fn bytes(&mut self, n: usize) -> Vec<u8> {
+            while self.buf.len() < n {
+                assert!(self.recv().await, "EOF after {} bytes", self.buf.len());
+            }
+            self.buf.drain(..n).collect()
+        }
+
+        /// Nothing buffered and nothing to read right now.
+        fn idle(&mut self) -> bool {
+            if !self.buf.is_empty() || !self.fds.is_empty() {
+                return false;
+            }
+            match self.sock.try_io(Interest::READABLE, || self.recv_io()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+                Ok((data, fds)) => {
+                    self.buf.extend_from_slice(&data);
+                    self.fds.extend(fds);
+                    false
+                }
+                Err(e) => panic!("peer recvmsg: {e}"),
+            }
+        }
+
+        /// Waits for EOF after everything buffered has been taken.
+        async fn eof(&mut self) {
+            while self.recv().await {}
+            assert!(
+                self.buf.is_empty(),
+                "{:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        }
+    }
+
+    fn msg(s: &str) -> Ev {
+        Ev::Msg(s.to_string())
+    }
+
+    fn text(b: &[u8]) -> &str {
+        std::str::from_utf8(b).expect("utf-8 in tests")
+    }
+
+    /// A pipe, both ends CLOEXEC, the read end non-blocking.
+    fn pipe() -> (File, OwnedFd) {
+        let (r, w) = std::io::pipe().expect("pipe");
+        let r = OwnedFd::from(r);
+        set_nonblocking(r.as_raw_fd()).expect("nonblocking");
+        (File::from(r), OwnedFd::from(w))
+    }
+
+    /// Non-blocking read of a pipe: `Some(0)` at EOF, `None` when it would block.
+    fn try_read(r: &mut File, buf: &mut [u8]) -> Option<usize> {
+        match r.read(buf) {
+            Ok(n) => Some(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => panic!("pipe read: {e}"),
+        }
+    }
+
+    /// Waits until every write end of `r` is closed.
+    async fn pipe_eof(r: &mut File) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut buf = [0u8; 64];
+        loop {
+            match try_read(r, &mut buf) {
+                Some(0) => return,
+                Some(n) => panic!("unexpected bytes in the pipe: {:?}", &buf[..n]),
+                None => {}
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a copy of the pipe's write end is still open"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_user_message_arrives_as_messages() {
+        let mut h = Harness::open(LIMITS);
+        h.peer.write(b"{\"hello\":\"world\"}\n").await;
+        match h.events.0.recv().await {
+            Some(Incoming::Messages(lines)) => {
+                assert_eq!(lines, vec![b"{\"hello\":\"world\"}".to_vec()]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_arrive_in_order_whatever_the_write_boundaries() {
+        let mut h = Harness::open(LIMITS);
+        // Several lines in one write, then one line over several writes (split inside a
+        // multi-byte character too), then a string message and a CRLF line.
+        h.peer.write(b"{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n").await;
+        let split = "{\"n\":4,\"s\":\"\u{e9}\"}\n".as_bytes();
+        for chunk in [&split[..3], &split[3..13], &split[13..]] {
+            h.peer.write(chunk).await;
+            tokio::task::yield_now().await;
+        }
+        h.peer.write(b"\"five\"\n{\"n\":6}\r\n").await;
+        assert_eq!(
+            h.events.take(6).await,
+            vec![
+                msg("{\"n\":1}"),
+                msg("{\"n\":2}"),
+                msg("{\"n\":3}"),
+                msg("{\"n\":4,\"s\":\"\u{e9}\"}"),
+                msg("\"five\""),
+                msg("{\"n\":6}\r"),
+            ]
+        );
+        assert!(h.events.0.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn node_cluster_lines_arrive_as_cluster_in_order_with_user_messages() {
+        let mut h = Harness::open(LIMITS);
+        let online = r#"{"cmd":"NODE_CLUSTER","act":"online","seq":0}"#;
+        h.peer
+            .write(
+                format!("{{\"a\":1}}\n{online}\n{{\"cmd\":\"NODE_\"}}\n{{\"cmd\":\"node_x\"}}\n")
+                    .as_bytes(),
+            )
+            .await;
+        assert_eq!(
+            h.events.take(4).await,
+            vec![
+                msg("{\"a\":1}"),
+                Ev::Cluster(online.into()),
+                // Not internal by Node's rule: user messages.
+                msg("{\"cmd\":\"NODE_\"}"),
+                msg("{\"cmd\":\"node_x\"}"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_lines_are_reported_and_the_channel_goes_on() {
+        let mut h = Harness::open(LIMITS);
+        h.peer
+            .write(
+                concat!(
+                    "{\"cmd\":\"NODE_CLUSTER\",\n",   // truncated JSON
+                    "{\"cmd\":\"NODE_CLUSTER\" x}\n", // not JSON
+                    "{\"cmd\":\"NODE_NOPE\"}\n",      // internal, unknown
+                    "{\"ok\":1}\n",
+                )
+                .as_bytes(),
+            )
+            .await;
+        let evs = h.events.take(4).await;
+        assert!(
+            matches!(&evs[..3], [Ev::Malformed(_), Ev::Malformed(_), Ev::Malformed(r)] if r.contains("NODE_NOPE")),
+            "{evs:?}"
+        );
+        assert_eq!(evs[3], msg("{\"ok\":1}"));
+
+        // Lines that cannot be internal (no "cmd" member, or not an object) are not validated
+        // here: they go to the owner, whose router validates every user message once and
+        // rejects what is not an object or a string.
+        h.peer
+            .write(b"not json\n[{\"cmd\":\"NODE_CLUSTER\"}]\n42\n{\"ok\":2}\n")
+            .await;
+        assert_eq!(
+            h.events.take(4).await,
+            vec![
+                msg("not json"),
+                msg("[{\"cmd\":\"NODE_CLUSTER\"}]"),
+                msg("42"),
+                msg("{\"ok\":2}"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_over_long_line_is_skipped_without_being_buffered() {
+        let mut h = Harness::open(Limits {
+            max_line: 1024,
+            max_queued: LIMITS.max_queued,
+        });
+        h.peer.write(b"{\"before\":1}\n").await;
+        assert_eq!(h.events.take(1).await, vec![msg("{\"before\":1}")]);
+        // The line is reported as soon as it is over the limit, long before its end: the
+        // channel does not wait for (and buffer) the rest.
+        let chunk = vec![b'x'; 64 * 1024];
+        h.peer.write(b"{\"big\":\"").await;
+        h.peer.write(&chunk).await;
+        match &h.events.next().await[..] {
+            [Ev::Malformed(reason)] => assert!(reason.contains("1024"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        for _ in 0..16 {
+            h.peer.write(&chunk).await;
+        }
+        h.peer.write(b"\"}\n{\"after\":1}\n").await;
+        // Reported once; the next line arrives intact.
+        assert_eq!(h.events.take(1).await, vec![msg("{\"after\":1}")]);
+        assert!(h.sync().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn peer_close_is_reported_once_and_sending_then_fails() {
+        let mut h = Harness::open(LIMITS);
+        // An unterminated line is dropped at EOF, as Node does.
+        h.peer.write(b"{\"last\":1}\n{\"partial\":").await;
+        drop(h.peer);
+        assert_eq!(
+            h.events.take(2).await,
+            vec![msg("{\"last\":1}"), Ev::Closed(None)]
+        );
+        assert!(
+            h.events.0.recv().await.is_none(),
+            "the callback outlived the task"
+        );
+        assert_eq!(
+            h.sender.send(Frame::new(b"{}".to_vec())),
+            Err(SendError::Closed)
+        );
+        assert_eq!(
+            h.sender.send_control(Frame::new(b"{}".to_vec())),
+            Err(SendError::Closed)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closes_with_unread_data_is_a_plain_disconnect() {
+        // A child that exits (or is killed) before reading what we sent: the kernel makes our
+        // next read fail with ECONNRESET instead of returning EOF. Node's channel treats any
+        // read error as a disconnect, silently; so do we, and what it wrote still arrives.
+        let mut h = Harness::open(LIMITS);
+        h.sender
+            .send(Frame::new(b"{\"unread\":1}".to_vec()))
+            .unwrap();
+        assert_eq!(text(&h.peer.line().await), "{\"unread\":1}");
+        h.sender
+            .send(Frame::new(b"{\"unread\":2}".to_vec()))
+            .unwrap();
+        // Wait until the second line is in the peer's socket, unread.
+        assert!(h.sync().await.is_empty());
+        h.peer.write(b"{\"last\":1}\n").await;
+        drop(h.peer);
+        assert_eq!(
+            h.events.take(2).await,
+            vec![msg("{\"last\":1}"), Ev::Closed(None)]
+        );
+    }
+
+    #[tokio::test]
+    async fn send_writes_the_exact_bytes_in_order() {
+        let mut h = Harness::open(LIMITS);
+        let a = "{\"a\":\"\u{e9}\u{2028}\",\"b\":[1,2.5,null]}";
+        h.sender.send(Frame::new(a.as_bytes().to_vec())).unwrap();
+        let shared: Arc<[u8]> = Arc::from(&b"\"broadcast\"\n"[..]);
+        h.sender
+            .send(Frame {
+                line: Bytes::Shared(shared.clone()),
+                fd: None,
+            })
+            .unwrap();
+        h.sender.send_control(Frame::new(b"{}".to_vec())).unwrap();
+        let expected = format!("{a}\n\"broadcast\"\n{{}}\n");
+        assert_eq!(text(&h.peer.bytes(expected.len()).await), expected);
+        assert!(h.sync().await.is_empty());
+        assert!(h.peer.idle());
+    }
+
+    #[tokio::test]
+    async fn dropping_every_sender_flushes_the_queue_then_closes() {
+        let mut h = Harness::open(LIMITS);
+        let second = h.sender.clone();
+        h.sender.send(Frame::new(b"{\"n\":1}".to_vec())).unwrap();
+        second.send(Frame::new(b"{\"n\":2}".to_vec())).unwrap();
+        drop(h.sender);
+        assert_eq!(text(&h.peer.line().await), "{\"n\":1}");
+        drop(second);
+        assert_eq!(text(&h.peer.line().await), "{\"n\":2}");
+        h.peer.eof().await;
+        assert_eq!(h.events.take(1).await, vec![Ev::Closed(None)]);
+    }
+
+    #[tokio::test]
+    async fn a_handle_goes_with_its_line_and_the_next_waits_for_the_ack() {
+        let mut h = Harness::open(LIMITS);
+        let (mut r1, w1) = pipe();
+        let (mut r2, w2) = pipe();
+        let newconn =
+            |seq: u32| format!(r#"{{"cmd":"NODE_CLUSTER","act":"newconn","key":"k","seq":{seq}}}"#);
+        let envelope = |seq: u32| {
+            format!(
+                r#"{{"cmd":"NODE_HANDLE","type":"net.Native","msg":{}}}"#,
+                newconn(seq)
+            )
+        };
+        // A plain line first, so the handle has to wait for an empty write buffer.
+        h.sender
+            .send(Frame::new(b"{\"first\":1}".to_vec()))
+            .unwrap();
+        h.sender
+            .send_control(Frame::handle("net.Native", newconn(1).as_bytes(), w1))
+            .unwrap();
+        h.sender
+            .send_control(Frame::handle("net.Native", newconn(2).as_bytes(), w2))
+            .unwrap();
+        h.sender
+            .send(Frame::new(b"{\"after\":1}".to_vec()))
+            .unwrap();
+
+        assert_eq!(text(&h.peer.line().await), "{\"first\":1}");
+        assert_eq!(text(&h.peer.line().await), envelope(1));
+        // Exactly one fd, and it is the pipe: write through it.
+        assert_eq!(h.peer.fds.len(), 1);
+        let fd1 = File::from(h.peer.fds.pop_front().unwrap());
+        (&fd1).write_all(b"through").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(try_read(&mut r1, &mut buf), Some(7));
+        assert_eq!(&buf[..7], b"through");
+
+        // Until the ACK, neither the second handle nor the line queued after it goes out, and
+        // the master keeps its copy of the first fd.
+        assert!(h.sync().await.is_empty());
+        assert!(h.peer.idle());
+        drop(fd1);
+        assert_eq!(try_read(&mut r1, &mut buf), None);
+
+        h.peer.write(b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n").await;
+        assert_eq!(text(&h.peer.line().await), envelope(2));
+        assert_eq!(h.peer.fds.len(), 1);
+        // The ACK released the master's copy of the first fd.
+        pipe_eof(&mut r1).await;
+        let fd2 = File::from(h.peer.fds.pop_front().unwrap());
+        (&fd2).write_all(b"2").unwrap();
+        assert_eq!(try_read(&mut r2, &mut buf), Some(1));
+        drop(fd2);
+        assert!(h.sync().await.is_empty());
+        assert!(h.peer.idle());
+
+        // A NACK releases the queue too.
+        h.peer.write(b"{\"cmd\":\"NODE_HANDLE_NACK\"}\n").await;
+        assert_eq!(text(&h.peer.line().await), "{\"after\":1}");
+        pipe_eof(&mut r2).await;
+        assert!(h.sync().await.is_empty());
+        assert!(h.peer.idle());
+    }
+
+    #[tokio::test]
+    async fn handles_from_the_child_are_acked_closed_and_unwrapped() {
+        let mut h = Harness::open(LIMITS);
+        let (mut r, w) = pipe();
+        h.peer
+            .write_with_fd(
+                br#"{"cmd":"NODE_HANDLE","type":"net.Native","msg":{"hello":1}}
+"#,
+                &w,
+            )
+            .await;
+        drop(w);
+        // The message inside goes on like any other; the fd is closed, the sender gets an ACK.
+        assert_eq!(h.events.take(1).await, vec![msg("{\"hello\":1}")]);
+        assert_eq!(text(&h.peer.line().await), "{\"cmd\":\"NODE_HANDLE_ACK\"}");
+        pipe_eof(&mut r).await;
+
+        // Without an fd: NACK, reported, and the (internal) message inside still arrives.
+        let inner = r#"{"cmd":"NODE_CLUSTER","act":"listening","seq":1}"#;
+        h.peer
+            .write(
+                format!("{{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{inner}}}\n")
+                    .as_bytes(),
+            )
+            .await;
+        let evs = h.events.take(2).await;
+        assert!(
+            matches!(&evs[0], Ev::Malformed(r) if r.contains("NACK")),
+            "{evs:?}"
+        );
+        assert_eq!(evs[1], Ev::Cluster(inner.into()));
+        assert_eq!(text(&h.peer.line().await), "{\"cmd\":\"NODE_HANDLE_NACK\"}");
+    }
+
+    /// Sends numbered 4 KB messages, letting the channel task run after each, until `send`
+    /// reports `Full`; returns the lines it accepted, and what `Full` said.
+    async fn send_until_full(h: &Harness, from: usize) -> (Vec<String>, bool, usize) {
+        let pad = "x".repeat(4000);
+        let mut accepted = Vec::new();
+        loop {
+            assert!(accepted.len() < 10_000, "send never reported Full");
+            let line = format!("{{\"n\":{},\"pad\":\"{pad}\"}}", from + accepted.len());
+            match h.sender.send(Frame::new(line.clone().into_bytes())) {
+                Ok(()) => {
+                    accepted.push(line);
+                    // Let the channel task move the frame towards the socket.
+                    tokio::task::yield_now().await;
+                }
+                Err(SendError::Full { first, queued }) => return (accepted, first, queued),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_that_stops_reading_makes_send_drop_but_not_send_control() {
+        let limits = Limits {
+            max_line: LIMITS.max_line,
+            max_queued: 64 * 1024,
+        };
+        let mut h = Harness::open(limits);
+        let mut sent = 0;
+        for episode in 0..2 {
+            // The peer reads nothing: the socket fills, then the writer's buffer, then the queue.
+            let (accepted, first, queued) = send_until_full(&h, sent).await;
+            sent += accepted.len();
+            assert!(
+                first,
+                "episode {episode}: the first drop is reported as such"
+            );
+            assert!(queued > 0 && queued <= limits.max_queued, "{queued}");
+            // The writer buffered up to its batch size before the queue began to fill.
+            let accepted_bytes: usize = accepted.iter().map(|l| l.len() + 1).sum();
+            assert!(accepted_bytes > WRITE_BATCH, "{accepted_bytes}");
+            // The same episode: reported once.
+            for _ in 0..3 {
+                assert!(matches!(
+                    h.sender.send(Frame::new(accepted[0].clone().into_bytes())),
+                    Err(SendError::Full { first: false, .. })
+                ));
+            }
+            // Protocol frames are never dropped.
+            h.sender
+                .send_control(Frame::new(b"{\"control\":1}".to_vec()))
+                .unwrap();
+
+            // The peer reads again: everything accepted arrives, in order, then the control
+            // frame, and nothing that was dropped.
+            for line in &accepted {
+                assert_eq!(text(&h.peer.line().await), line);
+            }
+            assert_eq!(text(&h.peer.line().await), "{\"control\":1}");
+            // Drained: sending works again (and the next overflow is a new episode).
+            h.sender
+                .send(Frame::new(b"{\"again\":1}".to_vec()))
+                .unwrap();
+            assert_eq!(text(&h.peer.line().await), "{\"again\":1}");
+            assert!(h.sync().await.is_empty());
+            assert!(h.peer.idle());
+        }
+    }
 
     fn closes(events: &[Incoming]) -> usize {
         events

@@ -9,9 +9,9 @@ use super::{ChildEvent, Input, Launch};
 use crate::ipc::channel::{self, Frame};
 use crate::ipc::json;
 use crate::messenger::{self, Role};
+use crate::process::spawn::{self, ExitInfo, SpawnSpec};
+use crate::process::terminate as shutdown;
 use crate::protocol::START_GO_AHEAD;
-use crate::shutdown;
-use crate::spawn::{self, ExitInfo, SpawnSpec};
 
 /// What one child's channel may make the master hold: its longest message (longer ones are
 /// dropped and reported) and the bytes queued for it while it does not read (then messages to

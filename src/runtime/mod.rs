@@ -35,7 +35,7 @@ use crate::ipc::channel::Incoming;
 use crate::log::{Level, Logger};
 use crate::messenger::Role;
 use crate::options::Options;
-use crate::spawn::ExitInfo;
+use crate::process::spawn::ExitInfo;
 
 /// Receives what the JS side must act on. `kind` is one of `ready`, `parent`, `master`, `exit`.
 pub(crate) trait Emit: Send + Sync + 'static {
@@ -416,7 +416,7 @@ impl Runtime {
             Action::Terminate { pid, limit } => {
                 if let Some(target) = self.children.terminate_target(pid) {
                     tracing::debug!(pid, ?limit, "terminate a child without channel");
-                    tokio::spawn(crate::shutdown::terminate(target, limit));
+                    tokio::spawn(crate::process::terminate::terminate(target, limit));
                 }
             }
             Action::TerminateGroup { group, pids, limit } => {

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use super::Input;
 use crate::core::Group;
-use crate::shutdown::{terminate, Target};
+use crate::process::terminate::{terminate, Target};
 
 pub(super) async fn terminate_group(
     group: Group,
