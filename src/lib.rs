@@ -210,6 +210,34 @@ impl Master {
         })?)
     }
 
+    /// Replace the app workers one at a time (`fromSignal`: SIGUSR2 reached the master, else
+    /// the JS API asked). The outcome comes as a `reload-done` message on `promise.master`.
+    #[napi]
+    pub fn reload(&self, from_signal: bool) -> napi::Result<(), Code> {
+        let reason = if from_signal {
+            core::ReloadReason::Signal
+        } else {
+            core::ReloadReason::Api
+        };
+        Ok(self.handle.command(Command::Reload(reason))?)
+    }
+
+    /// One more (`delta` 1, SIGTTIN) or one fewer (-1, SIGTTOU) app worker.
+    #[napi]
+    pub fn scale_by(&self, delta: i32) -> napi::Result<(), Code> {
+        Ok(self
+            .handle
+            .command(Command::Scale(core::Scale::By(i64::from(delta))))?)
+    }
+
+    /// Run `workers` app workers (at least 1): new ones start, extra ones are drained.
+    #[napi]
+    pub fn scale_to(&self, workers: u32) -> napi::Result<(), Code> {
+        Ok(self
+            .handle
+            .command(Command::Scale(core::Scale::To(workers as usize)))?)
+    }
+
     /// A message from the master's parent process, as JSON.
     #[napi]
     pub fn from_parent(&self, message_json: String) -> napi::Result<(), Code> {

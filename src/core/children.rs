@@ -20,6 +20,9 @@ pub(crate) enum Phase {
     /// Listening on the real port: counted as started, serving traffic. For the agent:
     /// `agent-start` came.
     Serving,
+    /// Being replaced or scaled down: SIGTERMed, it stops accepting, drains and exits. It no
+    /// longer counts as serving and is not reforked (its channel may already be closed).
+    Retiring,
     /// Its IPC channel closed; it is about to exit (or be terminated).
     Disconnected,
 }
@@ -30,7 +33,7 @@ impl Phase {
         match self {
             Phase::Waiting | Phase::Forked => "none",
             Phase::Online => "online",
-            Phase::Listening | Phase::Serving => "listening",
+            Phase::Listening | Phase::Serving | Phase::Retiring => "listening",
             Phase::Disconnected => "disconnected",
         }
     }

@@ -24,7 +24,11 @@ impl Core {
         let Some(child) = self.children.get_mut(pid) else {
             return;
         };
-        child.phase = Phase::Disconnected;
+        // A retiring worker is already being terminated; it stays marked as retiring.
+        let retiring = child.phase == Phase::Retiring;
+        if !retiring {
+            child.phase = Phase::Disconnected;
+        }
         let child = child.clone();
         if let Some(reason) = reason {
             out.push(Action::Log(
@@ -35,7 +39,7 @@ impl Core {
         if child.role == Role::App {
             self.on_app_disconnected(pid, now, out);
         }
-        if !self.closing() {
+        if !self.closing() && !retiring {
             let limit = match child.role {
                 Role::Agent => self.cfg.agent_close.limit,
                 _ => self.cfg.app_close.limit,
@@ -177,7 +181,17 @@ impl Core {
                 app.disable_refork
             ),
         ));
-        if !app.refork_handled && !app.disable_refork && !self.closing() {
+        if self.closing() {
+            return;
+        }
+        if app.phase == Phase::Retiring {
+            self.on_retired_exit(&app, code, signal, out);
+            self.reload_on_exit(&app, code, signal, now, out);
+            return;
+        }
+        // A worker a reload is replacing anyway is not reforked.
+        let replaced = self.reload_on_exit(&app, code, signal, now, out);
+        if !app.refork_handled && !app.disable_refork && !replaced {
             self.unexpected_count += 1;
             let uptime = app.serving_since.map_or(0, |t| now.saturating_sub(t));
             self.refork_decision(uptime, now, out);
@@ -192,9 +206,6 @@ impl Core {
                     app.exited_after_disconnect
                 ),
             ));
-        }
-        if self.closing() {
-            return;
         }
         out.push(Action::LogError(
             "AppWorkerDiedError",

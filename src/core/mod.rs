@@ -18,6 +18,7 @@ mod children;
 mod close;
 mod exits;
 pub(crate) mod refork;
+mod reload;
 mod start;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ use crate::log::Level;
 use crate::messenger::{master_message, Role};
 use crate::protocol::MasterAction;
 use children::Children;
+pub(crate) use reload::{ReloadReason, Scale};
 
 /// What the core needs to know about the configuration, fixed at start.
 #[derive(Debug, Clone)]
@@ -64,6 +66,11 @@ pub(crate) struct Config {
     pub(crate) agent_close: CloseTimeout,
     /// Test-only: `egg-cluster-rs:inject-panic` makes [`Core::handle`] panic.
     pub(crate) fault_injection: bool,
+    /// How long a replacement may take to listen before a reload gives up.
+    pub(crate) reload_timeout: Duration,
+    /// `maxMemoryRestart` (bytes of RSS) and how often it is checked.
+    pub(crate) max_memory: Option<u64>,
+    pub(crate) memory_check_interval: Option<Duration>,
 }
 
 pub(crate) use crate::options::CloseTimeout;
@@ -84,6 +91,9 @@ pub(crate) enum Timer {
     HealthCheck,
     ReforkApp,
     ReforkAgent,
+    /// A reload step's replacement must serve by now (the step's number).
+    ReloadTimeout(u64),
+    MemoryCheck,
 }
 
 /// The two steps of the close sequence.
@@ -102,6 +112,10 @@ pub(crate) enum Batch {
     Start,
     /// A replacement for a dead worker.
     Refork,
+    /// A reload's replacement for a serving worker (same slot).
+    Replace,
+    /// More workers (scaling up).
+    Scale,
 }
 
 /// One app worker of a [`Batch`]: the id and slot the core gave it, and the spawn's outcome.
@@ -180,6 +194,12 @@ pub(crate) enum Event {
     },
     /// A step of the close sequence finished: every child of the group is gone.
     Terminated(Group),
+    /// Replace the app workers one at a time.
+    Reload(ReloadReason),
+    /// Change the number of app workers.
+    Scale(Scale),
+    /// RSS in bytes of app workers, answering [`Action::SampleMemory`].
+    MemorySample(Vec<(u32, u64)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +259,8 @@ pub(crate) enum Action {
         pids: Vec<u32>,
         limit: Duration,
     },
+    /// Answer with [`Event::MemorySample`] for these pids.
+    SampleMemory(Vec<u32>),
     /// A message to the master that the master does not handle: emitted on `promise.master`.
     EmitMaster(Vec<u8>),
     /// The master exits with this code (`process.exit` on the JS side).
@@ -281,6 +303,12 @@ pub(crate) struct Core {
     unexpected_count: u64,
     /// Consecutive failed health checks.
     health_failures: u32,
+    /// The number of app workers wanted (`workers`, changed by scaling).
+    workers: usize,
+    /// The rolling reload in progress.
+    reload: Option<reload::Reload>,
+    /// Numbers reload steps, so a stale timeout is recognised.
+    step_seq: u64,
     /// The last routes published, and how many times they changed.
     routes: Routes,
     routes_seq: u64,
@@ -309,6 +337,9 @@ impl Core {
             health_failures: 0,
             routes: Routes::default(),
             routes_seq: 0,
+            workers: cfg.workers,
+            reload: None,
+            step_seq: 0,
             cfg,
         }
     }
@@ -363,6 +394,11 @@ impl Core {
                 mem_free,
             } => self.on_signal(&name, heap_limit, heap_used, mem_total, mem_free, &mut out),
             Event::Terminated(group) => self.on_terminated(group, &mut out),
+            Event::Timer(Timer::ReloadTimeout(seq)) => self.on_reload_timeout(seq, &mut out),
+            Event::Timer(Timer::MemoryCheck) => self.on_memory_check(&mut out),
+            Event::Reload(reason) => self.on_reload(reason, now, &mut out),
+            Event::Scale(scale) => self.on_scale(scale, &mut out),
+            Event::MemorySample(samples) => self.on_memory(samples, now, &mut out),
         }
         if out.iter().any(|a| matches!(a, Action::Exit(_))) {
             self.phase = MasterPhase::Exited;
@@ -391,6 +427,7 @@ impl Core {
         };
         match action {
             MasterAction::AgentStart => self.on_agent_start(now, out),
+            MasterAction::ReloadWorker => self.on_reload(ReloadReason::Message, now, out),
             MasterAction::Realport => self.on_realport(from, pid, &data(), out),
             MasterAction::ReusePortListening if from == Role::App => {
                 self.on_listening(pid, &data(), ListenVia::ReusePortMessage, now, out)
@@ -449,7 +486,7 @@ impl Core {
             agent: self.children.agent().map(|a| a.pid),
             apps: self.children.reachable_apps(),
             slots: if self.cfg.sticky {
-                self.children.serving_by_slot(self.cfg.workers)
+                self.children.serving_by_slot(self.workers)
             } else {
                 Vec::new()
             },

@@ -117,16 +117,22 @@ impl Core {
     ) {
         let mut new_pids = Vec::new();
         for app in apps {
+            if batch == Batch::Replace {
+                self.on_replacement_spawned(&app, out);
+            }
             match app.pid {
                 Ok(pid) => {
                     let mut child = Child::new(Role::App, app.id, pid, Some(app.slot), now);
-                    child.disable_refork = !self.all_started;
+                    // A replacement is not reforked until it serves: if it fails, the reload
+                    // stops and the old worker goes on.
+                    child.disable_refork = !self.all_started || batch == Batch::Replace;
                     if batch == Batch::Early {
                         child.phase = Phase::Waiting;
                     }
                     self.children.add(child);
                     new_pids.push(pid);
                 }
+                Err(_) if batch == Batch::Replace => {}
                 Err(e) => {
                     out.push(Action::Log(
                         Level::Error,
@@ -143,7 +149,7 @@ impl Core {
         match batch {
             // Logged when they are released, as egg-cluster forks them only then.
             Batch::Early => {}
-            Batch::Start => self.log_app_starts(&new_pids, out),
+            Batch::Start | Batch::Replace | Batch::Scale => self.log_app_starts(&new_pids, out),
             Batch::Refork => {
                 for pid in &new_pids {
                     out.push(Action::Cfork(
@@ -355,6 +361,7 @@ impl Core {
                 "egg-ready",
                 Some(self.cfg.options_json.as_bytes()),
             );
+            self.on_serving(pid, now, out);
             return;
         }
         if self.start_success < self.cfg.workers {
@@ -462,6 +469,9 @@ impl Core {
         out.push(Action::Ready(data));
         if self.cfg.is_production {
             out.push(Action::After(self.cfg.health_interval, Timer::HealthCheck));
+        }
+        if let (Some(_), Some(interval)) = (self.cfg.max_memory, self.cfg.memory_check_interval) {
+            out.push(Action::After(interval, Timer::MemoryCheck));
         }
     }
 }

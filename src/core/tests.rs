@@ -38,6 +38,9 @@ fn cfg(workers: usize) -> Config {
             limit: Duration::from_secs(3),
         },
         fault_injection: false,
+        reload_timeout: Duration::from_secs(60),
+        max_memory: None,
+        memory_check_interval: None,
     }
 }
 
@@ -893,4 +896,252 @@ fn a_replacement_takes_the_slot_of_the_worker_it_replaces() {
         batch: Batch::Refork,
         apps: vec![(4, 1)],
     }));
+}
+
+fn spawned_replacement(core: &mut Core, id: u32, slot: usize, pid: u32, now: u64) -> Vec<Action> {
+    core.handle(
+        Event::AppsSpawned {
+            batch: Batch::Replace,
+            apps: vec![Spawned {
+                id,
+                slot,
+                pid: Ok(pid),
+            }],
+        },
+        now,
+    )
+}
+
+fn exited(core: &mut Core, pid: u32, now: u64) -> Vec<Action> {
+    core.handle(
+        Event::Exited {
+            pid,
+            code: Some(0),
+            signal: None,
+        },
+        now,
+    )
+}
+
+#[test]
+fn rolling_reload_replaces_one_slot_at_a_time() {
+    let (mut core, _) = started(2);
+    let a = core.handle(
+        to_master(Role::Agent, AGENT, MasterAction::ReloadWorker, None),
+        1000,
+    );
+    assert!(has_log(&a, "[master] reload workers..."));
+    assert!(sends(&a)
+        .iter()
+        .any(|(t, m)| *t == Target::Parent && m.contains("reload-start")));
+    // Slot 0 first: the replacement is spawned, the old worker keeps serving.
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Replace,
+        apps: vec![(3, 0)],
+    }));
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::After(_, Timer::ReloadTimeout(_)))));
+    // A second reload meanwhile is queued once.
+    let q = core.handle(Event::Reload(ReloadReason::Signal), 1001);
+    assert!(has_log(&q, "queued"));
+    assert!(core
+        .handle(Event::Reload(ReloadReason::Signal), 1002)
+        .is_empty());
+
+    spawned_replacement(&mut core, 3, 0, 30, 1003);
+    let a = core.handle(listening(30, 7001), 1100);
+    // It serves: it alone gets egg-ready, and its predecessor retires (drained by SIGTERM).
+    assert!(sends(&a).contains(&(
+        Target::Child(30),
+        r#"{"action":"egg-ready","to":"app","data":{"workers":2},"from":"master"}"#.into()
+    )));
+    assert!(a.contains(&Action::Terminate {
+        pid: 20,
+        limit: Duration::from_secs(5)
+    }));
+    assert!(sends(&a).contains(&(
+        Target::Child(AGENT),
+        r#"{"action":"egg-pids","to":"agent","data":[21,30],"from":"master"}"#.into()
+    )));
+    // Its channel closes: egg-cluster's disconnect lines, no refork, no second terminate.
+    let a = core.handle(
+        Event::ChannelClosed {
+            pid: 20,
+            reason: None,
+        },
+        1200,
+    );
+    assert!(has_log(
+        &a,
+        "don't fork, because worker:20 will be kill soon"
+    ));
+    assert!(!a.iter().any(|x| matches!(
+        x,
+        Action::SpawnApps {
+            batch: Batch::Refork,
+            ..
+        } | Action::Terminate { .. }
+    )));
+    // It exits: the next slot.
+    let a = exited(&mut core, 20, 1300);
+    assert!(has_log(
+        &a,
+        "[master] app_worker#1:20 retired (code: 0, signal: null)"
+    ));
+    assert!(!a.iter().any(|x| matches!(x, Action::LogError(..))));
+    assert!(!sends(&a).iter().any(|(_, m)| m.contains("app-worker-died")));
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Replace,
+        apps: vec![(4, 1)],
+    }));
+    spawned_replacement(&mut core, 4, 1, 31, 1301);
+    core.handle(listening(31, 7001), 1400);
+    let a = exited(&mut core, 21, 1500);
+    assert!(has_log(
+        &a,
+        "rolling reload (reload-worker) done: 2 app worker(s) replaced (500ms)"
+    ));
+    let done = sends(&a)
+        .into_iter()
+        .find(|(t, m)| *t == Target::Parent && m.contains("reload-done"))
+        .unwrap();
+    assert!(
+        done.1.contains(r#""ok":true"#) && done.1.contains("[[20,30],[21,31]]"),
+        "{}",
+        done.1
+    );
+    assert!(a.iter().any(|x| matches!(x, Action::EmitMaster(_))));
+    // The queued reload runs now.
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Replace,
+        apps: vec![(5, 0)],
+    }));
+}
+
+#[test]
+fn a_replacement_that_fails_stops_the_reload_and_the_old_worker_serves_on() {
+    let (mut core, _) = started(2);
+    core.handle(Event::Reload(ReloadReason::Signal), 1000);
+    spawned_replacement(&mut core, 3, 0, 30, 1001);
+    let a = core.handle(
+        Event::Exited {
+            pid: 30,
+            code: Some(1),
+            signal: None,
+        },
+        1100,
+    );
+    assert!(has_log(&a, "rolling reload (SIGUSR2) failed: the new app_worker#3:30 exited before it listened (code: 1, signal: null); the old app workers keep serving"));
+    assert!(!a
+        .iter()
+        .any(|x| matches!(x, Action::SpawnApps { .. } | Action::Exit(_))));
+    assert!(sends(&a)
+        .iter()
+        .any(|(t, m)| *t == Target::Parent && m.contains(r#""ok":false"#)));
+    assert_eq!(core.routes.apps, vec![20, 21]);
+    // A replacement that never listens: the start timeout stops the reload and takes it down.
+    let a = core.handle(Event::Reload(ReloadReason::Api), 2000);
+    let seq = a
+        .iter()
+        .find_map(|x| match x {
+            Action::After(_, Timer::ReloadTimeout(seq)) => Some(*seq),
+            _ => None,
+        })
+        .unwrap();
+    spawned_replacement(&mut core, 4, 0, 40, 2001);
+    let a = core.handle(Event::Timer(Timer::ReloadTimeout(seq)), 62_000);
+    assert!(has_log(&a, "app_worker#4:40 did not listen within 60000ms"));
+    assert!(a.contains(&Action::Terminate {
+        pid: 40,
+        limit: Duration::from_secs(5)
+    }));
+    assert!(has_log(&exited(&mut core, 40, 62_100), "retired"));
+}
+
+#[test]
+fn an_old_worker_that_dies_during_its_replacement_is_not_reforked() {
+    let (mut core, _) = started(1);
+    core.handle(Event::Reload(ReloadReason::Api), 1000);
+    spawned_replacement(&mut core, 2, 0, 30, 1001);
+    let a = core.handle(
+        Event::Exited {
+            pid: 20,
+            code: None,
+            signal: Some("SIGKILL"),
+        },
+        1050,
+    );
+    assert!(!a.iter().any(|x| matches!(x, Action::SpawnApps { .. })));
+    let a = core.handle(listening(30, 7001), 1100);
+    assert!(has_log(&a, "done: 1 app worker(s) replaced"));
+}
+
+#[test]
+fn memory_over_the_limit_replaces_that_worker() {
+    let mut c = cfg(2);
+    c.max_memory = Some(100);
+    c.memory_check_interval = Some(Duration::from_secs(30));
+    let mut core = released(c);
+    core.handle(listening(20, 7001), 10);
+    let a = core.handle(listening(21, 7001), 11);
+    assert!(a.contains(&Action::After(Duration::from_secs(30), Timer::MemoryCheck)));
+    let a = core.handle(Event::Timer(Timer::MemoryCheck), 100);
+    assert_eq!(a, [Action::SampleMemory(vec![20, 21])]);
+    let a = core.handle(Event::MemorySample(vec![(20, 50), (21, 150)]), 101);
+    assert!(has_log(&a, "app_worker#2:21 uses 0 MiB of memory (RSS 150 bytes), over maxMemoryRestart 0 MiB (100 bytes): replacing it"));
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Replace,
+        apps: vec![(3, 1)],
+    }));
+    assert!(a.contains(&Action::After(Duration::from_secs(30), Timer::MemoryCheck)));
+}
+
+#[test]
+fn scaling_spawns_into_new_slots_and_drains_from_the_top() {
+    let (mut core, _) = started(2);
+    let a = core.handle(Event::Scale(Scale::By(1)), 1000);
+    assert!(has_log(&a, "[master] scale app workers from 2 to 3"));
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Scale,
+        apps: vec![(3, 2)],
+    }));
+    core.handle(
+        Event::AppsSpawned {
+            batch: Batch::Scale,
+            apps: vec![Spawned {
+                id: 3,
+                slot: 2,
+                pid: Ok(22),
+            }],
+        },
+        1001,
+    );
+    let a = core.handle(listening(22, 7001), 1100);
+    assert!(sends(&a)
+        .iter()
+        .any(|(t, m)| *t == Target::Child(22) && m.contains("egg-ready")));
+    let a = core.handle(Event::Scale(Scale::To(1)), 2000);
+    assert!(a.contains(&Action::Terminate {
+        pid: 21,
+        limit: Duration::from_secs(5)
+    }));
+    assert!(a.contains(&Action::Terminate {
+        pid: 22,
+        limit: Duration::from_secs(5)
+    }));
+    assert!(!a
+        .iter()
+        .any(|x| matches!(x, Action::Terminate { pid: 20, .. })));
+    let a = exited(&mut core, 22, 2100);
+    assert!(!a.iter().any(|x| matches!(x, Action::SpawnApps { .. })));
+    // Never below one worker.
+    assert!(core.handle(Event::Scale(Scale::By(-5)), 3000).is_empty());
+}
+
+#[test]
+fn reload_before_ready_is_refused() {
+    let mut core = released(cfg(1));
+    let a = core.handle(Event::Reload(ReloadReason::Signal), 1);
+    assert!(has_log(&a, "reload (SIGUSR2) ignored: the app is not up"));
 }

@@ -28,6 +28,7 @@ mod testing;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -95,6 +96,10 @@ pub struct Options {
     /// `reusePort` is JSON `true` (merely truthy is not enough): one `SO_REUSEPORT` socket
     /// per worker instead of one shared socket.
     pub reuse_port: bool,
+    /// `maxMemoryRestart`: an app worker whose RSS goes over this many bytes is replaced.
+    pub max_memory_restart: Option<u64>,
+    /// `memoryCheckInterval`: how often the RSS is sampled (default 30 s).
+    pub memory_check_interval: Duration,
     /// The environment variables the master reads, parsed.
     pub settings: Settings,
 }
@@ -296,6 +301,24 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
     let reuse_port = raw
         .get("reusePort")
         .is_some_and(|v| v.as_bool() == Some(true));
+    let max_memory_restart = match raw.get("maxMemoryRestart") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse_bytes(v).ok_or_else(|| {
+            invalid(
+                "options.maxMemoryRestart",
+                "a positive number of bytes or a size like '512M'",
+                v,
+            )
+        })?),
+    };
+    let memory_check_interval = match raw.get("memoryCheckInterval") {
+        None | Some(Value::Null) => Duration::from_secs(30),
+        Some(v) => v
+            .as_u64()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+            .ok_or_else(|| invalid("options.memoryCheckInterval", "a positive integer (ms)", v))?,
+    };
 
     Ok(Options {
         raw: raw.into_map(),
@@ -316,8 +339,35 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         sticky_key,
         sticky_trusted,
         reuse_port,
+        max_memory_restart,
+        memory_check_interval,
         settings,
     })
+}
+
+/// `maxMemoryRestart`: bytes, or a size with a K/M/G suffix (PM2's `max_memory_restart`).
+fn parse_bytes(v: &Value) -> Option<u64> {
+    let bytes = match v {
+        Value::Number(n) => n.as_f64().filter(|f| f.fract() == 0.0)? as u64,
+        Value::String(s) => {
+            let s = s.trim();
+            let (num, unit) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+                Some((i, _)) => (&s[..i], s[i..].trim()),
+                None => (s, ""),
+            };
+            let scale: u64 = match unit.to_ascii_uppercase().as_str() {
+                "" | "B" => 1,
+                "K" | "KB" => 1 << 10,
+                "M" | "MB" => 1 << 20,
+                "G" | "GB" => 1 << 30,
+                _ => return None,
+            };
+            let num: f64 = num.trim().parse().ok().filter(|f: &f64| f.is_finite())?;
+            (num * scale as f64) as u64
+        }
+        _ => return None,
+    };
+    (bytes > 0).then_some(bytes)
 }
 
 /// `stickyKey`: `"proxy-protocol"` (PROXY v1/v2), or the name of a request header carrying the
@@ -572,6 +622,35 @@ mod tests {
         let in_place = keys(&o.raw);
         let at = |k: &str| in_place.iter().position(|x| x == k);
         assert!(at("stickyWorkerPort") < at("clusterPort") && at("clusterPort") < at("custom"));
+    }
+
+    #[test]
+    fn max_memory_restart_sizes() {
+        let tmp = app();
+        let parse_mem = |v: Value| {
+            parse(input(&tmp, json!({ "maxMemoryRestart": v }))).map(|o| o.max_memory_restart)
+        };
+        assert_eq!(parse_mem(json!(1000)).unwrap(), Some(1000));
+        assert_eq!(parse_mem(json!("512M")).unwrap(), Some(512 << 20));
+        assert_eq!(parse_mem(json!("1.5G")).unwrap(), Some(3 << 29));
+        assert_eq!(parse_mem(json!("64kb")).unwrap(), Some(64 << 10));
+        for bad in [
+            json!("lots"),
+            json!(-1),
+            json!("12X"),
+            json!(0),
+            json!(true),
+        ] {
+            let e = parse_mem(bad).unwrap_err().to_string();
+            assert!(e.starts_with("options.maxMemoryRestart should be"), "{e}");
+        }
+        let e = parse(input(&tmp, json!({ "memoryCheckInterval": 0 })))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("options.memoryCheckInterval should be"),
+            "{e}"
+        );
     }
 
     #[test]

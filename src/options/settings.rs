@@ -17,6 +17,9 @@ use super::OptionsError;
 /// The master's environment, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
+    /// `EGG_CLUSTER_RS_RELOAD_TIMEOUT`: how long a reload waits for a replacement to listen
+    /// (default 60000 ms).
+    pub reload_timeout: Duration,
     /// `EGG_MASTER_LOGGER_LEVEL`: the master logger's level (egg-logger's INFO when unset).
     pub logger_level: Option<String>,
     /// `EGG_LOG`: overrides `logger_level` when non-empty, as in egg-logger.
@@ -103,6 +106,15 @@ impl Settings {
                 )?
                 .unwrap_or(10_000),
             ),
+            reload_timeout: Duration::from_millis(
+                strict(
+                    env,
+                    "EGG_CLUSTER_RS_RELOAD_TIMEOUT",
+                    "a positive integer (ms)",
+                    |&ms: &u64| ms > 0,
+                )?
+                .unwrap_or(60_000),
+            ),
             fault_injection: env
                 .get("EGG_CLUSTER_RS_FAULT_INJECTION")
                 .is_some_and(|v| v == "1"),
@@ -178,6 +190,7 @@ mod tests {
         assert_eq!(
             ok(&[]),
             Settings {
+                reload_timeout: Duration::from_secs(60),
                 logger_level: None,
                 egg_log: None,
                 host: None,

@@ -49,6 +49,20 @@ pub fn descendants_in(table: &[(i32, i32)], root: i32) -> Vec<i32> {
     out
 }
 
+/// The resident set size of `pid` in bytes (`VmRSS` of /proc/<pid>/status), as PM2's
+/// `max_memory_restart` measures a process; `None` once it is gone.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// Whether `pid` exists and has not yet exited. Like egg-cluster's
 /// `process.kill(pid, 0)` check, except that a zombie (exited but not yet
 /// reaped) counts as dead: it will never exit "more", and waiting for it to
@@ -119,6 +133,13 @@ fn process_table() -> Vec<(i32, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rss_of_this_process() {
+        let rss = rss_bytes(std::process::id()).unwrap();
+        assert!(rss > 1 << 20, "{rss}");
+        assert_eq!(rss_bytes(0), None);
+    }
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 

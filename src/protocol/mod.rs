@@ -17,6 +17,8 @@ pub(crate) enum MasterAction {
     Realport,
     /// A worker that bound its port itself with `reusePort` (no cluster `listening`).
     ReusePortListening,
+    /// egg-development's agent asks for new app workers (a file changed).
+    ReloadWorker,
     /// Test-only fault injection (`EGG_CLUSTER_RS_FAULT_INJECTION=1`).
     #[serde(rename = "egg-cluster-rs:inject-panic")]
     InjectPanic,
@@ -46,6 +48,7 @@ mod tests {
         let a = |s: &str| MasterAction::from_raw(Some(s.as_bytes()));
         assert_eq!(a("\"agent-start\""), MasterAction::AgentStart);
         assert_eq!(a("\"realport\""), MasterAction::Realport);
+        assert_eq!(a("\"reload-worker\""), MasterAction::ReloadWorker);
         assert_eq!(
             a("\"reuse-port-listening\""),
             MasterAction::ReusePortListening

@@ -66,6 +66,8 @@ pub(crate) enum Command {
     },
     FromParent(Vec<u8>),
     ParentDisconnected,
+    Reload(core::ReloadReason),
+    Scale(core::Scale),
 }
 
 enum Input {
@@ -186,6 +188,9 @@ pub(crate) fn start(
         app_close: settings.app_close_timeout.clone(),
         agent_close: settings.agent_close_timeout.clone(),
         fault_injection: settings.fault_injection,
+        reload_timeout: settings.reload_timeout,
+        max_memory: opts.max_memory_restart,
+        memory_check_interval: Some(opts.memory_check_interval),
     };
     let mut env = launch.env.clone();
     if settings.node_env.as_deref() == Some("production") {
@@ -305,6 +310,8 @@ impl Runtime {
                 self.relay(Role::Parent, 0, &[line]);
             }
             Input::Command(Command::ParentDisconnected) => self.parent_connected = false,
+            Input::Command(Command::Reload(reason)) => self.dispatch(Event::Reload(reason)),
+            Input::Command(Command::Scale(scale)) => self.dispatch(Event::Scale(scale)),
             Input::Child { pid, event } => self.on_child(pid, event),
             Input::Timer(timer) => self.dispatch(Event::Timer(timer)),
             Input::Terminated(group) => self.dispatch(Event::Terminated(group)),
@@ -432,6 +439,13 @@ impl Runtime {
                     limit,
                     self.tx.clone(),
                 ));
+            }
+            Action::SampleMemory(pids) => {
+                let samples = pids
+                    .into_iter()
+                    .filter_map(|pid| crate::process::tree::rss_bytes(pid).map(|rss| (pid, rss)))
+                    .collect();
+                return Some(Event::MemorySample(samples));
             }
             Action::EmitMaster(line) => self
                 .emit
