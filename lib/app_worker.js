@@ -9,7 +9,9 @@
  * Start-up, top to bottom: load the framework; wait for the master's go-ahead if it asks
  * for one; construct the Application and report `realport`; once the app is ready, create
  * the server(s) and listen (on the port, a unix socket, or the sticky internal port),
- * then report `listening`.
+ * then report `listening`. On SIGTERM (the master's close), graceful-process runs the drain
+ * (lib/drain.js: the requests in flight finish, bounded by the close timeout), then
+ * `app.close()`, then exits.
  */
 
 // $ node app_worker.js options
@@ -24,6 +26,7 @@ if (options.require) {
 const os = require('os');
 const fs = require('fs');
 const gracefulExit = require('graceful-process');
+const { trackServer, requestsInFlight, drainServers } = require('./drain');
 const debug = require('util').debuglog('egg-cluster:app_worker');
 const ConsoleLogger = require('egg-logger').EggConsoleLogger;
 
@@ -53,6 +56,7 @@ if (waitForStart) {
 function startApp() {
   const app = createApplication();
   const listen = listenSettings(app);
+  let servers = []; // what the worker listens with, once it does
 
   process.send({
     to: 'master',
@@ -74,7 +78,7 @@ function startApp() {
       return;
     }
     app.removeListener('startTimeout', onStartTimeout);
-    startServer(app, listen);
+    servers = startServer(app, listen);
   });
 
   // exit if worker start timeout
@@ -87,8 +91,30 @@ function startApp() {
   gracefulExit({
     logger: consoleLogger,
     label: 'app_worker',
-    beforeExit: () => app.close(),
+    beforeExit: () => drain(servers).then(() => app.close()),
   });
+}
+
+/**
+ * Finish the requests in flight before app.close(); give up a little before the master's
+ * SIGKILL (EGG_APP_CLOSE_TIMEOUT, else EGG_MASTER_CLOSE_TIMEOUT, default 5000 ms), leaving
+ * app.close() the rest.
+ * @param {net.Server[]} servers -
+ * @return {Promise} -
+ */
+function drain(servers) {
+  const requests = requestsInFlight(servers);
+  if (requests > 0) {
+    consoleLogger.info('[app_worker] draining %d request%s', requests, requests === 1 ? '' : 's');
+  }
+  const closeTimeout = parseTimeout(process.env.EGG_APP_CLOSE_TIMEOUT || process.env.EGG_MASTER_CLOSE_TIMEOUT);
+  return drainServers(servers, { timeout: closeTimeout - Math.min(1000, closeTimeout / 2) });
+}
+
+// as the master reads it: a non-negative number of ms, else 5000
+function parseTimeout(raw) {
+  const ms = Number(raw);
+  return raw && raw.trim() && Number.isFinite(ms) && ms >= 0 ? Math.floor(ms) : 5000;
 }
 
 function createApplication() {
@@ -127,8 +153,16 @@ function listenSettings(app) {
   return { port, protocol: https ? 'https' : 'http', reusePort, https, listenConfig };
 }
 
+/**
+ * Create the server(s), listen, report `listening` to the master
+ * @param {Object} app -
+ * @param {Object} listen - listenSettings()
+ * @return {net.Server[]} the servers it listens with
+ */
 function startServer(app, listen) {
   const { server, debugPortServer } = createServers(app, listen.https);
+  trackServer(server);
+  if (debugPortServer) trackServer(debugPortServer);
 
   server.once('error', err => {
     consoleLogger.error('[app_worker] server got error: %s, code: %s', err.message, err.code);
@@ -138,13 +172,15 @@ function startServer(app, listen) {
   // emit `server` event in app
   app.emit('server', server);
 
+  const servers = [ server ];
   if (options.sticky) {
     listenSticky(server);
   } else {
-    if (!listenOnPort(server, listen)) return;
+    if (!listenOnPort(server, listen)) return servers;
     if (debugPortServer) {
       debug('listen on debug port: %s', options.debugPort);
       debugPortServer.listen(options.debugPort);
+      servers.push(debugPortServer);
     }
   }
 
@@ -157,6 +193,7 @@ function startServer(app, listen) {
       reusePort: listen.reusePort,
     });
   });
+  return servers;
 }
 
 /**
