@@ -79,9 +79,10 @@ export interface ClusterOptions {
 
 /** What the master reports when the cluster is ready (egg-ready's data for the parent). */
 export interface ReadyInfo {
-  port: number;
+  /** The listening port; absent when the app listens on a unix socket (`config.cluster.listen.path`). */
+  port?: number;
   debugPort?: number;
-  /** e.g. `http://127.0.0.1:7001` */
+  /** e.g. `http://127.0.0.1:7001` (the socket path for a unix-socket app) */
   address: string;
   protocol: 'http' | 'https';
 }
@@ -100,13 +101,17 @@ export interface ClusterPromise extends Promise<ReadyInfo> {
  * forking one agent worker and `workers` app workers.
  *
  * Throws synchronously (an `Error` with `code: 'ERR_EGG_CLUSTER_OPTIONS'`) on
- * bad options. `callback()` is called without argument once every app worker
- * listens (egg-cluster's form), or with an error if the start fails before that;
- * the returned Promise (egg 4's form) settles at the same time.
+ * bad options. Once every app worker listens, `callback()` is called with no
+ * argument (egg-cluster's form) and the returned Promise (egg 4's form) resolves.
+ *
+ * There is no error path: as with egg-cluster, a start that fails (the agent or an
+ * app worker dies before ready, a start timeout) logs why and exits this process with
+ * code 1 — the callback is then never called and the Promise never settles.
  */
-export function startCluster(options?: ClusterOptions, callback?: (err?: Error) => void): ClusterPromise;
+export function startCluster(options?: ClusterOptions, callback?: () => void): ClusterPromise;
 
-// egg 3's exports (loaded lazily at run time, on first access), so this package can be used as a framework
+// egg 3's exports, so this package can be used as a framework; loaded on first access (a
+// `require` of this package does not load egg; an ESM `import` of it reads them all, so it does)
 export {
   start,
   Application,

@@ -20,37 +20,39 @@ const path = require('path');
 // captured at module load, like egg-utils' initCwd (survives a later chdir / mocked cwd)
 const INIT_CWD = process.cwd();
 
-const EGG_EXPORTS = [
-  'start',
-  'Application',
-  'Agent',
-  'AppWorkerLoader',
-  'AgentWorkerLoader',
-  'Controller',
-  'Service',
-  'Subscription',
-  'BaseContextClass',
-  'Boot',
-];
+// egg 3's exports, read from egg on first access: requiring this file must not load egg (the
+// master never does). Each is spelled out as a literal `Object.defineProperty(exports, 'Name', {
+// enumerable: true, get() { return egg.Name; } })`, the getter form cjs-module-lexer recognises,
+// so `import { Application } from 'egg-cluster-rs'` works from ESM too. (An ESM import reads every
+// export once, so it does load egg; a plain `require` does not.)
+const egg = new Proxy({}, {
+  get(_, name) {
+    return require('egg')[name];
+  },
+});
 
-for (const name of EGG_EXPORTS) {
-  Object.defineProperty(exports, name, {
-    enumerable: true,
-    configurable: true,
-    get() {
-      return require('egg')[name];
-    },
-  });
-}
+Object.defineProperty(exports, 'start', { enumerable: true, get() { return egg.start; } });
+Object.defineProperty(exports, 'Application', { enumerable: true, get() { return egg.Application; } });
+Object.defineProperty(exports, 'Agent', { enumerable: true, get() { return egg.Agent; } });
+Object.defineProperty(exports, 'AppWorkerLoader', { enumerable: true, get() { return egg.AppWorkerLoader; } });
+Object.defineProperty(exports, 'AgentWorkerLoader', { enumerable: true, get() { return egg.AgentWorkerLoader; } });
+Object.defineProperty(exports, 'Controller', { enumerable: true, get() { return egg.Controller; } });
+Object.defineProperty(exports, 'Service', { enumerable: true, get() { return egg.Service; } });
+Object.defineProperty(exports, 'Subscription', { enumerable: true, get() { return egg.Subscription; } });
+Object.defineProperty(exports, 'BaseContextClass', { enumerable: true, get() { return egg.BaseContextClass; } });
+Object.defineProperty(exports, 'Boot', { enumerable: true, get() { return egg.Boot; } });
 
 /**
  * Start an egg application in cluster mode (master in this process, one agent
  * worker and `workers` app workers as child processes).
  *
+ * As with egg-cluster, a start that fails (the agent or an app worker dies before
+ * ready, a start timeout) exits this process with code 1: the callback is then never
+ * called and the Promise never settles.
+ *
  * @param {Object} options - see index.d.ts ClusterOptions
- * @param {Function} [callback] - called with no argument when the cluster is ready,
- *   or with an Error when the start failed before ready
- * @return {Promise<{port: number, debugPort?: number, address: string, protocol: string}>}
+ * @param {Function} [callback] - called with no argument when the cluster is ready
+ * @return {Promise<{port?: number, debugPort?: number, address: string, protocol: string}>}
  *   resolves when ready; carries a non-enumerable `master` EventEmitter that emits the
  *   `{ to: 'master' }` messages the native master did not handle itself (`action`, `data`)
  */
@@ -61,43 +63,22 @@ exports.startCluster = function startCluster(options, callback) {
   const native = require('./native.js');
 
   const emitter = new EventEmitter();
-  let settled = false;
+  let ready = false;
   let resolveReady;
-  let rejectReady;
-  const promise = new Promise((resolve, reject) => {
+  const promise = new Promise(resolve => {
     resolveReady = resolve;
-    rejectReady = reject;
   });
   Object.defineProperty(promise, 'master', { value: emitter, enumerable: false });
-  if (typeof callback === 'function') {
-    // the caller handles errors through the callback and may ignore the Promise
-    promise.catch(() => {});
-  }
 
-  function fail(err) {
-    if (settled) {
-      if (emitter.listenerCount('error') > 0) emitter.emit('error', err);
-      return;
-    }
-    settled = true;
-    if (typeof callback === 'function') callback(err);
-    rejectReady(err);
-  }
-
-  function onEvent(err, kind, payload) {
-    if (err) {
-      fail(err instanceof Error ? err : new Error(String(err)));
-      return;
-    }
+  // napi's thread-safe function convention puts an error first; the native side never sets it
+  function onEvent(_err, kind, payload) {
     switch (kind) {
-      case 'ready': {
-        if (settled) return;
-        settled = true;
-        const info = JSON.parse(payload);
+      case 'ready':
+        if (ready) return;
+        ready = true;
         if (typeof callback === 'function') callback();
-        resolveReady(info);
+        resolveReady(JSON.parse(payload));
         break;
-      }
       case 'parent':
         if (process.connected && typeof process.send === 'function') {
           try {
@@ -115,12 +96,6 @@ exports.startCluster = function startCluster(options, callback) {
       case 'exit':
         process.exit(Number(payload));
         break;
-      case 'error': {
-        const e = new Error(payload);
-        e.code = 'ERR_EGG_CLUSTER';
-        fail(e);
-        break;
-      }
       default:
         break;
     }
@@ -138,7 +113,8 @@ exports.startCluster = function startCluster(options, callback) {
     execPath: process.execPath,
     execArgv: childExecArgv(),
     tzOffsetMinutes: -new Date().getTimezoneOffset(),
-    color: supportsColor(),
+    // egg-logger's console colours for stdout, decided as chalk 4 does (without loading chalk)
+    color: require('supports-color').stdout !== false,
     agentWorkerFile: path.join(__dirname, 'lib/agent_worker.js'),
     appWorkerFile: path.join(__dirname, 'lib/app_worker.js'),
     nodeVersion: process.version,
@@ -168,67 +144,11 @@ exports.startCluster = function startCluster(options, callback) {
   return promise;
 };
 
-/**
- * Whether stdout should get ANSI colours, as chalk 4 / supports-color 7 decide it
- * for egg-logger's console formatter (without loading chalk in the master).
- * @return {boolean} -
- */
-function supportsColor() {
-  const argv = process.argv;
-  const env = process.env;
-  const hasFlag = flag => {
-    const prefix = flag.startsWith('-') ? '' : (flag.length === 1 ? '-' : '--');
-    const position = argv.indexOf(prefix + flag);
-    const terminatorPosition = argv.indexOf('--');
-    return position !== -1 && (terminatorPosition === -1 || position < terminatorPosition);
-  };
-
-  let forceColor;
-  if (hasFlag('no-color') || hasFlag('no-colors') || hasFlag('color=false') || hasFlag('color=never')) {
-    forceColor = 0;
-  } else if (hasFlag('color') || hasFlag('colors') || hasFlag('color=true') || hasFlag('color=always')) {
-    forceColor = 1;
-  }
-  if ('FORCE_COLOR' in env) {
-    if (env.FORCE_COLOR === 'true') {
-      forceColor = 1;
-    } else if (env.FORCE_COLOR === 'false') {
-      forceColor = 0;
-    } else {
-      forceColor = env.FORCE_COLOR.length === 0 ? 1 : Math.min(parseInt(env.FORCE_COLOR, 10), 3);
-    }
-  }
-
-  if (forceColor === 0) return false;
-  if (hasFlag('color=16m') || hasFlag('color=full') || hasFlag('color=truecolor') || hasFlag('color=256')) {
-    return true;
-  }
-  const isTTY = require('tty').isatty(1);
-  if (!isTTY && forceColor === undefined) return false;
-  const min = forceColor || 0;
-  if (env.TERM === 'dumb') return min > 0;
-  if ('CI' in env) {
-    if ([ 'TRAVIS', 'CIRCLECI', 'APPVEYOR', 'GITLAB_CI', 'GITHUB_ACTIONS', 'BUILDKITE' ].some(sign => sign in env) ||
-      env.CI_NAME === 'codeship') {
-      return true;
-    }
-    return min > 0;
-  }
-  if ('TEAMCITY_VERSION' in env) return /^(9\.(0*[1-9]\d*)\.|\d{2,}\.)/.test(env.TEAMCITY_VERSION);
-  if (env.COLORTERM === 'truecolor') return true;
-  if ('TERM_PROGRAM' in env) {
-    if (env.TERM_PROGRAM === 'iTerm.app' || env.TERM_PROGRAM === 'Apple_Terminal') return true;
-  }
-  if (/-256(color)?$/i.test(env.TERM)) return true;
-  if (/^screen|^xterm|^vt100|^vt220|^rxvt|color|ansi|cygwin|linux/i.test(env.TERM)) return true;
-  if ('COLORTERM' in env) return true;
-  return min > 0;
-}
-
 // process.execArgv minus an `-e`/`-p <code>` pair, as child_process.fork does: a master
 // started with `node -e` would otherwise make every child run that code again (a fork bomb).
 function childExecArgv() {
   let execArgv = process.execArgv;
+  // process._eval is private, but the only way to find the -e/-p code in execArgv (fork uses it too)
   if (process._eval != null) {
     const index = execArgv.lastIndexOf(process._eval);
     if (index > 0) {

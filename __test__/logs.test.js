@@ -23,6 +23,21 @@ describe('logs', () => {
     assert.strictEqual((await m.waitExit()).code, 0);
   });
 
+  it('console colours as chalk decides them (supports-color): none on a pipe, FORCE_COLOR=1 colours', async () => {
+    const plain = await startMaster('basic', { workers: 1 }, { env: { EGG_SERVER_ENV: 'prod' } });
+    const colored = await startMaster('basic', { workers: 1 }, { env: { EGG_SERVER_ENV: 'prod', FORCE_COLOR: '1' } });
+    await Promise.all([ plain.waitReady(), colored.waitReady() ]);
+    await plain.waitFor(/\[master\] egg started on /);
+    assert.doesNotMatch(plain.output, /\x1b\[/, plain.tail());
+    // egg-logger's console formatter: the [category] in blue, the duration in green
+    const started = `\x1b\\[34m\\[master\\]\x1b\\[39m egg started on http://127\\.0\\.0\\.1:\\d+ \\(\x1b\\[32m\\d+ms\x1b\\[39m\\)$`;
+    await colored.waitFor(new RegExp(`${TS}INFO ${colored.pid} ${started}`, 'm'), 5000);
+    for (const m of [ plain, colored ]) {
+      m.kill('SIGTERM');
+      assert.strictEqual((await m.waitExit()).code, 0);
+    }
+  });
+
   it('EGG_MASTER_LOGGER_LEVEL=DEBUG shows them as DEBUG lines', async () => {
     const m = await startMaster('basic', { workers: 1 }, { env: { EGG_SERVER_ENV: 'local', EGG_MASTER_LOGGER_LEVEL: 'DEBUG' } });
     await m.waitReady();

@@ -68,13 +68,48 @@ describe('index.js', () => {
   it('requiring it loads neither egg nor the native addon', () => {
     const loaded = run(`
       const m = require(process.argv[1]);
-      process.stdout.write(JSON.stringify({ keys: Object.keys(m), cache: Object.keys(require.cache) }));
+      const eggDir = require('path').dirname(require.resolve('egg/package.json', { paths: [ process.argv[1] ] }));
+      process.stdout.write(JSON.stringify({
+        keys: Object.keys(m),
+        cache: Object.keys(require.cache),
+        egg: Object.keys(require.cache).filter(f => f.startsWith(eggDir + '/')),
+      }));
     `);
+    assert.deepStrictEqual(loaded.egg, []);
     assert.deepStrictEqual(loaded.cache, [ path.join(ROOT, 'index.js') ]);
     assert.deepStrictEqual(loaded.keys.sort(), [
       'Agent', 'AgentWorkerLoader', 'AppWorkerLoader', 'Application', 'BaseContextClass', 'Boot',
       'Controller', 'Service', 'Subscription', 'start', 'startCluster',
     ]);
+  });
+
+  it('ESM: every export is a named import (the names are visible to cjs-module-lexer)', () => {
+    const names = [ 'start', 'Application', 'Agent', 'AppWorkerLoader', 'AgentWorkerLoader', 'Controller',
+      'Service', 'Subscription', 'BaseContextClass', 'Boot' ];
+    const code = `
+      import { startCluster, ${names.join(', ')} } from ${JSON.stringify(path.join(ROOT, 'index.js'))};
+      import * as ns from ${JSON.stringify(path.join(ROOT, 'index.js'))};
+      import { createRequire } from 'module';
+      const egg = createRequire(${JSON.stringify(path.join(ROOT, 'index.js'))})('egg');
+      const imported = { ${names.join(', ')} };
+      const isClass = f => typeof f === 'function' && /^class\\b/.test(Function.prototype.toString.call(f));
+      process.stdout.write(JSON.stringify({
+        startCluster: typeof startCluster,
+        classes: Object.keys(imported).filter(n => isClass(imported[n])),
+        sameAsEgg: Object.keys(imported).filter(n => imported[n] !== undefined && imported[n] === egg[n]),
+        namespace: Object.keys(ns).sort(),
+      }));
+    `;
+    const res = childProcess.spawnSync(process.execPath, [ '--input-type=module', '-e', code ], {
+      cwd: path.join(ROOT, '..'), env: makeEnv({}, ROOT), encoding: 'utf8', timeout: 30000,
+    });
+    assert.strictEqual(res.status, 0, res.stderr);
+    const out = JSON.parse(res.stdout);
+    assert.strictEqual(out.startCluster, 'function');
+    assert.deepStrictEqual(out.classes, [ 'Application', 'Agent', 'AppWorkerLoader', 'AgentWorkerLoader', 'Controller',
+      'Service', 'Subscription', 'BaseContextClass', 'Boot' ]);
+    assert.deepStrictEqual(out.sameAsEgg, names);
+    assert.deepStrictEqual(out.namespace, [ ...names, 'default', 'startCluster' ].sort());
   });
 
   it('re-exports egg 3 lazily', () => {

@@ -20,20 +20,6 @@ if (options.require) {
 }
 
 const gracefulExit = require('graceful-process');
-
-const AgentWorker = {
-  send(data) {
-    process.send(data);
-  },
-  kill() {
-    process.exitCode = 1;
-    process.kill(process.pid);
-  },
-  gracefulExit(opts) {
-    gracefulExit(opts);
-  },
-};
-
 const debug = require('util').debuglog('egg-cluster:agent_worker');
 const ConsoleLogger = require('egg-logger').EggConsoleLogger;
 const consoleLogger = new ConsoleLogger({ level: process.env.EGG_AGENT_WORKER_LOGGER_LEVEL });
@@ -51,7 +37,9 @@ try {
 function startErrorHandler(err) {
   consoleLogger.error(err);
   consoleLogger.error('[agent_worker] start error, exiting with code:1');
-  AgentWorker.kill();
+  // SIGTERM to itself, so that graceful-process runs agent.close() before the exit
+  process.exitCode = 1;
+  process.kill(process.pid);
 }
 
 agent.ready(err => {
@@ -59,13 +47,13 @@ agent.ready(err => {
   if (err) return;
 
   agent.removeListener('error', startErrorHandler);
-  AgentWorker.send({ action: 'agent-start', to: 'master' });
+  process.send({ action: 'agent-start', to: 'master' });
 });
 
 // exit if agent start error
 agent.once('error', startErrorHandler);
 
-AgentWorker.gracefulExit({
+gracefulExit({
   logger: consoleLogger,
   label: 'agent_worker',
   beforeExit: () => agent.close(),

@@ -5,6 +5,13 @@
  * spawned by the (native) master as `node app_worker.js <options json>`; its
  * `server.listen(port)` is answered by the master over the cluster protocol.
  * Ported from egg-cluster 2.5 lib/app_worker.js (process mode).
+ *
+ * Start-up, top to bottom: load the framework; wait for the master's go-ahead if it asks
+ * for one; construct the Application and report `realport`; once the app is ready, create
+ * the server(s) and listen (on the port, a unix socket, or the sticky internal port),
+ * then report `listening`. On SIGTERM (the master's close), graceful-process runs the drain
+ * (lib/drain.js: the requests in flight finish, bounded by the close timeout), then
+ * `app.close()`, then exits.
  */
 
 // $ node app_worker.js options
@@ -18,33 +25,10 @@ if (options.require) {
 
 const os = require('os');
 const fs = require('fs');
-const cluster = require('cluster');
 const gracefulExit = require('graceful-process');
+const { trackServer, requestsInFlight, drainServers } = require('./drain');
 const debug = require('util').debuglog('egg-cluster:app_worker');
 const ConsoleLogger = require('egg-logger').EggConsoleLogger;
-
-const AppWorker = {
-  on(event, callback) {
-    process.on(event, callback);
-  },
-  send(message) {
-    if (message && message.action === 'listening' && message.reusePort) {
-      // cluster won't get `listening` event when reusePort is true, use cluster `message` event instead
-      // rewrite message.action to 'reuse-port-listening'
-      message.action = 'reuse-port-listening';
-      cluster.worker.send(message);
-      return;
-    }
-    process.send(message);
-  },
-  kill() {
-    process.exitCode = 1;
-    process.kill(process.pid);
-  },
-  gracefulExit(opts) {
-    gracefulExit(opts);
-  },
-};
 
 const consoleLogger = new ConsoleLogger({
   level: process.env.EGG_APP_WORKER_LOGGER_LEVEL,
@@ -70,23 +54,94 @@ if (waitForStart) {
 }
 
 function startApp() {
+  const app = createApplication();
+  const listen = listenSettings(app);
+  let servers = []; // what the worker listens with, once it does
+
+  process.send({
+    to: 'master',
+    action: 'realport',
+    data: {
+      port: listen.port,
+      protocol: listen.protocol,
+      // egg-cluster-rs: with reusePort the master binds one SO_REUSEPORT socket per worker slot
+      // and keeps it, so a dead worker's queued connections wait for its replacement.
+      reusePort: listen.reusePort,
+    },
+  });
+
+  app.ready(err => {
+    if (err) {
+      consoleLogger.error(err);
+      consoleLogger.error('[app_worker] start error, exiting with code:1');
+      exitProcess();
+      return;
+    }
+    app.removeListener('startTimeout', onStartTimeout);
+    servers = startServer(app, listen);
+  });
+
+  // exit if worker start timeout
+  app.once('startTimeout', onStartTimeout);
+  function onStartTimeout() {
+    consoleLogger.error('[app_worker] start timeout, exiting with code:1');
+    exitProcess();
+  }
+
+  gracefulExit({
+    logger: consoleLogger,
+    label: 'app_worker',
+    beforeExit: () => drain(servers).then(() => app.close()),
+  });
+}
+
+/**
+ * Finish the requests in flight before app.close(); give up a little before the master's
+ * SIGKILL (EGG_APP_CLOSE_TIMEOUT, else EGG_MASTER_CLOSE_TIMEOUT, default 5000 ms), leaving
+ * app.close() the rest.
+ * @param {net.Server[]} servers -
+ * @return {Promise} -
+ */
+function drain(servers) {
+  const requests = requestsInFlight(servers);
+  if (requests > 0) {
+    consoleLogger.info('[app_worker] draining %d request%s', requests, requests === 1 ? '' : 's');
+  }
+  const closeTimeout = parseTimeout(process.env.EGG_APP_CLOSE_TIMEOUT || process.env.EGG_MASTER_CLOSE_TIMEOUT);
+  return drainServers(servers, { timeout: closeTimeout - Math.min(1000, closeTimeout / 2) });
+}
+
+// as the master reads it: a non-negative number of ms, else 5000
+function parseTimeout(raw) {
+  const ms = Number(raw);
+  return raw && raw.trim() && Number.isFinite(ms) && ms >= 0 ? Math.floor(ms) : 5000;
+}
+
+function createApplication() {
   debug('new Application with options %j', options);
-  let app;
   try {
-    app = new Application(options);
+    return new Application(options);
   } catch (err) {
     consoleLogger.error(err);
     throw err;
   }
+}
+
+/**
+ * Where and how to listen, from the options and the app's `config.cluster`; settles
+ * `options.port` and `options.reusePort` as egg-cluster does.
+ * @param {Object} app -
+ * @return {Object} { port, protocol, reusePort, https (options or null), listenConfig }
+ */
+function listenSettings(app) {
   const clusterConfig = app.config.cluster || /* istanbul ignore next */ {};
   const listenConfig = clusterConfig.listen || /* istanbul ignore next */ {};
   const httpsOptions = Object.assign({}, clusterConfig.https, options.https);
+  const https = httpsOptions.key && httpsOptions.cert ? httpsOptions : null;
   const port = options.port = options.port || listenConfig.port;
-  const debugPort = options.debugPort;
-  const protocol = (httpsOptions.key && httpsOptions.cert) ? 'https' : 'http';
 
-  // https://nodejs.org/api/net.html#serverlistenoptions-callback
-  // This option is available only on some platforms, such as Linux 3.9+, DragonFlyBSD 3.6+, FreeBSD 12.0+, Solaris 11.4, and AIX 7.2.5+.
+  // SO_REUSEPORT exists only on some platforms (Linux 3.9+, DragonFlyBSD 3.6+, FreeBSD 12.0+,
+  // Solaris 11.4, AIX 7.2.5+)
   const supportedPlatforms = [ 'linux', 'freebsd', 'sunos', 'aix' ];
   let reusePort = options.reusePort = options.reusePort || listenConfig.reusePort;
   if (reusePort && !supportedPlatforms.includes(os.platform())) {
@@ -95,130 +150,121 @@ function startApp() {
     debug('platform %s is not supported currently, set reusePort to false', os.platform());
   }
 
-  AppWorker.send({
-    to: 'master',
-    action: 'realport',
-    data: {
-      port,
-      protocol,
-      // egg-cluster-rs: the master binds one SO_REUSEPORT socket per worker slot and keeps it,
-      // so a dead worker's queued connections wait for its replacement.
-      reusePort,
-    },
-  });
+  return { port, protocol: https ? 'https' : 'http', reusePort, https, listenConfig };
+}
 
-  app.ready(startServer);
+/**
+ * Create the server(s), listen, report `listening` to the master
+ * @param {Object} app -
+ * @param {Object} listen - listenSettings()
+ * @return {net.Server[]} the servers it listens with
+ */
+function startServer(app, listen) {
+  const { server, debugPortServer } = createServers(app, listen.https);
+  trackServer(server);
+  if (debugPortServer) trackServer(debugPortServer);
 
-  function exitProcess() {
-    // Use SIGTERM kill process, ensure trigger the gracefulExit
-    AppWorker.kill();
-  }
-
-  // exit if worker start timeout
-  app.once('startTimeout', startTimeoutHandler);
-
-  function startTimeoutHandler() {
-    consoleLogger.error('[app_worker] start timeout, exiting with code:1');
+  server.once('error', err => {
+    consoleLogger.error('[app_worker] server got error: %s, code: %s', err.message, err.code);
     exitProcess();
-  }
-
-  function startServer(err) {
-    if (err) {
-      consoleLogger.error(err);
-      consoleLogger.error('[app_worker] start error, exiting with code:1');
-      exitProcess();
-      return;
-    }
-
-    app.removeListener('startTimeout', startTimeoutHandler);
-
-    let server;
-    let debugPortServer;
-
-    // https config
-    if (httpsOptions.key && httpsOptions.cert) {
-      httpsOptions.key = fs.readFileSync(httpsOptions.key);
-      httpsOptions.cert = fs.readFileSync(httpsOptions.cert);
-      httpsOptions.ca = httpsOptions.ca && fs.readFileSync(httpsOptions.ca);
-      server = require('https').createServer(httpsOptions, app.callback());
-      if (debugPort) {
-        debugPortServer = require('http').createServer(app.callback());
-      }
-    } else {
-      server = require('http').createServer(app.callback());
-      if (debugPort) {
-        debugPortServer = server;
-      }
-    }
-
-    server.once('error', err => {
-      consoleLogger.error('[app_worker] server got error: %s, code: %s', err.message, err.code);
-      exitProcess();
-    });
-
-    // emit `server` event in app
-    app.emit('server', server);
-
-    if (options.sticky) {
-      server.listen(options.stickyWorkerPort, '127.0.0.1');
-      // Listen to messages sent from the master. Ignore everything else.
-      AppWorker.on('message', (message, connection) => {
-        if (message !== 'sticky-session:connection') {
-          return;
-        }
-
-        // Emulate a connection event on the server by emitting the
-        // event with the connection the master sent us.
-        server.emit('connection', connection);
-        connection.resume();
-      });
-    } else {
-      if (listenConfig.path) {
-        server.listen(listenConfig.path);
-      } else {
-        if (typeof port !== 'number') {
-          consoleLogger.error('[app_worker] port should be number, but got %s(%s)', port, typeof port);
-          exitProcess();
-          return;
-        }
-        if (reusePort) {
-          // https://nodejs.org/api/net.html#serverlistenoptions-callback
-          // No `reusePort` flag here: on Node >= 22.12 it would make the worker bind by itself,
-          // bypassing the master; the master gives each worker slot its own SO_REUSEPORT socket.
-          const listenOptions = { port };
-          if (listenConfig.hostname) {
-            listenOptions.host = listenConfig.hostname;
-          }
-          debug('listen options %j', listenOptions);
-          server.listen(listenOptions);
-        } else {
-          const args = [ port ];
-          if (listenConfig.hostname) {
-            args.push(listenConfig.hostname);
-          }
-          debug('listen options %s', args);
-          server.listen(...args);
-        }
-      }
-      if (debugPortServer) {
-        debug('listen on debug port: %s', debugPort);
-        debugPortServer.listen(debugPort);
-      }
-    }
-
-    server.once('listening', () => {
-      AppWorker.send({
-        to: 'master',
-        action: 'listening',
-        data: server.address() || { port },
-        reusePort,
-      });
-    });
-  }
-
-  AppWorker.gracefulExit({
-    logger: consoleLogger,
-    label: 'app_worker',
-    beforeExit: () => app.close(),
   });
+
+  // emit `server` event in app
+  app.emit('server', server);
+
+  const servers = [ server ];
+  if (options.sticky) {
+    listenSticky(server);
+  } else {
+    if (!listenOnPort(server, listen)) return servers;
+    if (debugPortServer) {
+      debug('listen on debug port: %s', options.debugPort);
+      debugPortServer.listen(options.debugPort);
+      servers.push(debugPortServer);
+    }
+  }
+
+  server.once('listening', () => {
+    // the master tells the reusePort listens apart by their action
+    process.send({
+      to: 'master',
+      action: listen.reusePort ? 'reuse-port-listening' : 'listening',
+      data: server.address() || { port: listen.port },
+      reusePort: listen.reusePort,
+    });
+  });
+  return servers;
+}
+
+/**
+ * The app's server, and the plain HTTP one for `options.debugPort` (the same server when
+ * the app is not HTTPS)
+ * @param {Object} app -
+ * @param {Object} [https] - https options, with file paths
+ * @return {Object} { server, debugPortServer }
+ */
+function createServers(app, https) {
+  const debugPort = options.debugPort;
+  if (https) {
+    const tlsOptions = Object.assign({}, https, {
+      key: fs.readFileSync(https.key),
+      cert: fs.readFileSync(https.cert),
+      ca: https.ca && fs.readFileSync(https.ca),
+    });
+    const server = require('https').createServer(tlsOptions, app.callback());
+    const debugPortServer = debugPort ? require('http').createServer(app.callback()) : null;
+    return { server, debugPortServer };
+  }
+  const server = require('http').createServer(app.callback());
+  return { server, debugPortServer: debugPort ? server : null };
+}
+
+/**
+ * Sticky mode: the worker listens on an internal port on 127.0.0.1 (it only has to listen
+ * for the master to count it as started); the master accepts on the real port and hands each
+ * connection over as a `sticky-session:connection` message carrying the socket.
+ * @param {Object} server -
+ */
+function listenSticky(server) {
+  server.listen(options.stickyWorkerPort, '127.0.0.1');
+  process.on('message', (message, connection) => {
+    if (message !== 'sticky-session:connection') return;
+    // Emulate a connection event on the server with the connection the master sent us.
+    server.emit('connection', connection);
+    connection.resume();
+  });
+}
+
+/**
+ * Listen on the unix socket or the port (with the configured hostname). With reusePort too
+ * this is a plain listen: the master answers it with the worker slot's own SO_REUSEPORT
+ * socket. (Passing `reusePort: true` to listen() would, on Node >= 22.12, make the worker
+ * bind by itself, bypassing the master.)
+ * @param {Object} server -
+ * @param {Object} listen - listenSettings()
+ * @return {boolean} false when the port is unusable (the worker is exiting)
+ */
+function listenOnPort(server, { port, listenConfig }) {
+  if (listenConfig.path) {
+    server.listen(listenConfig.path);
+    return true;
+  }
+  if (typeof port !== 'number') {
+    consoleLogger.error('[app_worker] port should be number, but got %s(%s)', port, typeof port);
+    exitProcess();
+    return false;
+  }
+  const args = [ port ];
+  if (listenConfig.hostname) {
+    args.push(listenConfig.hostname);
+  }
+  debug('listen options %s', args);
+  server.listen(...args);
+  return true;
+}
+
+// SIGTERM to itself, so that graceful-process runs app.close() before the exit
+function exitProcess() {
+  process.exitCode = 1;
+  process.kill(process.pid);
 }
