@@ -73,6 +73,13 @@ export interface ClusterOptions {
   plugins?: Record<string, any> | null;
   /** Process title option of egg-scripts, passed through to the workers' argv. */
   title?: string;
+  /**
+   * Replace an app worker whose RSS goes over this (bytes, or `'512M'`-style), through a
+   * rolling reload of that worker: never killed mid-request.
+   */
+  maxMemoryRestart?: number | string;
+  /** How often the app workers' RSS is checked, in ms. Default: 30000. */
+  memoryCheckInterval?: number;
   /** Anything else is passed through to the workers. */
   [key: string]: any;
 }
@@ -94,6 +101,25 @@ export interface ClusterPromise extends Promise<ReadyInfo> {
    * native master does not handle itself, as `(data)` under their `action`.
    */
   readonly master: EventEmitter;
+  /**
+   * Rolling reload: replaces the app workers one slot at a time (the new worker listens
+   * before the old one drains and exits), as `SIGUSR2` does. Resolves with the outcome; a
+   * reload asked for during a reload is queued once. Also emitted as `reload-done` on `master`.
+   */
+  reload(): Promise<ReloadResult>;
+  /** Runs `workers` app workers: new ones start, extra ones are drained (`SIGTTIN`/`SIGTTOU` add/retire one). */
+  scale(workers: number): void;
+}
+
+/** How a rolling reload ended (also sent to the parent as `reload-done`). */
+export interface ReloadResult {
+  ok: boolean;
+  /** `reload-worker`, `SIGUSR2`, `api` or `maxMemoryRestart`. */
+  reason: string;
+  /** `[oldPid, newPid]` of each slot replaced. */
+  replaced: Array<[number, number]>;
+  /** Why it stopped, when `ok` is false (the old workers keep serving). */
+  error?: string;
 }
 
 /**

@@ -53,8 +53,9 @@ Object.defineProperty(exports, 'Boot', { enumerable: true, get() { return egg.Bo
  * @param {Object} options - see index.d.ts ClusterOptions
  * @param {Function} [callback] - called with no argument when the cluster is ready
  * @return {Promise<{port?: number, debugPort?: number, address: string, protocol: string}>}
- *   resolves when ready; carries a non-enumerable `master` EventEmitter that emits the
- *   `{ to: 'master' }` messages the native master did not handle itself (`action`, `data`)
+ *   resolves when ready; carries non-enumerable members: `master`, an EventEmitter that emits
+ *   the `{ to: 'master' }` messages the native master did not handle itself (`action`, `data`)
+ *   and `reload-done`; `reload()`, a rolling reload resolving with its outcome; `scale(n)`
  */
 exports.startCluster = function startCluster(options, callback) {
   const os = require('os');
@@ -138,6 +139,31 @@ exports.startCluster = function startCluster(options, callback) {
       master.onSignal(sig, heap_size_limit, used_heap_size);
     });
   }
+
+  // live worker replacement: SIGUSR2 reloads (nodemon/recluster's convention; Node keeps
+  // SIGUSR1 for the inspector), SIGTTIN/SIGTTOU add/retire an app worker (gunicorn's)
+  process.on('SIGUSR2', () => master.reload(true));
+  process.on('SIGTTIN', () => master.scaleBy(1));
+  process.on('SIGTTOU', () => master.scaleBy(-1));
+  Object.defineProperty(promise, 'reload', {
+    enumerable: false,
+    value() {
+      const done = new Promise(resolve => emitter.once('reload-done', resolve));
+      master.reload(false);
+      return done;
+    },
+  });
+  Object.defineProperty(promise, 'scale', {
+    enumerable: false,
+    value(workers) {
+      if (!Number.isInteger(workers) || workers < 1) {
+        const err = new TypeError(`workers should be a positive integer, got ${workers}`);
+        err.code = 'ERR_EGG_CLUSTER_OPTIONS';
+        throw err;
+      }
+      master.scaleTo(workers);
+    },
+  });
 
   process.once('exit', code => master.onExit(code));
 
