@@ -11,7 +11,7 @@
 //! A frame carrying an fd is written only from the start of an empty buffer, with the fd on its
 //! first `sendmsg` (libuv binds the fd to that read), and nothing else is taken from the queue
 //! until the child ACKs it: two handles in flight can bind the wrong fd to a message
-//! (protocol spec §4.4). Our own ACK/NACK lines bypass the queue, as Node's do.
+//! (`docs/ipc-protocol.md` §3.1). Our own ACK/NACK lines bypass the queue, as Node's do.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};

@@ -1,6 +1,6 @@
 //! Node's child-process IPC channel, spoken from Rust.
 //!
-//! See `../shared/design/node-ipc-protocol.md`: one `AF_UNIX` stream socket per child, one compact
+//! See `docs/ipc-protocol.md`: one `AF_UNIX` stream socket per child, one compact
 //! JSON text per line, file descriptors as `SCM_RIGHTS` next to a `NODE_HANDLE` line.
 //!
 //! - [`frame`]: splitting the byte stream into lines (pure).

@@ -1,7 +1,7 @@
 //! Node's `cluster` wire protocol, primary side: parsing what workers send and building replies.
 //!
 //! Every message is `{"cmd":"NODE_CLUSTER", ..., "seq":N}`; replies carry `ack` = the request's
-//! `seq` (and `ack` appears on nothing else). See the protocol spec §5. The shared-handle mode
+//! `seq` (and `ack` appears on nothing else). See `docs/ipc-protocol.md` §4. The shared-handle mode
 //! (`SCHED_NONE`) is what we answer: the master binds, workers accept.
 
 use serde::Deserialize;
