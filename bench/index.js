@@ -11,6 +11,7 @@
  * BENCH_STICKY=0        skip the sticky figure (7)
  * BENCH_RS_STICKY=0     skip egg-cluster-rs's side of figure 7
  * BENCH_WORKERS=N       app workers (default 2)
+ * BENCH_RELOAD=0       skip the reload-under-load figure (9); BENCH_RELOAD=only runs it alone
  * BENCH_KEEP_LOGS=1     keep the masters' output and the app logs (the temp dir is printed)
  * node bench/index.js --report bench/results/<file>.json   re-print the table of a past run
  *
@@ -54,6 +55,15 @@ const CFG = {
   httpS: QUICK ? 2 : 5,
   httpWarmS: 1,
   sticky: process.env.BENCH_STICKY !== '0',
+  // figure 9, reload under load: keep-alive load bounded in connections and (autocannon) rate,
+  // the reload triggered `reloadAfterS` into it; the load lasts `reloadLoadS` in all
+  reload: process.env.BENCH_RELOAD !== '0',
+  reloadOnly: process.env.BENCH_RELOAD === 'only',
+  reloadConnections: 16,
+  reloadRate: 2000,
+  reloadLoadS: QUICK ? 12 : 20,
+  reloadAfterS: QUICK ? 1.5 : 2,
+  reloadTimeoutMs: 60000,
   settleMs: 300, // pause after each master is gone, before the next starts
   quietPct: 15, // before each start, wait until others use at most this much of a core...
   quietWaitMs: QUICK ? 3000 : 10000, // ...but no longer than this
@@ -142,6 +152,9 @@ class Instance {
         this.rssKiB = proc.rssKiB(m.masterPid);
       } else if (m.action === 'bench-result') {
         this.results.push(m.data);
+      } else if (m.action === 'reload-done' || m.action === 'reload-start') {
+        // egg-cluster-rs's rolling reload tells the parent when it starts and ends
+        this[m.action === 'reload-done' ? 'reloadDone' : 'reloadStart'] = { data: m.data, t: performance.now() };
       } else {
         return;
       }
@@ -446,6 +459,108 @@ async function runInstance(impl, round, withWorkloads, gen) {
   return run;
 }
 
+/** Text appended to the master's log file since byte `offset`. */
+function readFrom(file, offset) {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size <= offset) return '';
+    const buf = Buffer.alloc(size - offset);
+    fs.readSync(fd, buf, 0, buf.length, offset);
+    return buf.toString('utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Figure 9, reload under load: a bounded keep-alive load runs; `reloadAfterS` into it the driver
+ * triggers a reload of the app workers: SIGUSR2 to egg-cluster-rs's master (its rolling reload,
+ * what `egg-cluster-rs reload` sends), `{action: 'reload-worker', to: 'master'}` on egg-cluster
+ * 2.5's IPC channel (its only reload: cluster-reload, what egg-development triggers). Measured on
+ * the driver's clock, by polling every 10 ms: the N-th `app_worker#I:PID started at` line the
+ * master logs after the trigger (the last new worker listening), and the moment every old app
+ * worker is gone; and the load generator's errors + timeouts + non-2xx over the whole load.
+ */
+async function reloadUnderLoad(inst, gen) {
+  const quiet = await waitQuiet(CFG.quietWindowMs);
+  const url = `http://127.0.0.1:${inst.port}/`;
+  const oldApps = proc.clusterChildren(inst.masterPid).app;
+  const loadP = loadgen.load(gen, {
+    url, connections: CFG.reloadConnections, durationS: CFG.reloadLoadS, close: false, rate: CFG.reloadRate,
+  });
+  let loadDone = false;
+  loadP.then(() => { loadDone = true; }, () => { loadDone = true; });
+  await sleep(CFG.reloadAfterS * 1000);
+  const offset = fs.statSync(inst.logFile).size;
+  const t0 = performance.now();
+  if (inst.impl === 'rs') process.kill(inst.masterPid, 'SIGUSR2');
+  else inst.send({ action: 'reload-worker', to: 'master' });
+  let listeningMs = null;
+  let oldGoneMs = null;
+  let text = '';
+  for (;;) {
+    const t = performance.now() - t0;
+    text += readFrom(inst.logFile, offset + Buffer.byteLength(text));
+    const started = text.match(/app_worker#\d+:\d+ started at/g) || [];
+    if (listeningMs == null && started.length >= CFG.workers) listeningMs = t;
+    if (oldGoneMs == null && !oldApps.some(proc.alive)) oldGoneMs = t;
+    const rsDone = inst.impl !== 'rs' || inst.reloadDone;
+    if (listeningMs != null && oldGoneMs != null && rsDone) break;
+    if (inst.exited) throw new Error(`${inst.impl} master exited during the reload\n${inst.logTail()}`);
+    if (t > CFG.reloadTimeoutMs) {
+      log(`WARNING: ${inst.impl}: reload not complete after ${CFG.reloadTimeoutMs} ms (listening: ${listeningMs}, old gone: ${oldGoneMs})`);
+      break;
+    }
+    await sleep(10);
+  }
+  const outlasted = loadDone;
+  const r = await loadP;
+  const after = proc.clusterChildren(inst.masterPid).app;
+  const done = /rolling reload \(SIGUSR2\) (done: (\d+) app worker\(s\) replaced \((\d+)ms\)|failed: .*)/.exec(text);
+  const failed = r.errors + r.non2xx;
+  if (outlasted) log(`WARNING: ${inst.impl}: the reload outlasted the load (${CFG.reloadLoadS} s): raise reloadLoadS`);
+  return {
+    connections: CFG.reloadConnections,
+    rate: gen.name === 'autocannon' ? CFG.reloadRate : null,
+    triggerAtS: CFG.reloadAfterS,
+    ...r,
+    failed,
+    listeningMs,
+    oldGoneMs,
+    outlasted,
+    oldApps,
+    appsAfter: after,
+    appsAfterCount: after.length,
+    replacedAll: oldApps.every(p => !after.includes(p)),
+    // egg-cluster-rs's own account: its `done (Xms)` line and the reload-done message
+    rsDoneLine: done ? done[0] : null,
+    rsDoneMs: done && done[3] ? Number(done[3]) : null,
+    rsReloadDoneMsgMs: inst.reloadDone ? inst.reloadDone.t - t0 : null,
+    rsReloadDone: inst.reloadDone ? inst.reloadDone.data : null,
+    before: quiet,
+  };
+}
+
+async function runReload(impl, round, gen) {
+  const inst = new Instance(impl);
+  const run = { impl, round, reload: true, workers: CFG.workers };
+  run.before = await waitQuiet();
+  try {
+    await inst.start();
+    run.readyMs = inst.ready.readyMs;
+    run.reloadLoad = await reloadUnderLoad(inst, gen);
+    const x = run.reloadLoad;
+    log(`${LABEL[impl]} reload round ${round}: ${x.failed} failed of ${x.requests} requests (${x.errors} socket errors, ${x.non2xx} non-2xx), ` +
+      `${CFG.workers} new workers listening after ${fmt(x.listeningMs)} ms, old ones gone after ${fmt(x.oldGoneMs)} ms, ` +
+      `${x.appsAfterCount} app workers after${x.rsDoneLine ? `; master: ${x.rsDoneLine}` : ''}`);
+  } finally {
+    run.stop = await inst.stop();
+    await sleep(CFG.settleMs);
+  }
+  return run;
+}
+
 async function runSticky(impl, round, gen) {
   const inst = new Instance(impl, { sticky: true });
   const run = { impl, round, sticky: true, workers: CFG.workers };
@@ -494,6 +609,12 @@ const FIGURES = [
   { id: '7c', label: 'sticky: accept path, conn / master CPU s', get: r => r.stickyClose && r.stickyClose.requests / Math.max(0.001, r.stickyClose.cpu.master / 1000), target: [ '>=', 2 ], sticky: true },
   { id: '8', label: 'spread under (5): busiest worker share %', get: r => r.httpClose && r.httpClose.busiestShare * 100, digits: 1 },
   { id: '8b', label: 'spread under (6): busiest worker share %', get: r => r.httpKeepAlive && r.httpKeepAlive.busiestShare * 100, digits: 1 },
+  // reload under a bounded keep-alive load (see reloadUnderLoad)
+  { id: '9', label: 'reload under load: failed requests', get: r => r.reloadLoad && r.reloadLoad.failed, reload: true },
+  { id: '9b', label: 'reload: requests served during the load', get: r => r.reloadLoad && r.reloadLoad.requests, reload: true },
+  { id: '9c', label: 'reload: -> all N new workers listening (ms)', get: r => r.reloadLoad && r.reloadLoad.listeningMs, reload: true },
+  { id: '9d', label: 'reload: -> all N old workers gone (ms)', get: r => r.reloadLoad && r.reloadLoad.oldGoneMs, reload: true },
+  { id: '9e', label: 'reload: app workers alive after (N wanted)', get: r => r.reloadLoad && r.reloadLoad.appsAfterCount, reload: true },
 ];
 
 function cell(s, digits) {
@@ -503,8 +624,10 @@ function cell(s, digits) {
 
 function buildTable(runs) {
   const rows = [];
-  const pick = (impl, f) => runs.filter(r => r.impl === impl && !!r.sticky === !!f.sticky);
+  const pick = (impl, f) => runs.filter(r => r.impl === impl && !!r.sticky === !!f.sticky && !!r.reload === !!f.reload);
   for (const f of FIGURES) {
+    // figure 9 only when it ran; with BENCH_RELOAD=only, figure 9 alone
+    if (f.reload ? !runs.some(r => r.reload) : runs.every(r => r.reload)) continue;
     const a = summary(pick('egg-cluster', f).map(f.get));
     const b = summary(pick('rs', f).map(f.get));
     const row = { id: f.id, label: f.label, a, b, ratio: null, target: '', status: '' };
@@ -570,6 +693,21 @@ function noiseNotes(runs) {
   ].join('\n');
 }
 
+function reloadNotes(runs) {
+  const rs = runs.filter(r => r.reloadLoad);
+  if (!rs.length) return [];
+  return [
+    'reload under load (9), each run:',
+    ...rs.map(r => {
+      const x = r.reloadLoad;
+      return `  ${LABEL[r.impl].padEnd(15)} ${x.failed} failed / ${x.requests} requests (${x.errors} socket errors/timeouts, ${x.non2xx} non-2xx), ` +
+        `listening ${fmt(x.listeningMs)} ms, old gone ${fmt(x.oldGoneMs)} ms, app workers ${x.oldApps.length} -> ${x.appsAfterCount}` +
+        `${x.replacedAll ? '' : ' (NOT all replaced)'}${x.outlasted ? ' (reload outlasted the load)' : ''}` +
+        `${x.rsDoneLine ? `; master: "${x.rsDoneLine}", reload-done message at ${fmt(x.rsReloadDoneMsgMs)} ms` : ''}`;
+    }),
+  ];
+}
+
 function spreadNotes(runs) {
   const out = [];
   for (const [ key, name ] of [ [ 'httpClose', 'Connection: close' ], [ 'httpKeepAlive', 'keep-alive' ], [ 'stickyClose', 'sticky' ] ]) {
@@ -626,18 +764,23 @@ async function main() {
   };
   for (let round = 1; round <= CFG.starts; round++) {
     const withWorkloads = round <= CFG.workloadRounds;
-    for (const impl of [ IMPLS.A, IMPLS.B ]) {
-      runs.push(await runInstance(impl, round, withWorkloads, gen));
+    if (!CFG.reloadOnly) {
+      for (const impl of [ IMPLS.A, IMPLS.B ]) {
+        runs.push(await runInstance(impl, round, withWorkloads, gen));
+      }
+      if (withWorkloads && CFG.sticky) {
+        runs.push(await runSticky('egg-cluster', round, gen));
+        if (RS_STICKY) runs.push(await runSticky('rs', round, gen));
+      }
     }
-    if (withWorkloads && CFG.sticky) {
-      runs.push(await runSticky('egg-cluster', round, gen));
-      if (RS_STICKY) runs.push(await runSticky('rs', round, gen));
+    if (withWorkloads && CFG.reload) {
+      for (const impl of [ IMPLS.A, IMPLS.B ]) runs.push(await runReload(impl, round, gen));
     }
   }
 
   // the floor of figure 2: RSS of a bare `node` child with an IPC channel, as each master is
   const baseline = [];
-  for (let i = 0; i < (QUICK ? 1 : 3); i++) {
+  for (let i = 0; i < (CFG.reloadOnly ? 0 : QUICK ? 1 : 3); i++) {
     const inst = new Instance('baseline');
     await inst.start();
     await sleep(200);
@@ -667,13 +810,16 @@ function report(meta, runs) {
     `load generator: ${gen.name} ${gen.version}, ${cfg.httpConnections} connections, ${cfg.httpS} s runs after a ${cfg.httpWarmS} s warmup` +
       `${gen.name === 'wrk' ? ' (1 thread)' : ''}; ${cfg.starts} starts each, ${cfg.workloadRounds} workload runs each, alternating A B`,
     `relay: window ${cfg.relayWindow} round trips per app worker (all workers at once), ${cfg.relayMs} ms; a round trip is 2 relayed msgs`,
+    ...(cfg.reload ? [ `reload (9): keep-alive, ${cfg.reloadConnections} connections${gen.name === 'autocannon' ? `, at most ${cfg.reloadRate} req/s` : ''}, ${cfg.reloadLoadS} s; ` +
+      `reload triggered ${cfg.reloadAfterS} s in (rs: SIGUSR2, egg-cluster: reload-worker); times from the trigger, driver clock` ] : []),
     '',
     table.text,
     '',
     'per-worker share of requests, each run (%):',
     spreadNotes(runs),
     '',
-    `for figure 2: a bare node process with an IPC channel (the floor of any master that is a Node process) has ${fmt(summary(meta.nodeBaselineRssMiB).median, 1)} MiB RSS`,
+    ...(meta.nodeBaselineRssMiB.length ? [ `for figure 2: a bare node process with an IPC channel (the floor of any master that is a Node process) has ${fmt(summary(meta.nodeBaselineRssMiB).median, 1)} MiB RSS` ] : []),
+    ...reloadNotes(runs),
     noiseNotes(runs),
     `processes left behind: ${leftovers.length ? leftovers.join(', ') : 'none'}`,
   ].join('\n');

@@ -39,6 +39,8 @@ autocannon({
   connections: o.connections,
   duration: o.durationS,
   headers: o.close ? { connection: 'close' } : {},
+  // a bounded load (requests/s over all connections), e.g. for the reload figure
+  ...(o.rate ? { overallRate: o.rate } : {}),
 }, (err, result) => {
   if (err) {
     console.error(err && err.stack || err);

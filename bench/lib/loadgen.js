@@ -45,7 +45,9 @@ const UNIT_S = { us: 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600 };
 
 /**
  * @param {object} gen - from detect()
- * @param {{url: string, connections: number, durationS: number, close: boolean}} o -
+ * @param {{url: string, connections: number, durationS: number, close: boolean, rate?: number}} o -
+ *   `rate`: at most this many requests/s over all connections (autocannon only: wrk has no such
+ *   option, so with wrk the load is bounded by `connections` alone)
  * @return {Promise<{requests, durationS, rps, errors, non2xx, latencyMs, cpuMs, wallMs}>} -
  */
 async function load(gen, o) {
