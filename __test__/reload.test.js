@@ -1,0 +1,385 @@
+'use strict';
+
+// Live worker replacement with real processes under real load: rolling reloads (SIGUSR2,
+// reload-worker, promise.reload()) in each connection mode, a replacement that fails at boot,
+// maxMemoryRestart, scaling with SIGTTIN/SIGTTOU.
+//
+// fixtures/apps/reload: GET /pid, /text (a controller), /rss, /grow?mb=N (keeps N MiB);
+// app.js throws at boot while `boot-fail` exists in the baseDir; agent.js relays egg-pids
+// to the parent as `agent-egg-pids` and sends `reload-worker` to the master on `ask-reload`.
+
+const assert = require('assert');
+const fs = require('fs');
+const http = require('http');
+const path = require('path');
+const { TS, REFERENCE, startMaster, get, isAlive } = require('./helper');
+
+const PROD = { EGG_SERVER_ENV: 'prod' };
+const LOCAL = { EGG_SERVER_ENV: 'local' };
+const MIB = 1024 * 1024;
+
+function sorted(list) {
+  return [ ...list ].sort((a, b) => a - b);
+}
+
+// a master line: "<ts> <level> <master pid> [master] <text>" (text is a regexp source)
+function masterLine(m, text, level = '(?:DEBUG|INFO|WARN|ERROR)') {
+  return new RegExp(`${TS}${level} ${m.pid} \\[master\\] ${text}$`, 'm');
+}
+
+/**
+ * One GET /pid; resolves with { pid } or { error }, never rejects
+ * @param {number} port -
+ * @param {http.Agent|false} agent - a keep-alive agent, or false (a new connection, `Connection: close`)
+ * @return {Promise<Object>} -
+ */
+function hit(port, agent, localAddress) {
+  return new Promise(resolve => {
+    const headers = agent ? {} : { connection: 'close' };
+    const req = http.get({ host: '127.0.0.1', port, path: '/pid', agent, headers, localAddress, timeout: 10000 }, res => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', chunk => {
+        body += chunk;
+      });
+      res.on('end', () => resolve(res.statusCode === 200 ? { pid: Number(body) } : { error: `status ${res.statusCode}: ${body}` }));
+      res.on('error', err => resolve({ error: err.code || err.message }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', err => resolve({ error: `${err.code || err.message}${req.reusedSocket ? ' (reused socket)' : ''}` }));
+  });
+}
+
+/**
+ * A bounded load loop: `keepAlive` clients on keep-alive connections (one agent, one socket
+ * each) and `close` clients with a new connection per request, every one sending GET /pid
+ * back to back until stop(). Client i connects from 127.0.0.<10 + i> (sticky mode spreads
+ * connections by the client's address).
+ */
+class Load {
+  constructor(port, { keepAlive = 4, close = 4 } = {}) {
+    this.port = port;
+    this.results = [];
+    this.stopped = false;
+    this.waiters = new Set();
+    this.agents = [];
+    const loops = [];
+    for (let i = 0; i < keepAlive; i++) {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      this.agents.push(agent);
+      loops.push(this.loop(agent, 'keep-alive', `127.0.0.${10 + i}`));
+    }
+    for (let i = 0; i < close; i++) loops.push(this.loop(false, 'close', `127.0.0.${10 + keepAlive + i}`));
+    this.done = Promise.all(loops);
+  }
+
+  async loop(agent, kind, localAddress) {
+    while (!this.stopped) {
+      const r = await hit(this.port, agent, localAddress);
+      r.kind = kind;
+      r.t = Date.now();
+      this.results.push(r);
+      for (const w of this.waiters) w();
+    }
+  }
+
+  /**
+   * @param {Function} pred - (results) => truthy
+   * @param {number} [timeout] -
+   * @return {Promise<*>} pred's value
+   */
+  until(pred, timeout = 30000) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const value = pred(this.results);
+        if (!value) return;
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        resolve(value);
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(new Error(`load: timeout waiting for ${pred.toString().slice(0, 160)}; last: ${JSON.stringify(this.results.slice(-5))}`));
+      }, timeout);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  async stop() {
+    this.stopped = true;
+    await this.done;
+    for (const agent of this.agents) agent.destroy();
+  }
+
+  failures() {
+    return this.results.filter(r => r.error);
+  }
+
+  assertAllOk(m) {
+    const bad = this.failures();
+    assert.deepStrictEqual(bad.slice(0, 10), [], `${bad.length} of ${this.results.length} requests failed\n${m ? m.tail(40) : ''}`);
+    assert(this.results.some(r => r.kind === 'keep-alive') && this.results.some(r => r.kind === 'close'));
+  }
+
+  count(from, to = Infinity) {
+    return this.results.filter(r => r.t >= from && r.t <= to).length;
+  }
+}
+
+describe('live worker replacement (reload)', function() {
+  if (REFERENCE) return; // egg-cluster 2.5 has no rolling reload
+
+  const loads = [];
+  function load(port, opts) {
+    const l = new Load(port, opts);
+    loads.push(l);
+    return l;
+  }
+  afterEach(async () => {
+    await Promise.all(loads.splice(0).map(l => l.stop()));
+  });
+
+  async function stop(m) {
+    assert(!m.exited, `master exited\n${m.tail()}`);
+    m.kill('SIGTERM');
+    const exit = await m.waitExit(30000);
+    assert.deepStrictEqual(exit, { code: 0, signal: null }, m.tail());
+  }
+
+  // the `reload-done` message after message index `mark`
+  function reloadDone(m, mark, timeout = 90000) {
+    return m.waitFor(h => h.messages.slice(mark).find(msg => msg && msg.action === 'reload-done'), timeout);
+  }
+
+  for (const [ mode, opts ] of [
+    [ 'shared socket', {} ],
+    [ 'reusePort: true', { reusePort: true } ],
+    [ 'sticky: true', { sticky: true } ],
+  ]) {
+    it(`SIGUSR2 under load (keep-alive and Connection: close clients), ${mode}: every app worker replaced, no failed request`, async () => {
+      const m = await startMaster('reload', { workers: 2, ...opts }, { env: PROD });
+      const port = m.options.port;
+      await m.waitReady();
+      const before = sorted(m.workers().app);
+      assert.strictEqual(before.length, 2);
+
+      const l = load(port);
+      // (sticky: a client's address picks its worker; 8 addresses may all land on one)
+      const each = opts.sticky ? pids => r => pids.some(pid => r.filter(x => x.pid === pid).length >= 20)
+        : pids => r => pids.every(pid => r.filter(x => x.pid === pid).length >= 10);
+      await l.until(each(before));
+      const mark = m.messages.length;
+      const t0 = Date.now();
+      m.kill('SIGUSR2');
+      const start = await m.waitFor(h => h.messages.slice(mark).find(msg => msg && msg.action === 'reload-start'));
+      assert.strictEqual(start.data.workers, 2, JSON.stringify(start));
+      await m.waitFor(masterLine(m, 'rolling reload \\(SIGUSR2\\): replacing 2 app worker\\(s\\) one at a time'));
+      const done = await reloadDone(m, mark);
+      const t1 = Date.now();
+      assert.strictEqual(done.data.ok, true, `${JSON.stringify(done)}\n${m.tail()}`);
+      assert.strictEqual(done.data.replaced.length, 2);
+      assert.deepStrictEqual(sorted(done.data.replaced.map(p => p[0])), before);
+      const doneLine = await m.waitFor(masterLine(m, 'rolling reload \\(SIGUSR2\\) done: 2 app worker\\(s\\) replaced \\((\\d+)ms\\)'));
+      for (const pid of before) {
+        assert.match(m.output, masterLine(m, `app_worker#\\d+:${pid} retiring: draining, then exit`));
+        assert.match(m.output, masterLine(m, `app_worker#\\d+:${pid} retired \\(code: 0, signal: null\\)`));
+      }
+      const after = sorted(m.workers().app);
+      assert.strictEqual(after.length, 2, `workers after: ${after}`);
+      assert(after.every(pid => !before.includes(pid)), `before ${before}, after ${after}`);
+      assert.deepStrictEqual(sorted(done.data.replaced.map(p => p[1])), after);
+      assert(before.every(pid => !isAlive(pid)));
+
+      // the new workers serve the load
+      await l.until(r => each(after)(r.filter(x => x.t > t1)));
+      await l.stop();
+      l.assertAllOk(m);
+      const during = l.count(t0, t1);
+      console.log('      %s: reload %sms, %d requests during it (%d keep-alive), %d in all',
+        mode, doneLine[1], during, l.results.filter(r => r.t >= t0 && r.t <= t1 && r.kind === 'keep-alive').length, l.results.length);
+      assert(during > 0);
+      await stop(m);
+    });
+  }
+
+  it('local env: reload-worker from the agent, then from the parent, replaces every app worker', async () => {
+    const m = await startMaster('reload', { workers: 2 }, { env: LOCAL });
+    await m.waitReady();
+    let workers = sorted(m.workers().app);
+    assert.strictEqual(workers.length, 2);
+
+    for (const [ via, send ] of [
+      [ 'agent', () => m.send({ to: 'agent', action: 'ask-reload' }) ],
+      [ 'parent', () => m.send({ to: 'master', action: 'reload-worker' }) ],
+    ]) {
+      const mark = m.messages.length;
+      send();
+      const done = await reloadDone(m, mark);
+      assert.strictEqual(done.data.ok, true, `${via}: ${JSON.stringify(done)}\n${m.tail()}`);
+      assert.deepStrictEqual(sorted(done.data.replaced.map(p => p[0])), workers, via);
+      const after = sorted(m.workers().app);
+      assert.strictEqual(after.length, 2);
+      assert(after.every(pid => !workers.includes(pid)), `${via}: before ${workers}, after ${after}`);
+      assert.strictEqual((await get(m.options.port, '/pid')).status, 200);
+      workers = after;
+    }
+    assert.match(m.output, masterLine(m, 'rolling reload \\(reload-worker\\) done: 2 app worker\\(s\\) replaced \\(\\d+ms\\)'));
+    await stop(m);
+  });
+
+  it('local env with egg-development: editing a controller reloads the workers, which serve the new code', async () => {
+    const m = await startMaster('reload', { workers: 2 }, { env: LOCAL });
+    await m.waitReady();
+    const port = m.options.port;
+    const before = sorted(m.workers().app);
+    assert.strictEqual((await get(port, '/text')).body, 'version 1');
+
+    const mark = m.messages.length;
+    const file = path.join(m.baseDir, 'app/controller/home.js');
+    fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace('version 1', 'version 2'));
+    const done = await reloadDone(m, mark);
+    assert.strictEqual(done.data.ok, true, `${JSON.stringify(done)}\n${m.tail()}`);
+    assert.match(m.output, /\[agent:development\] reload worker because .*home\.js/);
+    const after = sorted(m.workers().app);
+    assert(after.every(pid => !before.includes(pid)), `before ${before}, after ${after}`);
+    for (let i = 0; i < 10; i++) assert.strictEqual((await get(port, '/text')).body, 'version 2');
+    await stop(m);
+  });
+
+  it('a replacement that throws at boot stops the reload; the old workers keep serving, the master stays up', async () => {
+    const m = await startMaster('reload', { workers: 2 }, { env: PROD });
+    const port = m.options.port;
+    await m.waitReady();
+    const before = sorted(m.workers().app);
+    assert.strictEqual(before.length, 2);
+
+    const l = load(port, { keepAlive: 2, close: 2 });
+    await l.until(r => r.length >= 20);
+    fs.writeFileSync(path.join(m.baseDir, 'boot-fail'), '');
+    const mark = m.messages.length;
+    m.kill('SIGUSR2');
+    const done = await reloadDone(m, mark);
+    assert.strictEqual(done.data.ok, false, JSON.stringify(done));
+    assert(done.data.error, JSON.stringify(done));
+    assert.deepStrictEqual(done.data.replaced, []);
+    console.log('      reload-done: %j', done.data);
+    assert.match(m.stderr, /\[master\] rolling reload \(SIGUSR2\) failed: .*; the old app workers keep serving/);
+
+    // the same workers serve on; the master is up
+    const t = Date.now();
+    await l.until(r => before.every(pid => r.filter(x => x.pid === pid && x.t > t).length >= 5));
+    assert.deepStrictEqual(sorted(m.workers().app), before);
+    await l.stop();
+    l.assertAllOk(m);
+    assert(l.results.every(r => before.includes(r.pid)), `answered by ${[ ...new Set(l.results.map(r => r.pid)) ]}`);
+    assert(!m.exited);
+
+    // once the fault is gone, a reload succeeds
+    fs.unlinkSync(path.join(m.baseDir, 'boot-fail'));
+    const mark2 = m.messages.length;
+    m.kill('SIGUSR2');
+    const done2 = await reloadDone(m, mark2);
+    assert.strictEqual(done2.data.ok, true, `${JSON.stringify(done2)}\n${m.tail()}`);
+    await stop(m);
+  });
+
+  it('maxMemoryRestart: a worker grown over the limit is replaced, no failed request', async () => {
+    const m = await startMaster('reload', { workers: 2, maxMemoryRestart: '150M', memoryCheckInterval: 500 }, { env: PROD });
+    const port = m.options.port;
+    await m.waitReady();
+    const before = sorted(m.workers().app);
+
+    // baseline RSS of both workers under the limit
+    const seen = new Map();
+    for (let i = 0; i < 100 && seen.size < 2; i++) {
+      const r = JSON.parse((await get(port, '/rss')).body);
+      seen.set(r.pid, r.rss);
+    }
+    for (const [ pid, rss ] of seen) assert(rss < 100 * MIB, `baseline RSS of ${pid}: ${rss}`);
+
+    const l = load(port, { keepAlive: 1, close: 1 });
+    await l.until(r => r.length >= 10);
+    const grown = JSON.parse((await get(port, '/grow?mb=130')).body);
+    assert(grown.rss > 150 * MIB, `grown RSS ${grown.rss}`);
+    const victim = grown.pid;
+    const line = await m.waitFor(masterLine(m, `app_worker#\\d+:${victim} uses \\d+ MiB of memory \\(RSS \\d+ bytes\\), over maxMemoryRestart 150 MiB \\(\\d+ bytes\\): replacing it`), 20000);
+    assert(line);
+    await m.waitFor(masterLine(m, `app_worker#\\d+:${victim} retired \\(code: 0, signal: null\\)`), 60000);
+    const after = sorted(m.workers().app);
+    assert.strictEqual(after.length, 2);
+    assert(!after.includes(victim));
+    const survivor = before.find(pid => pid !== victim);
+    assert(after.includes(survivor), `the other worker was kept: ${after}`);
+    const replacement = after.find(pid => pid !== survivor);
+    const t = Date.now();
+    await l.until(r => r.some(x => x.pid === replacement && x.t > t));
+    await l.stop();
+    l.assertAllOk(m);
+    console.log('      %s; %d requests in all', line[0].replace(/^.*\[master\] /, ''), l.results.length);
+    await stop(m);
+  });
+
+  it('SIGTTIN then SIGTTOU: 2 -> 3 -> 2 app workers, the agent\'s egg-pids follows', async () => {
+    const m = await startMaster('reload', { workers: 2 }, { env: PROD });
+    const port = m.options.port;
+    await m.waitReady();
+    const before = sorted(m.workers().app);
+    const egg = (count, where) => m.waitFor(h => h.messages.find(msg =>
+      msg && msg.action === 'agent-egg-pids' && msg.data.pids.length === count && (!where || where(msg.data.pids))));
+    await egg(2, pids => String(sorted(pids)) === String(before));
+
+    const l = load(port, { keepAlive: 2, close: 2 });
+    await l.until(r => r.length >= 10);
+    let mark = m.messages.length;
+    m.kill('SIGTTIN');
+    await m.waitFor(masterLine(m, 'scale app workers from 2 to 3'));
+    const up = await m.waitFor(h => h.messages.slice(mark).find(msg =>
+      msg && msg.action === 'agent-egg-pids' && msg.data.pids.length === 3));
+    const three = sorted(up.data.pids);
+    assert(before.every(pid => three.includes(pid)), `egg-pids ${three}`);
+    assert.deepStrictEqual(sorted(m.workers().app), three);
+    const added = three.find(pid => !before.includes(pid));
+    await l.until(r => r.some(x => x.pid === added));
+
+    mark = m.messages.length;
+    m.kill('SIGTTOU');
+    await m.waitFor(masterLine(m, 'scale app workers from 3 to 2'));
+    const retired = await m.waitFor(masterLine(m, 'app_worker#\\d+:(\\d+) retired \\(code: 0, signal: null\\)'), 30000);
+    const gone = Number(retired[1]);
+    const down = await m.waitFor(h => h.messages.slice(mark).find(msg =>
+      msg && msg.action === 'agent-egg-pids' && msg.data.pids.length === 2));
+    assert.deepStrictEqual(sorted(down.data.pids), three.filter(pid => pid !== gone));
+    assert.deepStrictEqual(sorted(m.workers().app), sorted(down.data.pids));
+    const t = Date.now();
+    await l.until(r => r.filter(x => x.t > t).length >= 20);
+    await l.stop();
+    l.assertAllOk(m);
+    await stop(m);
+  });
+
+  it('promise.reload() resolves with ok and the replaced pairs; promise.scale(n) scales', async () => {
+    const m = await startMaster('reload', { workers: 2 }, { env: PROD });
+    await m.waitReady();
+    const before = sorted(m.workers().app);
+    m.send({ action: 'runner-reload' });
+    const res = (await m.waitFor('runner-reloaded', 90000)).data;
+    assert.strictEqual(res.ok, true, JSON.stringify(res));
+    assert.strictEqual(typeof res.reason, 'string');
+    assert.strictEqual(res.replaced.length, 2);
+    const after = sorted(m.workers().app);
+    assert.deepStrictEqual(sorted(res.replaced.map(p => p[0])), before);
+    assert.deepStrictEqual(sorted(res.replaced.map(p => p[1])), after);
+    assert(after.every(pid => !before.includes(pid)));
+
+    m.send({ action: 'runner-scale', data: 3 });
+    assert.deepStrictEqual((await m.waitFor('runner-scaled')).data, { ok: true });
+    await m.waitFor(masterLine(m, 'scale app workers from 2 to 3'));
+    const mark = m.messages.length;
+    const up = await m.waitFor(h => h.messages.slice(mark).find(msg =>
+      msg && msg.action === 'agent-egg-pids' && msg.data.pids.length === 3), 60000);
+    assert(after.every(pid => up.data.pids.includes(pid)), JSON.stringify(up));
+    assert.deepStrictEqual(sorted(m.workers().app), sorted(up.data.pids));
+    await stop(m);
+  });
+});
