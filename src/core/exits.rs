@@ -223,12 +223,18 @@ impl Core {
         if self.all_started {
             Self::send(out, Target::Parent, Role::Parent, "app-worker-died", None);
         } else {
-            out.push(Action::Log(
-                Level::Error,
-                format!("[master] {} start fail, exiting with code:1", app.name()),
-            ));
-            out.push(Action::Exit(1));
+            Self::start_fail(&app.name(), out);
         }
+    }
+
+    /// A child died before the app was up: egg-cluster exits the master with 1, which is how
+    /// `egg-scripts start --daemon` learns that the start failed.
+    fn start_fail(name: &str, out: &mut Vec<Action>) {
+        out.push(Action::Log(
+            Level::Error,
+            format!("[master] {name} start fail, exiting with code:1"),
+        ));
+        out.push(Action::Exit(1));
     }
 
     fn on_agent_exit(
@@ -262,11 +268,7 @@ impl Core {
             out.push(Action::After(Duration::from_secs(1), Timer::ReforkAgent));
             Self::send(out, Target::Parent, Role::Parent, "agent-worker-died", None);
         } else {
-            out.push(Action::Log(
-                Level::Error,
-                format!("[master] {} start fail, exiting with code:1", agent.name()),
-            ));
-            out.push(Action::Exit(1));
+            Self::start_fail(&agent.name(), out);
         }
     }
 

@@ -180,7 +180,7 @@ mod tests {
 
     use serde_json::json;
 
-    use crate::process::testutil::{which, within, ChildChannel, KillOnDrop, Script};
+    use crate::process::testutil::{spawn_plain, which, within, ChildChannel, KillOnDrop, Script};
 
     /// Reports what the child sees, then exits. `/proc/self/environ` is the environment as it
     /// was at exec: node deletes `NODE_CHANNEL_*` (and a worker `NODE_UNIQUE_ID`) from
@@ -398,17 +398,8 @@ process.send({
 
     #[tokio::test]
     async fn wait_exit_reports_the_exit_code() {
-        let node = which("node");
         let script = Script::new("exit.js", "process.exitCode = 3;");
-        let child = spawn_node(&SpawnSpec {
-            exec_path: &node,
-            exec_argv: &[],
-            script: script.path_str(),
-            args: &[],
-            env: &[],
-            cluster_id: None,
-        })
-        .expect("spawn node");
+        let child = spawn_plain(&script);
         let _guard = KillOnDrop(vec![pid_of(&child)]);
         let info = wait(child.child).await;
         assert_eq!(
@@ -423,20 +414,11 @@ process.send({
 
     #[tokio::test]
     async fn wait_exit_reports_the_signal_that_killed_the_child() {
-        let node = which("node");
         let script = Script::new(
             "stay.js",
             "setInterval(() => {}, 1000); process.send('up');",
         );
-        let child = spawn_node(&SpawnSpec {
-            exec_path: &node,
-            exec_argv: &[],
-            script: script.path_str(),
-            args: &[],
-            env: &[],
-            cluster_id: None,
-        })
-        .expect("spawn node");
+        let child = spawn_plain(&script);
         let pid = pid_of(&child);
         let _guard = KillOnDrop(vec![pid]);
         let mut channel = ChildChannel::open(child.channel);

@@ -82,8 +82,8 @@ mod tests {
 
     use std::process::Child;
 
-    use crate::process::spawn::{spawn_node, wait_exit, SpawnSpec};
-    use crate::process::testutil::{which, within, ChildChannel, KillOnDrop, Script};
+    use crate::process::spawn::wait_exit;
+    use crate::process::testutil::{spawn_plain, within, ChildChannel, KillOnDrop, Script};
 
     /// A node child that forks a node grandchild; both install a SIGTERM handler (or not), and
     /// the child reports the grandchild's pid once the grandchild is up.
@@ -120,16 +120,7 @@ if (process.argv[2] === 'grandchild') {{
 
     /// Spawns the tree and waits until both processes are up (handlers installed).
     async fn spawn_tree(script: &Script) -> Tree {
-        let node = which("node");
-        let child = spawn_node(&SpawnSpec {
-            exec_path: &node,
-            exec_argv: &[],
-            script: script.path_str(),
-            args: &[],
-            env: &[],
-            cluster_id: None,
-        })
-        .expect("spawn node");
+        let child = spawn_plain(script);
         let pid = i32::try_from(child.child.id()).expect("pid fits");
         let mut guard = KillOnDrop(vec![pid]);
         let mut channel = ChildChannel::open(child.channel);

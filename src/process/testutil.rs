@@ -29,6 +29,20 @@ pub fn which(name: &str) -> String {
         .into_owned()
 }
 
+/// `node <script>` with a channel on fd 3 and nothing else: no execArgv, args or env.
+pub fn spawn_plain(script: &Script) -> crate::process::spawn::NodeChild {
+    let node = which("node");
+    crate::process::spawn::spawn_node(&crate::process::spawn::SpawnSpec {
+        exec_path: &node,
+        exec_argv: &[],
+        script: script.path_str(),
+        args: &[],
+        env: &[],
+        cluster_id: None,
+    })
+    .expect("spawn node")
+}
+
 /// A script in its own temporary directory, removed on drop.
 pub struct Script {
     dir: PathBuf,
