@@ -6,6 +6,7 @@
 
 use crate::ipc::json::{self, JsonError, Shape};
 use crate::protocol::MasterAction;
+use smallvec::SmallVec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -48,17 +49,56 @@ pub enum Destination {
     Master,
     Parent,
     Agent,
-    /// The pids of the app workers to deliver to (possibly none).
-    Apps(Vec<u32>),
+    /// The pids of the app workers to deliver to (possibly none); inline for a few workers, so
+    /// routing allocates nothing.
+    Apps(SmallVec<[u32; 8]>),
 }
 
 #[derive(Debug)]
-pub(crate) struct Routed {
+pub(crate) struct Routed<'a> {
     pub(crate) dest: Destination,
-    /// The message as it is delivered: `from`/`to` stamped.
-    pub(crate) line: Vec<u8>,
+    /// The message as it is delivered (`from`/`to` stamped), written on demand.
+    line: Stamped<'a>,
     /// For the master: what it is and its raw `data`.
-    pub(crate) to_master: Option<(MasterAction, Option<Vec<u8>>)>,
+    pub(crate) to_master: Option<ToMaster>,
+}
+
+/// The delivered message: the received line with members spliced in when written (no copy
+/// until then), or, for a string message, the object it became.
+// Large on purpose, as `json::Shape`: short-lived on the stack, no allocation per message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Stamped<'a> {
+    Splice {
+        scanned: json::Scanned<'a>,
+        sets: SmallVec<[(&'static str, &'static [u8]); 2]>,
+    },
+    Owned(Vec<u8>),
+}
+
+impl Routed<'_> {
+    /// Appends the delivered message to `out`.
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        match &self.line {
+            Stamped::Splice { scanned, sets } => scanned.write_with_members(sets, out),
+            Stamped::Owned(v) => out.extend_from_slice(v),
+        }
+    }
+
+    /// About the delivered length (the received line plus what may be spliced in).
+    pub(crate) fn len_hint(&self) -> usize {
+        match &self.line {
+            Stamped::Splice { scanned, .. } => scanned.line.len() + 32,
+            Stamped::Owned(v) => v.len(),
+        }
+    }
+
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        match &self.line {
+            Stamped::Splice { scanned, sets } => scanned.with_members(sets),
+            Stamped::Owned(v) => v.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -71,13 +111,22 @@ pub enum RouteError {
 
 /// Routes one message line sent by `from`. `Ok(None)`: nobody is addressed (egg-cluster drops
 /// such messages silently too).
-pub(crate) fn route(from: Role, line: &[u8], peers: &Peers) -> Result<Option<Routed>, RouteError> {
+pub(crate) fn route<'a>(
+    from: Role,
+    line: &'a [u8],
+    peers: &Peers,
+) -> Result<Option<Routed<'a>>, RouteError> {
     let scanned = json::scan(line)?;
-    // A bare string `s` is shorthand for `{action: s, data: s}` (egg-cluster's workers do this;
-    // for the parent it would crash egg-cluster, here it gets the same treatment).
-    let wrapped;
-    let scanned = match &scanned.shape {
-        Shape::Object { .. } => scanned,
+    match &scanned.shape {
+        Shape::Object { .. } => Ok(
+            decide(from, &scanned, peers).map(|(dest, sets, to_master)| Routed {
+                dest,
+                line: Stamped::Splice { scanned, sets },
+                to_master,
+            }),
+        ),
+        // A bare string `s` is shorthand for `{action: s, data: s}` (egg-cluster's workers do
+        // this; for the parent it would crash egg-cluster, here it gets the same treatment).
         Shape::String(range) => {
             let s = &line[range.clone()];
             let mut obj = Vec::with_capacity(s.len() * 2 + 20);
@@ -86,13 +135,30 @@ pub(crate) fn route(from: Role, line: &[u8], peers: &Peers) -> Result<Option<Rou
             obj.extend_from_slice(b",\"data\":");
             obj.extend_from_slice(s);
             obj.push(b'}');
-            wrapped = obj;
-            json::scan(&wrapped)?
+            let wrapped = json::scan(&obj)?;
+            Ok(
+                decide(from, &wrapped, peers).map(|(dest, sets, to_master)| Routed {
+                    dest,
+                    line: Stamped::Owned(wrapped.with_members(&sets)),
+                    to_master,
+                }),
+            )
         }
-        Shape::Other => return Err(RouteError::NotAnObject(kind_of(line))),
-    };
+        Shape::Other => Err(RouteError::NotAnObject(kind_of(line))),
+    }
+}
 
-    let mut sets: Vec<(&str, &[u8])> = Vec::with_capacity(2);
+type Sets = SmallVec<[(&'static str, &'static [u8]); 2]>;
+/// What a message to the master is, and its raw `data`.
+type ToMaster = (MasterAction, Option<Vec<u8>>);
+
+/// Where an object message goes and what is stamped on it; `None`: nobody is addressed.
+fn decide(
+    from: Role,
+    scanned: &json::Scanned,
+    peers: &Peers,
+) -> Option<(Destination, Sets, Option<ToMaster>)> {
+    let mut sets = Sets::new();
     let from_role = if from == Role::Master {
         // The master's own messages may name another sender (e.g. `from: 'agent'` for debug).
         match scanned.str("from") {
@@ -154,7 +220,7 @@ pub(crate) fn route(from: Role, line: &[u8], peers: &Peers) -> Result<Option<Rou
                 .copied()
                 .collect(),
         ),
-        _ => return Ok(None),
+        _ => return None,
     };
     // Only the master dispatches on `action`; nobody else pays for decoding it.
     let to_master = match dest {
@@ -164,12 +230,7 @@ pub(crate) fn route(from: Role, line: &[u8], peers: &Peers) -> Result<Option<Rou
         )),
         _ => None,
     };
-    let line = scanned.with_members(&sets);
-    Ok(Some(Routed {
-        dest,
-        line,
-        to_master,
-    }))
+    Some((dest, sets, to_master))
 }
 
 /// Builds a message of the master's own: `{action, to, data, from: 'master'}` in egg-cluster's
@@ -226,18 +287,18 @@ mod tests {
         }
     }
 
-    fn r(from: Role, line: &str) -> Routed {
+    fn r(from: Role, line: &str) -> Routed<'_> {
         route(from, line.as_bytes(), &peers()).unwrap().unwrap()
     }
 
-    fn text(r: &Routed) -> &str {
-        std::str::from_utf8(&r.line).unwrap()
+    fn text(r: &Routed) -> String {
+        String::from_utf8(r.to_vec()).unwrap()
     }
 
     #[test]
     fn agent_defaults_to_all_connected_apps() {
         let out = r(Role::Agent, r#"{"action":"a","data":1}"#);
-        assert_eq!(out.dest, Destination::Apps(vec![11, 12]));
+        assert_eq!(out.dest, Destination::Apps(SmallVec::from_slice(&[11, 12])));
         assert_eq!(
             text(&out),
             r#"{"action":"a","data":1,"from":"agent","to":"app"}"#
@@ -287,21 +348,21 @@ mod tests {
         );
         assert_eq!(
             r(Role::Agent, r#"{"receiverPid":"12","to":"app"}"#).dest,
-            Destination::Apps(vec![12])
+            Destination::Apps(SmallVec::from_slice(&[12]))
         );
         // A disconnected worker gets nothing, a numeric pid matches nobody.
         assert_eq!(
             r(Role::Agent, r#"{"receiverPid":"13"}"#).dest,
-            Destination::Apps(vec![])
+            Destination::Apps(SmallVec::new())
         );
         assert_eq!(
             r(Role::Agent, r#"{"receiverPid":12}"#).dest,
-            Destination::Apps(vec![])
+            Destination::Apps(SmallVec::new())
         );
         // `"012" === String(12)` is false in egg-cluster too.
         assert_eq!(
             r(Role::Agent, r#"{"receiverPid":"012"}"#).dest,
-            Destination::Apps(vec![])
+            Destination::Apps(SmallVec::new())
         );
     }
 
@@ -322,7 +383,7 @@ mod tests {
     #[test]
     fn falsy_to_is_defaulted() {
         let out = r(Role::Agent, r#"{"to":"","action":"a"}"#);
-        assert_eq!(out.dest, Destination::Apps(vec![11, 12]));
+        assert_eq!(out.dest, Destination::Apps(SmallVec::from_slice(&[11, 12])));
         assert_eq!(text(&out), r#"{"to":"app","action":"a","from":"agent"}"#);
     }
 
@@ -363,7 +424,10 @@ mod tests {
             r#"{"action":"egg-pids","to":"app","data":[10],"from":"master"}"#
         );
         let routed = route(Role::Master, &m, &peers()).unwrap().unwrap();
-        assert_eq!(routed.line, m);
-        assert_eq!(routed.dest, Destination::Apps(vec![11, 12]));
+        assert_eq!(routed.to_vec(), m);
+        assert_eq!(
+            routed.dest,
+            Destination::Apps(SmallVec::from_slice(&[11, 12]))
+        );
     }
 }

@@ -81,12 +81,46 @@ impl std::ops::Deref for Bytes {
     }
 }
 
+/// The user message lines of one read, in order, in one buffer: a burst of small messages
+/// costs one allocation, not one per line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Lines {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Lines {
+    pub fn push(&mut self, line: &[u8]) {
+        self.buf.extend_from_slice(line);
+        self.ends.push(self.buf.len());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter()).map(|(s, e)| &self.buf[s..*e])
+    }
+}
+
+impl<'a> FromIterator<&'a [u8]> for Lines {
+    fn from_iter<I: IntoIterator<Item = &'a [u8]>>(iter: I) -> Self {
+        let mut lines = Lines::default();
+        for l in iter {
+            lines.push(l);
+        }
+        lines
+    }
+}
+
 /// What the channel reports to its owner.
 #[derive(Debug)]
 pub enum Incoming {
     /// User message lines (not internal), raw, in order: all those of one read, so the owner
     /// handles a burst of small messages in one go.
-    Messages(Vec<Vec<u8>>),
+    Messages(Lines),
     /// A `NODE_CLUSTER` line, raw.
     Cluster(Vec<u8>),
     /// A line the child should never have written; dropped, the channel goes on.
@@ -193,7 +227,7 @@ struct Conn {
     held: Option<Frame>,
     queue: Arc<QueueState>,
     /// User messages of the current read, handed over together.
-    batch: Vec<Vec<u8>>,
+    batch: Lines,
 }
 
 /// Hands events to the channel's owner and makes sure `Closed` is reported exactly once: when
@@ -228,7 +262,7 @@ impl Conn {
     fn new(max_line: usize, queue: Arc<QueueState>) -> Self {
         Conn {
             queue,
-            batch: Vec::new(),
+            batch: Lines::default(),
             lines: LineBuffer::new(max_line),
             fds: VecDeque::new(),
             out: Vec::new(),
@@ -414,10 +448,11 @@ impl Conn {
 
     fn on_bytes<F: FnMut(Incoming)>(&mut self, data: &[u8], on_incoming: &mut F) {
         self.lines.extend(data);
-        while let Some(line) = self.lines.next_line() {
-            let line = match line {
-                Ok(l) => l,
-                Err(e) => {
+        loop {
+            let line = match self.lines.next_line() {
+                None => break,
+                Some(Ok(l)) => l,
+                Some(Err(e)) => {
                     self.flush_batch(on_incoming);
                     on_incoming(Incoming::Malformed {
                         reason: format!("a message over {} bytes was dropped", e.limit),
@@ -425,6 +460,13 @@ impl Conn {
                     continue;
                 }
             };
+            // Only lines mentioning "cmd" can be internal; the rest (nearly all traffic) are
+            // copied once into the batch and validated once, by the router.
+            if memmem::find(line, b"\"cmd\"").is_none() {
+                self.batch.push(line);
+                continue;
+            }
+            let line = line.to_vec();
             self.on_line(line, on_incoming);
         }
         self.flush_batch(on_incoming);
@@ -438,13 +480,8 @@ impl Conn {
         }
     }
 
+    /// A line that may be internal (it mentions `"cmd"`).
     fn on_line<F: FnMut(Incoming)>(&mut self, line: Vec<u8>, on_incoming: &mut F) {
-        // Only lines mentioning "cmd" can be internal; the rest (nearly all traffic) skip the scan
-        // here and are validated once, by the router.
-        if memmem::find(&line, b"\"cmd\"").is_none() {
-            self.batch.push(line);
-            return;
-        }
         let scanned = match json::scan(&line) {
             Ok(s) => s,
             Err(e) => {
@@ -458,7 +495,7 @@ impl Conn {
         let cmd = match scanned.str("cmd") {
             Some(cmd) if super::is_internal_cmd(&cmd) => cmd,
             _ => {
-                self.batch.push(line);
+                self.batch.push(&line);
                 return;
             }
         };
@@ -537,7 +574,7 @@ mod tests {
         match incoming {
             Incoming::Messages(lines) => {
                 assert!(!lines.is_empty(), "an empty batch was reported");
-                lines.into_iter().map(|l| Ev::Msg(text(l))).collect()
+                lines.iter().map(|l| Ev::Msg(text(l.to_vec()))).collect()
             }
             Incoming::Cluster(line) => vec![Ev::Cluster(text(line))],
             Incoming::Malformed { reason } => vec![Ev::Malformed(reason)],
@@ -796,7 +833,10 @@ mod tests {
         h.peer.write(b"{\"hello\":\"world\"}\n").await;
         match h.events.0.recv().await {
             Some(Incoming::Messages(lines)) => {
-                assert_eq!(lines, vec![b"{\"hello\":\"world\"}".to_vec()]);
+                assert_eq!(
+                    lines.iter().collect::<Vec<_>>(),
+                    [&b"{\"hello\":\"world\"}"[..]]
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -1175,7 +1215,7 @@ mod tests {
                 sink: |i| events.push(i),
                 closed: false,
             };
-            r.report(Incoming::Messages(vec![b"{}".to_vec()]));
+            r.report(Incoming::Messages([&b"{}"[..]].into_iter().collect()));
             // dropped without a Closed, as when the task panics
         }
         assert_eq!(closes(&events), 1);

@@ -43,8 +43,9 @@ impl LineBuffer {
         self.buf.extend_from_slice(data);
     }
 
-    /// The next complete line without its `\n`, `None` when no full line is buffered.
-    pub fn next_line(&mut self) -> Option<Result<Vec<u8>, LineTooLong>> {
+    /// The next complete line without its `\n`, `None` when no full line is buffered. Borrowed:
+    /// nothing is copied per line (the consumed prefix is dropped by a later `extend`).
+    pub fn next_line(&mut self) -> Option<Result<&[u8], LineTooLong>> {
         if self.discarding {
             match memchr::memchr(b'\n', &self.buf[self.start..]) {
                 Some(i) => {
@@ -62,18 +63,15 @@ impl LineBuffer {
         match memchr::memchr(b'\n', &self.buf[from..]) {
             Some(i) => {
                 let end = from + i;
-                let line = self.buf[self.start..end].to_vec();
+                let begin = self.start;
                 self.start = end + 1;
                 self.scanned = self.start;
-                if self.start == self.buf.len() {
-                    self.clear();
-                }
-                if line.len() > self.max_line {
+                if end - begin > self.max_line {
                     return Some(Err(LineTooLong {
                         limit: self.max_line,
                     }));
                 }
-                Some(Ok(line))
+                Some(Ok(&self.buf[begin..end]))
             }
             None => {
                 self.scanned = self.buf.len();
@@ -109,7 +107,7 @@ mod tests {
     fn drain(b: &mut LineBuffer) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(l) = b.next_line() {
-            out.push(l.unwrap());
+            out.push(l.unwrap().to_vec());
         }
         out
     }
@@ -157,7 +155,7 @@ mod tests {
             assert_eq!(b.pending(), 0);
         }
         b.extend(b"tail\n{\"ok\":1}\n");
-        assert_eq!(b.next_line(), Some(Ok(b"{\"ok\":1}".to_vec())));
+        assert_eq!(b.next_line(), Some(Ok(&b"{\"ok\":1}"[..])));
         assert_eq!(b.next_line(), None);
     }
 
@@ -166,6 +164,6 @@ mod tests {
         let mut b = LineBuffer::new(4);
         b.extend(b"0123456789\nok\n");
         assert_eq!(b.next_line(), Some(Err(LineTooLong { limit: 4 })));
-        assert_eq!(b.next_line(), Some(Ok(b"ok".to_vec())));
+        assert_eq!(b.next_line(), Some(Ok(&b"ok"[..])));
     }
 }

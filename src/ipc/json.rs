@@ -12,6 +12,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use smallvec::SmallVec;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JsonError {
     #[error("empty line")]
@@ -27,12 +29,16 @@ pub struct Member {
     pub value: Range<usize>,
 }
 
+// Large on purpose: a Shape lives on the stack while one message is routed, and boxing the
+// members would bring back the per-message allocation this avoids.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Shape {
     /// An object: its members in order, and where new members go (just after the last
     /// member's value, or after `{` when empty).
     Object {
-        members: Vec<Member>,
+        /// Inline up to 8: a routed message has a handful, so scanning allocates nothing.
+        members: SmallVec<[Member; 8]>,
         insert_at: usize,
     },
     /// A string; the range covers the quoted text.
@@ -57,7 +63,7 @@ pub fn scan(line: &[u8]) -> Result<Scanned<'_>, JsonError> {
     let mut i = skip_ws(line, 0);
     let shape = match line[i] {
         b'{' => {
-            let mut members = Vec::new();
+            let mut members: SmallVec<[Member; 8]> = SmallVec::new();
             let open = i;
             i = skip_ws(line, i + 1);
             if line[i] != b'}' {
@@ -112,15 +118,23 @@ impl Scanned<'_> {
     /// duplicate), missing ones are appended in order, as assigning properties on the parsed
     /// object and `JSON.stringify`ing it would do. Values are raw JSON.
     pub fn with_members(&self, sets: &[(&str, &[u8])]) -> Vec<u8> {
+        let extra: usize = sets.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        let mut out = Vec::with_capacity(self.line.len() + extra);
+        self.write_with_members(sets, &mut out);
+        out
+    }
+
+    /// [`Self::with_members`], appended to `out` (the relay writes straight into a receiver's
+    /// outgoing buffer).
+    pub fn write_with_members(&self, sets: &[(&str, &[u8])], out: &mut Vec<u8>) {
         let line = self.line;
         let Shape::Object { members, insert_at } = &self.shape else {
-            return line.to_vec();
+            out.extend_from_slice(line);
+            return;
         };
-        let extra: usize = sets.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
-        let mut out = Vec::with_capacity(line.len() + extra);
         let mut at = 0;
-        let mut missing: Vec<&(&str, &[u8])> = Vec::new();
-        let mut replacements: Vec<(Range<usize>, &[u8])> = Vec::new();
+        let mut missing: SmallVec<[&(&str, &[u8]); 2]> = SmallVec::new();
+        let mut replacements: SmallVec<[(Range<usize>, &[u8]); 2]> = SmallVec::new();
         for set in sets {
             let mut found = false;
             for m in members {
@@ -152,7 +166,6 @@ impl Scanned<'_> {
             out.extend_from_slice(v);
         }
         out.extend_from_slice(&line[*insert_at..]);
-        out
     }
 }
 

@@ -132,7 +132,9 @@ impl ChildChannel {
     /// One report from the channel; `Some(reason)` once it closed.
     async fn pump(&mut self) -> Option<Option<String>> {
         match within("the child's channel", self.rx.recv()).await {
-            Some(Incoming::Messages(lines)) => self.messages.extend(lines),
+            Some(Incoming::Messages(lines)) => {
+                self.messages.extend(lines.iter().map(<[u8]>::to_vec))
+            }
             Some(Incoming::Cluster(line)) => self
                 .cluster
                 .push(String::from_utf8(line).expect("utf-8 from node")),

@@ -307,7 +307,7 @@ impl Runtime {
                 });
             }
             Input::Command(Command::FromParent(line)) => {
-                self.relay(Role::Parent, 0, &[line]);
+                self.relay(Role::Parent, 0, [line.as_slice()]);
             }
             Input::Command(Command::ParentDisconnected) => self.parent_connected = false,
             Input::Command(Command::Reload(reason)) => self.dispatch(Event::Reload(reason)),
@@ -324,7 +324,7 @@ impl Runtime {
             return;
         };
         match event {
-            ChildEvent::Incoming(Incoming::Messages(lines)) => self.relay(role, pid, &lines),
+            ChildEvent::Incoming(Incoming::Messages(lines)) => self.relay(role, pid, lines.iter()),
             ChildEvent::Incoming(Incoming::Cluster(line)) => {
                 if role == Role::App {
                     if let Some(event) = self.on_cluster(pid, &line) {

@@ -16,7 +16,12 @@ impl Runtime {
     /// are gathered per receiver and written as one frame each, so a burst costs one queue
     /// operation per receiver instead of one per message; anything addressed to the master or
     /// the parent first flushes what was gathered, so every receiver sees the sender's order.
-    pub(super) fn relay(&mut self, from: Role, pid: u32, lines: &[Vec<u8>]) {
+    pub(super) fn relay<'l>(
+        &mut self,
+        from: Role,
+        pid: u32,
+        lines: impl IntoIterator<Item = &'l [u8]>,
+    ) {
         let mut outbox: Outbox = Vec::new();
         let mut events = Vec::new();
         for line in lines {
@@ -43,31 +48,29 @@ impl Runtime {
             match routed.dest {
                 Destination::Agent => {
                     if let Some(agent) = peers.agent_pid {
-                        gather(&mut outbox, agent, routed.line);
+                        gather(&mut outbox, agent, &routed);
                     }
                 }
-                Destination::Apps(pids) => match pids.as_slice() {
-                    [one] => gather(&mut outbox, *one, routed.line),
-                    many => {
-                        for p in many {
-                            gather(&mut outbox, *p, routed.line.clone());
-                        }
+                Destination::Apps(ref pids) => {
+                    for p in pids {
+                        gather(&mut outbox, *p, &routed);
                     }
-                },
+                }
                 Destination::Master => {
                     self.flush(&mut outbox, &mut events);
+                    let line = routed.to_vec();
                     let (action, data) = routed.to_master.unwrap_or_default();
                     events.push(Event::ToMaster {
                         from,
                         pid,
                         action,
                         data,
-                        line: routed.line,
+                        line,
                     });
                 }
                 Destination::Parent => {
                     self.flush(&mut outbox, &mut events);
-                    self.deliver_to_parent(routed.line)
+                    self.deliver_to_parent(routed.to_vec())
                 }
             }
             // The master's own messages can change the routes (agent-start releases workers):
@@ -142,17 +145,16 @@ impl Runtime {
     }
 }
 
-/// Adds `line` and its newline to `pid`'s part of the outbox; the first line for a receiver is
-/// moved in, not copied.
-fn gather(outbox: &mut Outbox, pid: u32, mut line: Vec<u8>) {
-    match outbox.iter_mut().find(|(p, _)| *p == pid) {
-        Some((_, bytes)) => {
-            bytes.extend_from_slice(&line);
-            bytes.push(b'\n');
-        }
+/// Writes the routed message and its newline straight into `pid`'s part of the outbox: the
+/// read's bytes are copied once, with `from`/`to` spliced in on the way.
+fn gather(outbox: &mut Outbox, pid: u32, routed: &messenger::Routed) {
+    let bytes = match outbox.iter().position(|(p, _)| *p == pid) {
+        Some(i) => &mut outbox[i].1,
         None => {
-            line.push(b'\n');
-            outbox.push((pid, line));
+            outbox.push((pid, Vec::with_capacity(routed.len_hint() + 1)));
+            &mut outbox.last_mut().expect("just pushed").1
         }
-    }
+    };
+    routed.write_to(bytes);
+    bytes.push(b'\n');
 }
