@@ -116,8 +116,8 @@ exports.startCluster = function startCluster(options, callback) {
     tzOffsetMinutes: -new Date().getTimezoneOffset(),
     // egg-logger's console colours for stdout, decided as chalk 4 does (without loading chalk)
     color: require('supports-color').stdout !== false,
-    agentWorkerFile: path.join(__dirname, 'lib/agent_worker.js'),
-    appWorkerFile: path.join(__dirname, 'lib/app_worker.js'),
+    agentWorkerFile: path.join(WORKER_DIR, 'agent_worker.js'),
+    appWorkerFile: path.join(WORKER_DIR, 'app_worker.js'),
     nodeVersion: process.version,
     debugPort: process.debugPort,
   }, onEvent);
@@ -169,6 +169,13 @@ exports.startCluster = function startCluster(options, callback) {
 
   return promise;
 };
+
+// Where the workers are started from: lib/*_worker.js under a path whose tail is the one the
+// stop command of the tool that started this master (egg-scripts 3, or @eggjs/scripts) looks for
+// when it SIGKILLs leftover workers; both paths only load lib/*_worker.js.
+const WORKER_DIR = /@eggjs[\/\\]scripts[\/\\]/.test(process.argv[1] || '')
+  ? path.join(__dirname, 'lib/@eggjs/cluster/dist/commonjs')
+  : path.join(__dirname, 'lib/egg-cluster/lib');
 
 // process.execArgv minus an `-e`/`-p <code>` pair, as child_process.fork does: a master
 // started with `node -e` would otherwise make every child run that code again (a fork bomb).

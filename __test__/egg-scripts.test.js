@@ -32,9 +32,9 @@ describe('egg-scripts', () => {
     assert.strictEqual(workers.length, 3, JSON.stringify(procs, null, 2));
     for (const w of workers) {
       // what egg-scripts stop greps for: the title, and (for its SIGKILL fallback)
-      // "egg-cluster/lib/{app,agent}_worker.js", which our workers' paths do NOT contain
+      // "egg-cluster/lib/{app,agent}_worker.js", which our workers are started from
       assert(w.cmdline.includes(`"title":"${title}"`), w.cmdline);
-      assert(w.cmdline.includes(path.join(ROOT, 'lib')), w.cmdline);
+      assert(w.cmdline.includes(path.join(ROOT, 'lib/egg-cluster/lib/')), w.cmdline);
     }
 
     const res = await get(port, '/');
@@ -49,5 +49,34 @@ describe('egg-scripts', () => {
     await waitDead(procs.map(p => p.pid), 10000);
     assert.deepStrictEqual(findProcesses(baseDir), []);
     assert.match(fs.readFileSync(stdoutLog, 'utf8'), /\[master\] exit with code:0/);
+  });
+
+  it('stop\'s fallback finds and SIGKILLs a worker left behind by a dead master', async () => {
+    const baseDir = copyFixture('busy');
+    const port = await getFreePort();
+    const title = `egg-cluster-rs-test-${process.pid}-${Date.now()}`;
+    const start = runScript(BIN, [
+      'start', '--daemon', `--framework=${ROOT}`, `--title=${title}`, `--port=${port}`, '--workers=1',
+      `--stdout=${path.join(baseDir, 'logs/o.log')}`, `--stderr=${path.join(baseDir, 'logs/e.log')}`, baseDir,
+    ], {
+      marker: baseDir, home: baseDir,
+      // a close timeout long enough that the watchdog is not the one that cleans up
+      env: { EGG_APP_CLOSE_TIMEOUT: 120000 },
+    });
+    assert.deepStrictEqual(await start.waitExit(120000), { code: 0, signal: null }, start.tail());
+    const res = await get(port, '/busy?ms=60000');
+    const stuck = Number(res.body);
+    const master = findProcesses(baseDir).filter(p => p.cmdline.includes('start-cluster'));
+    assert.strictEqual(master.length, 1);
+    process.kill(master[0].pid, 'SIGKILL');
+    await waitDead([ master[0].pid ], 5000);
+
+    const stopped = Date.now();
+    const stop = runScript(BIN, [ 'stop', `--title=${title}`, '--timeout=100' ], { marker: title, home: baseDir });
+    assert.strictEqual((await stop.waitExit(60000)).code, 0, stop.tail());
+    assert.match(stop.output, /can't detect any running egg process/);
+    assert.match(stop.stdout, new RegExp(`got worker/agent pids \\[[^\\]]*"${stuck}"`), stop.stdout);
+    await waitDead([ stuck ], 5000);
+    assert(Date.now() - stopped < 30000);
   });
 });

@@ -294,7 +294,7 @@ function toCheck(cond) {
  * Start a master on a copy of a fixture app.
  * @param {string} fixture - name under fixtures/apps (or an absolute dir, copied too)
  * @param {Object} [opts] - cluster options (baseDir is set; port: a free one unless given; workers: 2 unless given)
- * @param {Object} [more] - { env, home, baseDir (use this dir as is, no copy) }
+ * @param {Object} [more] - { env, home, baseDir (use this dir as is, no copy), execArgv (the master's) }
  * @return {Promise<MasterHandle>} -
  */
 async function startMaster(fixture, opts = {}, more = {}) {
@@ -303,7 +303,7 @@ async function startMaster(fixture, opts = {}, more = {}) {
   if (!('port' in opts)) options.port = await getFreePort();
   if (options.port === undefined) delete options.port;
   const env = makeEnv(more.env, more.home || baseDir);
-  return new MasterHandle({ baseDir, options, env });
+  return new MasterHandle({ baseDir, options, env, execArgv: more.execArgv });
 }
 
 /**

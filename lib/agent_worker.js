@@ -14,9 +14,7 @@
 const options = JSON.parse(process.argv[2]);
 if (options.require) {
   // inject
-  options.require.forEach(mod => {
-    require(mod);
-  });
+  require('./preload')(options.require, options.baseDir);
 }
 
 const gracefulExit = require('graceful-process');

@@ -18,9 +18,7 @@
 const options = JSON.parse(process.argv[2]);
 if (options.require) {
   // inject
-  options.require.forEach(mod => {
-    require(mod);
-  });
+  require('./preload')(options.require, options.baseDir);
 }
 
 const os = require('os');

@@ -18,10 +18,6 @@ impl Core {
         if self.closing() {
             return;
         }
-        self.phase = MasterPhase::Closing;
-        for app in self.children.apps_mut() {
-            app.disable_refork = true;
-        }
         let info = |out: &mut Vec<Action>, msg: String| out.push(Action::Log(Level::Info, msg));
         info(
             out,
@@ -35,6 +31,20 @@ impl Core {
             out,
             format!("[master] process info: heap_limit {heap_limit}, heap_used {heap_used}"),
         );
+        self.begin_close(out);
+    }
+
+    /// egg-cluster's `close()`: what a signal does after its lines, and what a debugger's
+    /// SIGKILL of an app worker does (see `exits.rs`).
+    pub(super) fn begin_close(&mut self, out: &mut Vec<Action>) {
+        if self.closing() {
+            return;
+        }
+        self.phase = MasterPhase::Closing;
+        for app in self.children.apps_mut() {
+            app.disable_refork = true;
+        }
+        let info = |out: &mut Vec<Action>, msg: String| out.push(Action::Log(Level::Info, msg));
         let shown = &self.cfg.app_close.shown;
         info(
             out,

@@ -189,12 +189,18 @@ impl Core {
             self.reload_on_exit(&app, code, signal, now, out);
             return;
         }
+        // egg-cluster: a debugged master whose app worker is SIGKILLed (a debugger session
+        // ending kills its target) closes instead of carrying on without it.
+        let debugger_kill = self.cfg.is_debug && signal == Some("SIGKILL");
         // A worker a reload is replacing anyway is not reforked.
         let replaced = self.reload_on_exit(&app, code, signal, now, out);
         if !app.refork_handled && !app.disable_refork && !replaced {
             self.unexpected_count += 1;
             let uptime = app.serving_since.map_or(0, |t| now.saturating_sub(t));
-            self.refork_decision(uptime, now, out);
+            // The master is about to close: a replacement would only be terminated again.
+            if !debugger_kill {
+                self.refork_decision(uptime, now, out);
+            }
             out.push(Action::Cfork(
                 true,
                 format!(
@@ -207,21 +213,30 @@ impl Core {
                 ),
             ));
         }
-        out.push(Action::LogError(
-            "AppWorkerDiedError",
-            format!(
-                "[master] {} died (code: {}, signal: {}, suicide: {}, state: dead), current workers: {}",
-                app.name(),
-                js_opt(code),
-                signal.unwrap_or("null"),
-                app.exited_after_disconnect,
-                serde_json::to_string(&current).unwrap_or_default(),
-            ),
-        ));
+        let died = format!(
+            "[master] {} died (code: {}, signal: {}, suicide: {}, state: dead), current workers: {}",
+            app.name(),
+            js_opt(code),
+            signal.unwrap_or("null"),
+            app.exited_after_disconnect,
+            serde_json::to_string(&current).unwrap_or_default(),
+        );
+        if debugger_kill {
+            out.push(Action::Log(Level::Error, died));
+            out.push(Action::Log(
+                Level::Error,
+                "[master] worker kill by debugger, exiting...".into(),
+            ));
+        } else {
+            out.push(Action::LogError("AppWorkerDiedError", died));
+        }
         let pids = self.children.listening_pids_json();
         self.send_agent(out, "egg-pids", Some(&pids));
         if self.all_started {
             Self::send(out, Target::Parent, Role::Parent, "app-worker-died", None);
+            if debugger_kill {
+                self.begin_close(out);
+            }
         } else {
             Self::start_fail(&app.name(), out);
         }

@@ -71,6 +71,9 @@ pub(crate) struct Config {
     /// `maxMemoryRestart` (bytes of RSS) and how often it is checked.
     pub(crate) max_memory: Option<u64>,
     pub(crate) memory_check_interval: Option<Duration>,
+    /// The master runs under `--inspect`/`--debug` (`isDebug`): an app worker's SIGKILL is a
+    /// debugger session ending, and closes the master.
+    pub(crate) is_debug: bool,
 }
 
 pub(crate) use crate::options::CloseTimeout;

@@ -41,6 +41,7 @@ fn cfg(workers: usize) -> Config {
         reload_timeout: Duration::from_secs(60),
         max_memory: None,
         memory_check_interval: None,
+        is_debug: false,
     }
 }
 
@@ -145,7 +146,12 @@ fn released(c: Config) -> Core {
 
 /// ... and every worker listens on the real port: ready. Returns the last decision.
 fn started(workers: usize) -> (Core, Vec<Action>) {
-    let mut core = released(cfg(workers));
+    started_with(cfg(workers))
+}
+
+fn started_with(c: Config) -> (Core, Vec<Action>) {
+    let workers = c.workers;
+    let mut core = released(c);
     let mut last = Vec::new();
     for i in 0..workers {
         core.handle(Event::Online { pid: app_pid(i) }, 50);
@@ -1144,4 +1150,76 @@ fn reload_before_ready_is_refused() {
     let mut core = released(cfg(1));
     let a = core.handle(Event::Reload(ReloadReason::Signal), 1);
     assert!(has_log(&a, "reload (SIGUSR2) ignored: the app is not up"));
+}
+
+#[test]
+fn a_debugged_master_closes_when_an_app_worker_is_sigkilled() {
+    let mut c = cfg(2);
+    c.is_debug = true;
+    let (mut core, _) = started_with(c);
+    let a = core.handle(
+        Event::Exited {
+            pid: 20,
+            code: None,
+            signal: Some("SIGKILL"),
+        },
+        200,
+    );
+    assert!(a.contains(&Action::Log(
+        Level::Error,
+        "[master] app_worker#1:20 died (code: null, signal: SIGKILL, suicide: false, state: dead), current workers: [20,21]".into()
+    )));
+    assert!(a.contains(&Action::Log(
+        Level::Error,
+        "[master] worker kill by debugger, exiting...".into()
+    )));
+    assert!(!a
+        .iter()
+        .any(|x| matches!(x, Action::LogError("AppWorkerDiedError", _))));
+    // No replacement: the master closes, the surviving worker first.
+    assert!(!a.iter().any(|x| matches!(x, Action::SpawnApps { .. })));
+    assert!(a.contains(&Action::TerminateGroup {
+        group: Group::Apps,
+        pids: vec![21],
+        limit: Duration::from_secs(5),
+    }));
+    assert!(has_log(
+        &a,
+        "[master] send kill SIGTERM to app workers, will exit with code:0 after 5000ms"
+    ));
+    let a = core.handle(Event::Terminated(Group::Apps), 300);
+    assert!(a.iter().any(|x| matches!(x, Action::TerminateGroup { group: Group::Agent, pids, .. } if pids == &vec![AGENT])));
+    assert_eq!(
+        core.handle(Event::Terminated(Group::Agent), 400).last(),
+        Some(&Action::Exit(0))
+    );
+
+    // Any other death of a debugged master's worker is an ordinary one.
+    let mut c = cfg(2);
+    c.is_debug = true;
+    let (mut core, _) = started_with(c);
+    let a = core.handle(
+        Event::Exited {
+            pid: 20,
+            code: Some(1),
+            signal: None,
+        },
+        200,
+    );
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::LogError("AppWorkerDiedError", _))));
+    assert!(!a.iter().any(|x| matches!(x, Action::TerminateGroup { .. })));
+    // And a SIGKILL without a debugger is too.
+    let (mut core, _) = started(2);
+    let a = core.handle(
+        Event::Exited {
+            pid: 20,
+            code: None,
+            signal: Some("SIGKILL"),
+        },
+        200,
+    );
+    assert!(!has_log(&a, "worker kill by debugger"));
+    assert!(!a.iter().any(|x| matches!(x, Action::TerminateGroup { .. })));
 }

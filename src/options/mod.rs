@@ -147,6 +147,13 @@ pub enum OptionsError {
     FrameworkNotFound { name: String, dirs: String },
     #[error("options.framework: cannot read {}: {reason}", .path.display())]
     FrameworkPackage { path: PathBuf, reason: String },
+    /// A valid value of `name` that this master does not implement yet.
+    #[error("{name} {value} is not supported yet: {hint}")]
+    Unsupported {
+        name: &'static str,
+        value: String,
+        hint: &'static str,
+    },
     /// An environment variable set to something that cannot be used; `name` is the variable.
     #[error("{name} should be {expected}, got {got}")]
     InvalidEnv {
@@ -200,6 +207,8 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         }
         raw.set(&key, value);
     }
+
+    check_start_mode(raw.get("startMode"))?;
 
     let workers = match raw.get("workers") {
         Some(v) if truthy(v) => parse_workers(v)?,
@@ -425,6 +434,27 @@ fn parse_sticky_key(raw: &JsObject) -> Result<(Option<KeySource>, Vec<TrustedNet
         }
     };
     Ok((key, trusted))
+}
+
+/// The one place that decides which `startMode`s run. egg-cluster silently runs anything but
+/// `'worker_threads'` as `'process'`; a typo here would then go unnoticed.
+fn check_start_mode(value: Option<&Value>) -> Result<(), OptionsError> {
+    match value {
+        // A null value never reaches here (extend skips it): the default `'process'` stays.
+        None => Ok(()),
+        Some(Value::String(s)) if s == "process" => Ok(()),
+        Some(Value::String(s)) if s == "worker_threads" => Err(OptionsError::Unsupported {
+            name: "options.startMode",
+            value: "'worker_threads'".into(),
+            hint:
+                "egg-cluster-rs runs the agent and the app workers as processes only; use 'process'",
+        }),
+        Some(v) => Err(invalid(
+            "options.startMode",
+            "'process' or 'worker_threads'",
+            v,
+        )),
+    }
 }
 
 fn parse_workers(value: &Value) -> Result<usize, OptionsError> {
@@ -925,5 +955,26 @@ mod tests {
         let mut i = input(&tmp, json!({}));
         i.exec_argv = vec!["--expose-gc".into()];
         assert!(!parse_ok(i).raw.contains_key("isDebug"));
+    }
+
+    #[test]
+    fn start_mode() {
+        let tmp = app();
+        assert_eq!(
+            parse_ok(input(&tmp, json!({ "startMode": "process" }))).raw["startMode"],
+            "process"
+        );
+        assert_eq!(
+            parse_err(input(&tmp, json!({ "startMode": "worker_threads" }))),
+            "options.startMode 'worker_threads' is not supported yet: egg-cluster-rs runs the \
+             agent and the app workers as processes only; use 'process'"
+        );
+        for bad in [json!("thread"), json!(""), json!(1), json!(true)] {
+            let err = parse_err(input(&tmp, json!({ "startMode": bad })));
+            assert!(
+                err.starts_with("options.startMode should be 'process' or 'worker_threads', got"),
+                "{err}"
+            );
+        }
     }
 }

@@ -2,11 +2,12 @@
 //! channel on fd 3 (everything else CLOEXEC) and reaps it through a pidfd, never touching the
 //! SIGCHLD handler or `waitpid(-1)` that libuv owns inside Node; [`terminate`] stops a child and
 //! its whole process tree with SIGTERM, then SIGKILL after a timeout; [`tree`] finds a process's
-//! descendants in /proc.
+//! descendants in /proc; [`watchdog`] kills the children that outlive a dead master.
 
 pub mod spawn;
 pub mod terminate;
 pub mod tree;
+pub mod watchdog;
 
 #[cfg(test)]
 mod testutil;

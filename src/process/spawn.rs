@@ -70,9 +70,8 @@ pub fn spawn_node(spec: &SpawnSpec) -> io::Result<NodeChild> {
     }
 
     let child_fd = child_end.as_raw_fd();
-    let master_pid = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls (dup2, fcntl, prctl, getppid, kill).
+    // calls (dup2, fcntl).
     unsafe {
         cmd.pre_exec(move || {
             // Node marks its own fds 0-2 CLOEXEC at startup (uv_disable_stdio_inheritance) and
@@ -92,15 +91,9 @@ pub fn spawn_node(spec: &SpawnSpec) -> io::Result<NodeChild> {
             } else if libc::dup2(child_fd, 3) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            // If the master dies without closing us (SIGKILL), take the graceful path too. The
-            // signal fires when the *spawning thread* exits; ours lives as long as the master.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The master may have died between fork and prctl.
-            if libc::getppid() != master_pid {
-                libc::kill(libc::getpid(), libc::SIGTERM);
-            }
+            // No PR_SET_PDEATHSIG: when the master dies the child must see its channel close
+            // first and take graceful-process's disconnect path, as under egg-cluster; the
+            // watchdog (`process::watchdog`) kills whatever is left after the close timeout.
             Ok(())
         });
     }

@@ -75,7 +75,7 @@ impl Drop for Script {
 }
 
 /// SIGKILLs the listed pids when dropped during a panic, so a failing test leaves no process
-/// behind (some ignore SIGTERM, so the spawner's PR_SET_PDEATHSIG would not stop them). A test
+/// behind (nothing else kills a test's children when the test process ends). A test
 /// that passes has already reaped or killed them: signalling then could hit a reused pid.
 pub struct KillOnDrop(pub Vec<i32>);
 

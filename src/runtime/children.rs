@@ -11,6 +11,7 @@ use crate::ipc::json;
 use crate::messenger::{self, Role};
 use crate::process::spawn::{self, ExitInfo, SpawnSpec};
 use crate::process::terminate as shutdown;
+use crate::process::watchdog::Watchdog;
 use crate::protocol::START_GO_AHEAD;
 
 /// What one child's channel may make the master hold: its longest message (longer ones are
@@ -29,6 +30,8 @@ pub(super) struct SpawnConfig {
     pub(super) is_debug: bool,
     /// `EGG_AGENT_DEBUG_PORT`.
     pub(super) agent_debug_port: u16,
+    /// How long children that outlive the master get before the watchdog SIGKILLs them.
+    pub(super) watchdog_grace: std::time::Duration,
 }
 
 pub(super) struct Proc {
@@ -52,6 +55,9 @@ pub(super) struct Children {
     procs: HashMap<u32, Proc>,
     /// App workers get `process.debugPort` + 1, + 2, ... as Node's cluster assigns them.
     app_debug_offset: u32,
+    /// Started with the first child; `None` if it could not be (logged, the master goes on).
+    watchdog: Option<Watchdog>,
+    watchdog_tried: bool,
 }
 
 impl Children {
@@ -60,6 +66,28 @@ impl Children {
             cfg,
             procs: HashMap::new(),
             app_debug_offset: 0,
+            watchdog: None,
+            watchdog_tried: false,
+        }
+    }
+
+    /// Tells the watchdog about a new child, starting the watchdog first if need be.
+    fn watch(&mut self, pid: u32) {
+        if !self.watchdog_tried {
+            self.watchdog_tried = true;
+            match Watchdog::spawn(self.cfg.watchdog_grace) {
+                Ok(w) => {
+                    tracing::debug!(pid = w.pid(), grace = ?self.cfg.watchdog_grace, "watchdog started");
+                    self.watchdog = Some(w);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot start the watchdog"),
+            }
+        }
+        if let Some(w) = &mut self.watchdog {
+            if let Err(e) = w.watch(pid) {
+                // A child that exits at once has no /proc entry left: nothing to watch.
+                tracing::debug!(pid, error = %e, "not watched");
+            }
         }
     }
 
@@ -139,6 +167,7 @@ impl Children {
         };
         let child = spawn::spawn_node(&spec).map_err(|e| e.to_string())?;
         let pid = child.child.id();
+        self.watch(pid);
         tracing::debug!(
             pid,
             role = role.as_str(),

@@ -191,6 +191,7 @@ pub(crate) fn start(
         reload_timeout: settings.reload_timeout,
         max_memory: opts.max_memory_restart,
         memory_check_interval: Some(opts.memory_check_interval),
+        is_debug: opts.is_debug,
     };
     let mut env = launch.env.clone();
     if settings.node_env.as_deref() == Some("production") {
@@ -207,6 +208,10 @@ pub(crate) fn start(
             options_json,
             is_debug: opts.is_debug,
             agent_debug_port: settings.agent_debug_port,
+            watchdog_grace: settings
+                .app_close_timeout
+                .limit
+                .max(settings.agent_close_timeout.limit),
         }),
         handles: handles::Handles::new(opts.reuse_port, opts.is_production),
         sticky_key: opts.sticky_key.clone().map(|source| {
@@ -270,8 +275,8 @@ impl Runtime {
                 self.guarded(|rt| rt.on_input(input));
             }
         });
-        // The thread must outlive every child: PR_SET_PDEATHSIG fires when the spawning thread
-        // exits, and the queue only ends when the process does.
+        // The queue only ends when the process does; the watchdog's pipe (held by `children`)
+        // must not close before that, or the watchdog would take the master for dead.
     }
 
     /// A bug in handling one event must not take the master (and the app) down: it is

@@ -1,0 +1,100 @@
+'use strict';
+
+// egg-cluster 2.x behaviours: a SIGKILLed master (and the watchdog beyond it), a debugged
+// master whose worker a debugger kills, the `require` option resolved from the app.
+
+const assert = require('assert');
+const net = require('net');
+const { execSync } = require('child_process');
+const {
+  REFERENCE, startMaster, getFreePort, get, waitDead, isAlive,
+} = require('./helper');
+
+const PROD = { EGG_SERVER_ENV: 'prod' };
+const WORKER_LOGS = { EGG_APP_WORKER_LOGGER_LEVEL: 'INFO', EGG_AGENT_WORKER_LOGGER_LEVEL: 'INFO' };
+
+function canBind(port) {
+  return new Promise(resolve => {
+    const server = net.createServer();
+    server.once('error', err => resolve(err.code));
+    server.listen(port, () => server.close(() => resolve(true)));
+  });
+}
+
+describe('master SIGKILLed', () => {
+  it('the workers leave through the disconnect path (not a SIGTERM)', async () => {
+    const m = await startMaster('basic', {}, { env: { ...PROD, ...WORKER_LOGS } });
+    await m.waitReady();
+    const { agent, app } = m.workers();
+    assert.strictEqual(agent.length + app.length, 3);
+    m.kill('SIGKILL');
+    await m.waitExit();
+    // the workers still write to the pipes the master had: their lines arrive here
+    await m.waitFor(h => h.lines(/\[app_worker\] receive disconnect event in cluster fork mode, exitedAfterDisconnect:false$/).length === 2
+      && h.lines(/\[agent_worker\] receive disconnect event on child_process fork mode, exiting with code:110$/).length === 1, 20000);
+    await waitDead([ ...agent, ...app ], 10000);
+    await m.waitFor(h => h.closed, 10000);
+    assert.deepStrictEqual(m.lines(/receive signal SIGTERM/), [], m.tail());
+    assert.deepStrictEqual(m.lines(/\[agent_worker\] exit with code:110$/).length, 1, m.tail());
+  });
+
+  it('an app worker stuck in a CPU loop is SIGKILLed after the close timeout; the port is free', async function() {
+    if (REFERENCE) this.skip(); // egg-cluster's stuck worker lives on and keeps the port
+    const CLOSE = 3000;
+    const port = await getFreePort();
+    const m = await startMaster('busy', { workers: 1, port }, {
+      env: { ...PROD, EGG_APP_CLOSE_TIMEOUT: CLOSE, EGG_AGENT_CLOSE_TIMEOUT: 1000 },
+    });
+    await m.waitReady();
+    const { agent } = m.workers();
+    const res = await get(port, '/busy?ms=60000');
+    assert.strictEqual(res.status, 200);
+    const stuck = Number(res.body);
+    assert(isAlive(stuck));
+    m.kill('SIGKILL');
+    const killedAt = Date.now();
+    // (not waitExit: the stuck worker holds the master's stdout)
+    await m.waitFor(h => h.exited, 10000);
+    // the agent leaves by itself; the stuck worker cannot
+    await waitDead(agent, CLOSE);
+    await waitDead([ stuck ], CLOSE + 3000);
+    const took = Date.now() - killedAt;
+    assert(took >= CLOSE - 200, `killed after ${took}ms, before the close timeout`);
+    const bound = await canBind(port);
+    // who holds it, if anyone does
+    assert.strictEqual(bound, true, bound === true ? '' : execSync(`ss -tanp | grep :${port} || true`).toString());
+  });
+});
+
+describe('debugging', () => {
+  it('an app worker SIGKILLed under a debugged master: "worker kill by debugger", the master closes', async function() {
+    const m = await startMaster('basic', {}, {
+      env: { ...PROD, EGG_AGENT_DEBUG_PORT: await getFreePort(), EGG_MASTER_CLOSE_TIMEOUT: 2000 },
+      execArgv: [ '--inspect=127.0.0.1:0' ],
+    });
+    await m.waitReady();
+    const { app } = m.workers();
+    assert.strictEqual(app.length, 2);
+    process.kill(app[0], 'SIGKILL');
+    await m.waitFor(new RegExp(`ERROR ${m.pid} \\[master\\] app_worker#\\d+:${app[0]} died \\(code: null, signal: SIGKILL, suicide: false, state: dead\\), current workers: `), 20000);
+    await m.waitFor(new RegExp(`ERROR ${m.pid} \\[master\\] worker kill by debugger, exiting\\.\\.\\.$`, 'm'), 20000);
+    const exit = await m.waitExit(30000);
+    assert.deepStrictEqual(exit, { code: 0, signal: null }, m.tail());
+    assert.match(m.output, /\[master\] send kill SIGTERM to app workers/);
+    assert.doesNotMatch(m.output, /AppWorkerDiedError/);
+    // a replacement forked at the disconnect (as cfork does) was closed with the rest
+    await waitDead(app, 10000);
+    await m.waitFor(h => h.children().length === 0, 10000);
+  });
+});
+
+describe('require option', () => {
+  it('resolves from baseDir first: a module only in the app\'s node_modules loads in the agent and the app workers', async () => {
+    const m = await startMaster('require-hook', { workers: 1, require: 'my-hook' }, { env: PROD });
+    await m.waitReady();
+    const reports = await m.waitForMessages('hook-report', 2);
+    const byRole = Object.fromEntries(reports.map(r => [ r.data.role, r.data.from ]));
+    const expected = require('path').join(m.baseDir, 'node_modules/my-hook/index.js');
+    assert.deepStrictEqual(byRole, { agent: expected, app: expected });
+  });
+});
