@@ -193,3 +193,99 @@ pub(crate) fn render(s: &Snapshot) -> String {
     let _ = encode(&mut out, &reg);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ops::ChildStatus;
+    use crate::ops::http::{answer, Route};
+    use crate::ops::snapshot::{ChildSnapshot, MasterSnapshot};
+
+    fn snapshot(phase: OpsPhase, ready: bool) -> Snapshot {
+        Snapshot {
+            master: MasterSnapshot {
+                pid: 1,
+                phase,
+                started_at: 1000,
+                uptime_ms: 2500,
+                workers: 2,
+                serving: 1,
+                healthy: true,
+                ready,
+                reforks: 3,
+                backoff_ms: 200,
+                malformed: 4,
+                rss: Some(1 << 20),
+                cpu: Some(1.5),
+                counters: Counters {
+                    messages_relayed: 10,
+                    bytes_relayed: 100,
+                    sticky_handed_over: 0,
+                },
+            },
+            children: vec![ChildSnapshot {
+                core: ChildStatus {
+                    role: "app",
+                    id: 2,
+                    pid: 7,
+                    slot: Some(0),
+                    state: "serving",
+                    started_at: 5000,
+                    serving_since: Some(6000),
+                    restarts: 1,
+                    last_exit: None,
+                    malformed: 0,
+                },
+                rss: Some(2048),
+                cpu: None,
+                counters: Counters {
+                    messages_relayed: 6,
+                    bytes_relayed: 60,
+                    sticky_handed_over: 0,
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn renders_every_figure_with_role_and_id() {
+        let text = render(&snapshot(OpsPhase::Ready, true));
+        for line in [
+            "egg_cluster_uptime_seconds 2.5",
+            "egg_cluster_phase{phase=\"ready\"} 1",
+            "egg_cluster_phase{phase=\"closing\"} 0",
+            "egg_cluster_ready 1",
+            "egg_cluster_workers_serving 1",
+            "egg_cluster_reforks_total 3",
+            "egg_cluster_backoff_seconds 0.2",
+            "egg_cluster_malformed_lines_total 4",
+            "egg_cluster_process_resident_memory_bytes{role=\"master\",id=\"0\"} 1048576",
+            "egg_cluster_process_resident_memory_bytes{role=\"app\",id=\"2\"} 2048",
+            "egg_cluster_process_cpu_percent{role=\"master\",id=\"0\"} 1.5",
+            "egg_cluster_messages_relayed_total{role=\"app\",id=\"2\"} 6",
+            "egg_cluster_bytes_relayed_total{role=\"master\",id=\"0\"} 100",
+            "egg_cluster_slot_restarts_total{role=\"app\",id=\"2\"} 1",
+            "egg_cluster_process_start_time_seconds{role=\"app\",id=\"2\"} 5",
+            "# TYPE egg_cluster_messages_relayed counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        // No CPU figure for a process /proc could not tell about.
+        assert!(!text.contains("egg_cluster_process_cpu_percent{role=\"app\""));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn probes_follow_the_snapshot() {
+        let status = |b: Vec<u8>| String::from_utf8(b).unwrap()[9..12].to_string();
+        let up = snapshot(OpsPhase::Ready, true);
+        assert_eq!(status(answer(Route::Readyz, false, &up)), "200");
+        assert_eq!(status(answer(Route::Healthz, false, &up)), "200");
+        let closing = snapshot(OpsPhase::Closing, false);
+        let r = String::from_utf8(answer(Route::Readyz, false, &closing)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+        assert!(r.ends_with("not ok: ready for traffic (phase closing, 1/2 app workers serving)\n"));
+        let m = String::from_utf8(answer(Route::Metrics, true, &up)).unwrap();
+        assert!(m.contains(CONTENT_TYPE) && m.ends_with("\r\n\r\n"));
+    }
+}
