@@ -80,6 +80,11 @@ export interface ClusterOptions {
   maxMemoryRestart?: number | string;
   /** How often the app workers' RSS is checked, in ms. Default: 30000. */
   memoryCheckInterval?: number;
+  /**
+   * Serve `/metrics` (Prometheus), `/healthz` and `/readyz` from the master itself on this
+   * address (`host` defaults to `127.0.0.1`). Off unless set.
+   */
+  metrics?: { port: number; host?: string };
   /** Anything else is passed through to the workers. */
   [key: string]: any;
 }
@@ -109,6 +114,56 @@ export interface ClusterPromise extends Promise<ReadyInfo> {
   reload(): Promise<ReloadResult>;
   /** Runs `workers` app workers: new ones start, extra ones are drained (`SIGTTIN`/`SIGTTOU` add/retire one). */
   scale(workers: number): void;
+  /** The cluster's status snapshot (also `{to: 'master', action: 'cluster-status'}`, the CLI's `status`). */
+  status(): Promise<ClusterStatus>;
+}
+
+/** A relay/hand-over counter set (per process; the master's are totals). */
+export interface RelayCounters {
+  /** Messages sent by the process and routed by the master. */
+  messagesRelayed: number;
+  bytesRelayed: number;
+  /** Sticky connections handed to the worker. */
+  stickyHandedOver: number;
+}
+
+export interface ClusterStatus {
+  master: RelayCounters & {
+    pid: number;
+    phase: 'starting' | 'ready' | 'reloading' | 'closing';
+    /** ms since the epoch */
+    startedAt: number;
+    uptimeMs: number;
+    /** app workers wanted, and serving on the app's port */
+    workers: number;
+    serving: number;
+    /** what /healthz and /readyz answer */
+    healthy: boolean;
+    ready: boolean;
+    reforks: number;
+    /** the delay before the next refork of a crash loop, 0 outside one */
+    backoffMs: number;
+    /** malformed lines from children, dropped */
+    malformed: number;
+    rss: number | null;
+    /** CPU % since the previous status (since start for the first), 100 = one core */
+    cpu: number | null;
+  };
+  children: Array<RelayCounters & {
+    role: 'agent' | 'app';
+    id: number;
+    pid: number;
+    slot: number | null;
+    state: 'waiting' | 'forked' | 'online' | 'listening' | 'serving' | 'retiring' | 'disconnected';
+    startedAt: number;
+    servingSince: number | null;
+    /** unexpected exits in this slot (the agent's, for the agent) */
+    restarts: number;
+    lastExit: { pid: number; code: number | null; signal: string | null; at: number } | null;
+    malformed: number;
+    rss: number | null;
+    cpu: number | null;
+  }>;
 }
 
 /** How a rolling reload ended (also sent to the parent as `reload-done`). */

@@ -55,7 +55,8 @@ Object.defineProperty(exports, 'Boot', { enumerable: true, get() { return egg.Bo
  * @return {Promise<{port?: number, debugPort?: number, address: string, protocol: string}>}
  *   resolves when ready; carries non-enumerable members: `master`, an EventEmitter that emits
  *   the `{ to: 'master' }` messages the native master did not handle itself (`action`, `data`)
- *   and `reload-done`; `reload()`, a rolling reload resolving with its outcome; `scale(n)`
+ *   and `reload-done`; `reload()`, a rolling reload resolving with its outcome; `scale(n)`;
+ *   `status()`, resolving with the cluster's status snapshot
  */
 exports.startCluster = function startCluster(options, callback) {
   const os = require('os');
@@ -64,6 +65,8 @@ exports.startCluster = function startCluster(options, callback) {
   const native = require('./native.js');
 
   const emitter = new EventEmitter();
+  // promise.status() callers, answered in request order by the master thread
+  const statusWaiters = [];
   let ready = false;
   let resolveReady;
   const promise = new Promise(resolve => {
@@ -92,6 +95,11 @@ exports.startCluster = function startCluster(options, callback) {
       case 'master': {
         const msg = JSON.parse(payload);
         if (msg && msg.action) emitter.emit(msg.action, msg.data);
+        break;
+      }
+      case 'status': {
+        const resolve = statusWaiters.shift();
+        if (resolve) resolve(JSON.parse(payload));
         break;
       }
       case 'exit':
@@ -162,6 +170,16 @@ exports.startCluster = function startCluster(options, callback) {
         throw err;
       }
       master.scaleTo(workers);
+    },
+  });
+
+  Object.defineProperty(promise, 'status', {
+    enumerable: false,
+    value() {
+      return new Promise(resolve => {
+        statusWaiters.push(resolve);
+        master.status();
+      });
     },
   });
 

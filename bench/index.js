@@ -13,6 +13,8 @@
  * BENCH_WORKERS=N       app workers (default 2)
  * BENCH_RELOAD=0       skip the reload-under-load figure (9); BENCH_RELOAD=only runs it alone
  * BENCH_KEEP_LOGS=1     keep the masters' output and the app logs (the temp dir is printed)
+ * BENCH_SCRAPE=1        egg-cluster-rs only: serve `metrics` and measure relay throughput again
+ *                       with a scraper GETting /metrics every 100 ms beside it (logged, in the JSON)
  * node bench/index.js --report bench/results/<file>.json   re-print the table of a past run
  *
  * See bench/README.md for what each figure is and how it is measured.
@@ -58,6 +60,8 @@ const CFG = {
   // figure 9, reload under load: keep-alive load bounded in connections and (autocannon) rate,
   // the reload triggered `reloadAfterS` into it; the load lasts `reloadLoadS` in all
   reload: process.env.BENCH_RELOAD !== '0',
+  scrape: !!process.env.BENCH_SCRAPE && process.env.BENCH_SCRAPE !== '0',
+  scrapeEveryMs: 100,
   reloadOnly: process.env.BENCH_RELOAD === 'only',
   reloadConnections: 16,
   reloadRate: 2000,
@@ -120,6 +124,10 @@ class Instance {
       port: this.port,
     };
     if (this.sticky) options.sticky = true;
+    if (CFG.scrape && this.impl === 'rs') {
+      this.metricsPort = await freePort();
+      options.metrics = { port: this.metricsPort };
+    }
     this.logFile = path.join(tmpDir, `${this.impl}${this.sticky ? '-sticky' : ''}-${++seq}.log`);
     const fd = fs.openSync(this.logFile, 'w');
     const m0 = proc.machine();
@@ -312,13 +320,56 @@ class Instance {
 // ---------------------------------------------------------------------------------------------
 // workloads
 
-async function relay(inst, size) {
+/**
+ * GET /metrics every `everyMs` until stopped; one scrape at a time (a slow answer delays the next).
+ * @param {number} port -
+ * @param {number} everyMs -
+ * @return {{stop: Function}} stop() resolves with {scrapes, errors, ms: summary, bytes}
+ */
+function scraper(port, everyMs) {
+  const http = require('http');
+  const times = [];
+  let errors = 0;
+  let bytes = 0;
+  let stopped = false;
+  const one = () => new Promise(resolve => {
+    const t0 = performance.now();
+    const req = http.get({ host: '127.0.0.1', port, path: '/metrics', agent: false, timeout: 5000 }, res => {
+      res.on('data', c => { bytes += c.length; });
+      res.on('end', () => {
+        if (res.statusCode === 200) times.push(performance.now() - t0);
+        else errors++;
+        resolve();
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', () => { errors++; resolve(); });
+  });
+  const done = (async () => {
+    while (!stopped) {
+      const t0 = performance.now();
+      await one();
+      await sleep(Math.max(0, everyMs - (performance.now() - t0)));
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await done;
+      return { scrapes: times.length, errors, bytes, ms: summary(times) };
+    },
+  };
+}
+
+async function relay(inst, size, { scrape = false } = {}) {
   const quiet = await waitQuiet(CFG.quietWindowMs);
   const once = async durationMs => {
     const runId = nextRunId(`relay${size}`);
     const c0 = inst.cpu();
+    const scr = scrape ? scraper(inst.metricsPort, CFG.scrapeEveryMs) : null;
     inst.send({ action: 'bench-relay-start', to: 'app', data: { runId, size, window: CFG.relayWindow, durationMs } });
     const res = await inst.collect(runId, 'relay', CFG.workers, durationMs + 60000);
+    const scraped = scr ? await scr.stop() : undefined;
     const cpu = Instance.cpuDelta(c0, inst.cpu());
     const roundTrips = res.reduce((a, r) => a + r.roundTrips, 0);
     const elapsedMs = Math.max(...res.map(r => r.elapsedMs));
@@ -334,6 +385,7 @@ async function relay(inst, size) {
       cpu,
       masterCpuMsPer100k: cpu.master / relayed * 1e5,
       agentCpuMsPer100k: cpu.agent / relayed * 1e5,
+      scraped,
     };
   };
   await once(CFG.relayWarmMs);
@@ -444,6 +496,14 @@ async function runInstance(impl, round, withWorkloads, gen) {
       for (const size of CFG.relaySizes) {
         run.relay[size] = await relay(inst, size);
         log(`  relay ${size} B: ${fmt(run.relay[size].msgsPerS)} msgs/s, master ${run.relay[size].masterCpuMsPer100k.toFixed(0)} ms CPU/100k`);
+      }
+      if (CFG.scrape && inst.metricsPort) {
+        run.relayScrape = {};
+        for (const size of CFG.relaySizes) {
+          const r = run.relayScrape[size] = await relay(inst, size, { scrape: true });
+          const sc = r.scraped;
+          log(`  relay ${size} B with /metrics every ${CFG.scrapeEveryMs} ms: ${fmt(r.msgsPerS)} msgs/s (${(r.msgsPerS / run.relay[size].msgsPerS * 100).toFixed(0)}% of without), master ${r.masterCpuMsPer100k.toFixed(0)} ms CPU/100k; ${sc.scrapes} scrapes, ${sc.errors} errors, scrape median ${sc.ms ? sc.ms.median.toFixed(2) : '-'} ms max ${sc.ms ? sc.ms.max.toFixed(2) : '-'} ms`);
+        }
       }
       run.bcast = await broadcast(inst);
       log(`  broadcast: ${fmt(run.bcast.deliveredPerS)} delivered/s`);

@@ -4,6 +4,8 @@
 /**
  * egg-cluster-rs reload [--title=T]       rolling reload of the app workers (SIGUSR2)
  * egg-cluster-rs scale up|down [--title=T] add / retire one app worker (SIGTTIN / SIGTTOU)
+ * egg-cluster-rs status [--title=T] [--pid=N] [--json]   the cluster's status, from the master's
+ *                                          control socket (same user only, see README "Operations")
  *
  * Finds the master like `egg-scripts stop` does: `ps -wweo "pid,args"`, node
  * processes whose args include `start-cluster` (and `"title":"T"` with --title),
@@ -11,24 +13,35 @@
  */
 
 const fs = require('fs');
+const path = require('path');
 const { execFileSync } = require('child_process');
 
 const USAGE = `Usage:
   egg-cluster-rs reload [--title=T]        rolling reload: replace the app workers one at a time (SIGUSR2)
   egg-cluster-rs scale up|down [--title=T] add (SIGTTIN) / retire (SIGTTOU) one app worker
+  egg-cluster-rs status [--title=T] [--pid=N] [--json]
+                                           the master's status: its phase and each worker's
+                                           state, restarts, last exit, RSS, CPU and counters
 
 Options:
   --title=T    only the master started with egg-scripts start --title=T
+  --pid=N      status: the master with this pid (any egg-cluster-rs master, not only egg-scripts')
+  --json       status: print the snapshot as JSON
   -h, --help   show this help
 
 The master is found as \`egg-scripts stop\` finds it: a node process of the
 current user whose arguments contain "start-cluster" (and "title":"T").`;
 
 function parseArgs(argv) {
-  const out = { _: [], title: undefined, help: false };
+  const out = { _: [], title: undefined, help: false, json: false, pid: undefined };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '-h' || arg === '--help') out.help = true;
+    else if (arg === '--json') out.json = true;
+    else if (arg.startsWith('--pid=')) {
+      out.pid = Number(arg.slice('--pid='.length));
+      if (!Number.isInteger(out.pid) || out.pid <= 0) throw new Error('--pid needs a positive integer');
+    }
     else if (arg.startsWith('--title=')) out.title = arg.slice('--title='.length);
     else if (arg === '--title') {
       if (i + 1 >= argv.length) throw new Error('--title needs a value');
@@ -111,6 +124,7 @@ function main(argv) {
   }
 
   const [ cmd, sub, ...rest ] = args._;
+  if (cmd === 'status' && sub === undefined) return status(args);
   let signal;
   let what;
   if (cmd === 'reload' && sub === undefined) {
@@ -150,8 +164,129 @@ function main(argv) {
   return 0;
 }
 
-if (require.main === module) {
-  process.exitCode = main(process.argv.slice(2));
+/**
+ * Where the master `pid` of this user has its control socket: the master computes the same
+ * paths from its own environment (src/ops/control.rs), which may differ from ours, so both
+ * candidates are tried.
+ * @param {number} pid -
+ * @return {string[]} -
+ */
+function socketPaths(pid) {
+  const uid = process.getuid();
+  const out = [];
+  const xdg = process.env.XDG_RUNTIME_DIR;
+  if (xdg && xdg.startsWith('/')) out.push(path.join(xdg, 'egg-cluster-rs', `${pid}.sock`));
+  for (const tmp of [ process.env.TMPDIR, '/tmp' ]) {
+    if (tmp && tmp.startsWith('/')) out.push(path.join(tmp, `egg-cluster-rs-${uid}`, `${pid}.sock`));
+  }
+  return [ ...new Set(out) ];
 }
 
-module.exports = { main, parseArgs, findMasters, catches };
+/**
+ * Asks the master `pid` for its status over its control socket.
+ * @param {number} pid -
+ * @param {number} [timeout] -
+ * @return {Promise<Object>} the snapshot
+ */
+async function askStatus(pid, timeout = 5000) {
+  const net = require('net');
+  const uid = process.getuid();
+  const sock = socketPaths(pid).find(p => {
+    try {
+      const st = fs.lstatSync(p);
+      return st.isSocket() && st.uid === uid;
+    } catch (_) {
+      return false;
+    }
+  });
+  if (!sock) throw new Error(`master pid ${pid} has no control socket (not an egg-cluster-rs master of yours, or started before status existed)`);
+  const text = await new Promise((resolve, reject) => {
+    const conn = net.connect(sock);
+    let data = '';
+    conn.setEncoding('utf8');
+    conn.setTimeout(timeout, () => conn.destroy(new Error(`no answer from master pid ${pid} within ${timeout}ms`)));
+    conn.on('connect', () => conn.write('status\n'));
+    conn.on('data', chunk => { data += chunk; });
+    conn.on('end', () => resolve(data));
+    conn.on('error', reject);
+  });
+  const snapshot = JSON.parse(text);
+  if (snapshot.error) throw new Error(`master pid ${pid}: ${snapshot.error}`);
+  return snapshot;
+}
+
+function fmtBytes(n) {
+  if (n == null) return '-';
+  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(1)}G`;
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)}M`;
+  if (n >= 1 << 10) return `${(n / (1 << 10)).toFixed(1)}K`;
+  return `${n}B`;
+}
+
+function fmtAge(ms) {
+  if (ms == null) return '-';
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  return `${(s / 3600).toFixed(1)}h`;
+}
+
+/**
+ * @param {Object} snap - a status snapshot
+ * @param {number} [now] -
+ * @return {string} the table `status` prints
+ */
+function formatStatus(snap, now = Date.now()) {
+  const m = snap.master;
+  const head = `master ${m.pid}: ${m.phase}, up ${fmtAge(m.uptimeMs)}, ${m.serving}/${m.workers} app workers serving, ` +
+    `healthy ${m.healthy ? 'yes' : 'no'}, ready ${m.ready ? 'yes' : 'no'}, reforks ${m.reforks}` +
+    (m.backoffMs ? `, backoff ${m.backoffMs}ms` : '') +
+    `, rss ${fmtBytes(m.rss)}, cpu ${m.cpu == null ? '-' : `${m.cpu}%`}, relayed ${m.messagesRelayed} msgs / ${fmtBytes(m.bytesRelayed)}` +
+    (m.stickyHandedOver ? `, sticky ${m.stickyHandedOver}` : '') + (m.malformed ? `, malformed ${m.malformed}` : '');
+  const rows = [[ 'ROLE', 'ID', 'PID', 'SLOT', 'STATE', 'UP', 'RESTARTS', 'LAST EXIT', 'RSS', 'CPU', 'MSGS', 'BYTES', 'STICKY', 'MALFORMED' ]];
+  for (const c of snap.children) {
+    const last = c.lastExit ? `${c.lastExit.signal || `code ${c.lastExit.code}`} ${fmtAge(now - c.lastExit.at)} ago` : '-';
+    rows.push([
+      c.role, String(c.id), String(c.pid), c.slot == null ? '-' : String(c.slot), c.state, fmtAge(now - c.startedAt),
+      String(c.restarts), last, fmtBytes(c.rss), c.cpu == null ? '-' : `${c.cpu}%`, String(c.messagesRelayed),
+      fmtBytes(c.bytesRelayed), String(c.stickyHandedOver), String(c.malformed),
+    ]);
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map(r => r[i].length)));
+  return [ head, ...rows.map(r => r.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd()) ].join('\n');
+}
+
+async function status(args) {
+  let pids;
+  if (args.pid !== undefined) pids = [ args.pid ];
+  else {
+    pids = findMasters(args.title).map(m => m.pid);
+    if (!pids.length) {
+      console.error(`egg-cluster-rs: no running egg-cluster-rs master found${args.title !== undefined ? ` with --title=${args.title}` : ''} (looked for your "start-cluster" processes; use --pid=N for others)`);
+      return 1;
+    }
+  }
+  let code = 0;
+  const out = [];
+  for (const pid of pids) {
+    try {
+      const snap = await askStatus(pid);
+      out.push(args.json ? snap : formatStatus(snap));
+    } catch (err) {
+      console.error(`egg-cluster-rs: ${err.message}`);
+      code = 1;
+    }
+  }
+  if (args.json) {
+    if (out.length) console.log(JSON.stringify(out.length === 1 ? out[0] : out, null, 2));
+  } else if (out.length) console.log(out.join('\n\n'));
+  return out.length ? code : 1;
+}
+
+if (require.main === module) {
+  Promise.resolve(main(process.argv.slice(2))).then(code => {
+    process.exitCode = code;
+  });
+}
+
+module.exports = { main, parseArgs, findMasters, catches, askStatus, formatStatus, socketPaths };

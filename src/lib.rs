@@ -25,6 +25,7 @@ mod ipc;
 mod listen;
 mod log;
 mod messenger;
+mod ops;
 mod options;
 mod ports;
 mod process;
@@ -236,6 +237,12 @@ impl Master {
         Ok(self
             .handle
             .command(Command::Scale(core::Scale::To(workers as usize)))?)
+    }
+
+    /// Ask for a status snapshot; it comes back as a `status` event (JSON), in request order.
+    #[napi]
+    pub fn status(&self) -> napi::Result<(), Code> {
+        Ok(self.handle.command(Command::Status)?)
     }
 
     /// A message from the master's parent process, as JSON.

@@ -17,6 +17,9 @@
 mod children;
 mod close;
 mod exits;
+pub(crate) mod ops;
+#[cfg(test)]
+mod ops_tests;
 pub(crate) mod refork;
 mod reload;
 mod start;
@@ -31,6 +34,7 @@ use crate::log::Level;
 use crate::messenger::{master_message, Role};
 use crate::protocol::MasterAction;
 use children::Children;
+pub(crate) use ops::{CoreStatus, Notice, OpsPhase, StatusTo};
 pub(crate) use reload::{ReloadReason, Scale};
 
 /// What the core needs to know about the configuration, fixed at start.
@@ -203,6 +207,8 @@ pub(crate) enum Event {
     Scale(Scale),
     /// RSS in bytes of app workers, answering [`Action::SampleMemory`].
     MemorySample(Vec<(u32, u64)>),
+    /// Someone wants a status snapshot: answered with [`Action::Status`].
+    StatusRequest(StatusTo),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +274,10 @@ pub(crate) enum Action {
     EmitMaster(Vec<u8>),
     /// The master exits with this code (`process.exit` on the JS side).
     Exit(i32),
+    /// The core's half of a status snapshot, for whoever asked.
+    Status(StatusTo, Box<CoreStatus>),
+    /// The phase or the number of serving workers changed (for `sd_notify`).
+    Notify(Notice),
 }
 
 /// Where the master as a whole is.
@@ -315,6 +325,8 @@ pub(crate) struct Core {
     /// The last routes published, and how many times they changed.
     routes: Routes,
     routes_seq: u64,
+    /// Restarts, last exits and notices, for operators.
+    ops: ops::OpsState,
 }
 
 impl Core {
@@ -343,6 +355,7 @@ impl Core {
             workers: cfg.workers,
             reload: None,
             step_seq: 0,
+            ops: ops::OpsState::default(),
             cfg,
         }
     }
@@ -373,7 +386,10 @@ impl Core {
                 data,
                 line,
             } => self.on_to_master(from, pid, action, data.as_deref(), line, now, &mut out),
-            Event::Malformed { pid, reason } => self.on_malformed(pid, &reason, &mut out),
+            Event::Malformed { pid, reason } => {
+                self.ops.malformed += 1;
+                self.on_malformed(pid, &reason, &mut out)
+            }
             Event::NotReading { pid, queued } => out.push(Action::Log(
                 Level::Warn,
                 format!(
@@ -384,7 +400,10 @@ impl Core {
             Event::ChannelClosed { pid, reason } => {
                 self.on_channel_closed(pid, reason, now, &mut out)
             }
-            Event::Exited { pid, code, signal } => self.on_exited(pid, code, signal, now, &mut out),
+            Event::Exited { pid, code, signal } => {
+                self.ops_record_exit(pid, code, signal, now);
+                self.on_exited(pid, code, signal, now, &mut out)
+            }
             Event::Timer(Timer::HealthCheck) => self.on_health_check(&mut out),
             Event::Timer(Timer::ReforkApp) => self.refork_app(&mut out),
             Event::Timer(Timer::ReforkAgent) => self.refork_agent(&mut out),
@@ -402,7 +421,9 @@ impl Core {
             Event::Reload(reason) => self.on_reload(reason, now, &mut out),
             Event::Scale(scale) => self.on_scale(scale, &mut out),
             Event::MemorySample(samples) => self.on_memory(samples, now, &mut out),
+            Event::StatusRequest(to) => self.on_status_request(to, &mut out),
         }
+        self.ops_after(&mut out);
         if out.iter().any(|a| matches!(a, Action::Exit(_))) {
             self.phase = MasterPhase::Exited;
         } else {
@@ -439,6 +460,14 @@ impl Core {
             // that a bug while handling one event is reported and survived.
             MasterAction::InjectPanic if self.cfg.fault_injection => {
                 panic!("injected fault (EGG_CLUSTER_RS_FAULT_INJECTION)")
+            }
+            MasterAction::ClusterStatus => {
+                let to = if pid == 0 {
+                    Target::Parent
+                } else {
+                    Target::Child(pid)
+                };
+                self.on_status_request(ops::StatusTo::Message(to), out)
             }
             MasterAction::ReusePortListening | MasterAction::InjectPanic | MasterAction::Other => {
                 out.push(Action::EmitMaster(line))

@@ -45,6 +45,11 @@ impl ReforkPolicy {
         }
     }
 
+    /// The delay the next refork of a crash loop would wait, `None` outside one.
+    pub fn backoff_ms(&self) -> Option<u64> {
+        self.backoff_ms
+    }
+
     /// A worker died unexpectedly after `uptime_ms` of serving (0 if it never did).
     pub fn decide(&mut self, now: u64, uptime_ms: u64) -> Decision {
         if !self.enabled {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::*;
 
-fn cfg(workers: usize) -> Config {
+pub(super) fn cfg(workers: usize) -> Config {
     Config {
         workers,
         framework_name: "egg".into(),
@@ -49,9 +49,9 @@ fn addr(port: i64) -> Value {
     json!({"addressType": 4, "address": null, "port": port})
 }
 
-const AGENT: u32 = 10;
+pub(super) const AGENT: u32 = 10;
 
-fn app_pid(i: usize) -> u32 {
+pub(super) fn app_pid(i: usize) -> u32 {
     20 + i as u32
 }
 
@@ -79,7 +79,7 @@ fn has_log(actions: &[Action], needle: &str) -> bool {
     logs(actions).iter().any(|m| m.contains(needle))
 }
 
-fn to_master(from: Role, pid: u32, action: MasterAction, data: Option<&str>) -> Event {
+pub(super) fn to_master(from: Role, pid: u32, action: MasterAction, data: Option<&str>) -> Event {
     Event::ToMaster {
         from,
         pid,
@@ -89,7 +89,7 @@ fn to_master(from: Role, pid: u32, action: MasterAction, data: Option<&str>) -> 
     }
 }
 
-fn listening(pid: u32, port: i64) -> Event {
+pub(super) fn listening(pid: u32, port: i64) -> Event {
     Event::Listening {
         pid,
         address: addr(port),
@@ -145,7 +145,7 @@ fn released(c: Config) -> Core {
 }
 
 /// ... and every worker listens on the real port: ready. Returns the last decision.
-fn started(workers: usize) -> (Core, Vec<Action>) {
+pub(super) fn started(workers: usize) -> (Core, Vec<Action>) {
     started_with(cfg(workers))
 }
 

@@ -22,6 +22,7 @@
 mod cgroup;
 mod framework;
 mod js;
+mod ops;
 mod settings;
 #[cfg(test)]
 mod testing;
@@ -102,6 +103,8 @@ pub struct Options {
     pub memory_check_interval: Duration,
     /// The environment variables the master reads, parsed.
     pub settings: Settings,
+    /// `metrics: { port, host }`: where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Options {
@@ -329,6 +332,8 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
             .ok_or_else(|| invalid("options.memoryCheckInterval", "a positive integer (ms)", v))?,
     };
 
+    let metrics = ops::parse_metrics(raw.get("metrics"))?;
+
     Ok(Options {
         raw: raw.into_map(),
         framework,
@@ -351,6 +356,7 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         max_memory_restart,
         memory_check_interval,
         settings,
+        metrics,
     })
 }
 

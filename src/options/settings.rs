@@ -42,6 +42,8 @@ pub struct Settings {
     pub health_interval: Duration,
     /// `EGG_CLUSTER_RS_FAULT_INJECTION=1`: lets the test suite make the master panic on purpose.
     pub fault_injection: bool,
+    /// systemd's `NOTIFY_SOCKET`, `WATCHDOG_USEC`, `LISTEN_FDS` (those meant for this process).
+    pub systemd: crate::ops::systemd::SystemdEnv,
 }
 
 /// How long a child may take to exit after SIGTERM before it is SIGKILLed.
@@ -118,6 +120,13 @@ impl Settings {
             fault_injection: env
                 .get("EGG_CLUSTER_RS_FAULT_INJECTION")
                 .is_some_and(|v| v == "1"),
+            systemd: crate::ops::systemd::SystemdEnv::from_env(env, std::process::id()).map_err(
+                |(name, expected)| OptionsError::InvalidEnv {
+                    name,
+                    expected,
+                    got: json_repr(&Value::from(env.get(name).map_or("", String::as_str))),
+                },
+            )?,
         })
     }
 }
@@ -202,6 +211,7 @@ mod tests {
                 refork_duration_ms: 60_000,
                 health_interval: Duration::from_millis(10_000),
                 fault_injection: false,
+                systemd: Default::default(),
             }
         );
     }

@@ -22,6 +22,8 @@ pub(crate) enum MasterAction {
     /// Test-only fault injection (`EGG_CLUSTER_RS_FAULT_INJECTION=1`).
     #[serde(rename = "egg-cluster-rs:inject-panic")]
     InjectPanic,
+    /// Asks for the cluster's status snapshot, answered to the sender as `cluster-status`.
+    ClusterStatus,
     /// Anything else: emitted on `promise.master`.
     #[default]
     #[serde(other)]
@@ -58,6 +60,7 @@ mod tests {
             MasterAction::InjectPanic
         );
         assert_eq!(a("\"agent\\u002dstart\""), MasterAction::AgentStart);
+        assert_eq!(a("\"cluster-status\""), MasterAction::ClusterStatus);
         assert_eq!(a("\"custom\""), MasterAction::Other);
         assert_eq!(a("1"), MasterAction::Other);
         assert_eq!(MasterAction::from_raw(None), MasterAction::Other);

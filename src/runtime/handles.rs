@@ -36,16 +36,31 @@ pub(super) struct Handles {
     keep_slots: bool,
     /// The `seq` of the master's cluster messages.
     seq: u64,
+    /// Listening sockets from systemd (socket activation), used instead of binding their port.
+    inherited: Vec<super::ops::Inherited>,
 }
 
 impl Handles {
-    pub(super) fn new(reuse_port: bool, is_production: bool) -> Self {
+    pub(super) fn new(
+        reuse_port: bool,
+        is_production: bool,
+        inherited: Vec<super::ops::Inherited>,
+    ) -> Self {
         Handles {
             by_key: HashMap::new(),
             reuse_port,
             keep_slots: is_production,
             seq: 0,
+            inherited,
         }
+    }
+
+    /// A duplicate of the socket systemd passed for `port`, if it passed one.
+    pub(super) fn inherited(&self, port: u16) -> Option<std::io::Result<OwnedFd>> {
+        self.inherited
+            .iter()
+            .find(|s| s.port == port)
+            .map(|s| s.fd.try_clone())
     }
 
     /// The master closes: no worker will take a slot over any more.
@@ -160,7 +175,12 @@ impl Runtime {
                         // The master listens on its per-slot socket itself and keeps it, so
                         // connections queue there while the slot's worker is being replaced.
                         Some(_) => listen::bind_reuse_port(&req, msg.backlog),
-                        None => listen::bind_request(&req),
+                        None => match &req {
+                            BindRequest::Tcp { port, .. } if *port != 0 => handles
+                                .inherited(*port)
+                                .unwrap_or_else(|| listen::bind_request(&req)),
+                            _ => listen::bind_request(&req),
+                        },
                     };
                     fd.map_err(|e| listen::uv_errno(&e))
                 })

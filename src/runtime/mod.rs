@@ -16,7 +16,10 @@
 //! - [`shutdown`]: terminating children (a channel lost, the close sequence).
 
 mod children;
+mod control;
 mod handles;
+mod metrics;
+mod ops;
 mod relay;
 mod shutdown;
 pub(crate) mod sticky;
@@ -68,6 +71,8 @@ pub(crate) enum Command {
     ParentDisconnected,
     Reload(core::ReloadReason),
     Scale(core::Scale),
+    /// `promise.status()`: the snapshot comes back as a `status` event.
+    Status,
 }
 
 enum Input {
@@ -81,6 +86,8 @@ enum Input {
     /// Connections accepted on the real port in sticky mode, with the client address to pick
     /// a worker by.
     StickyConnections(Vec<(OwnedFd, std::net::IpAddr)>),
+    /// The metrics endpoint or the control socket wants a snapshot.
+    Status(ops::Waiter),
 }
 
 enum ChildEvent {
@@ -93,6 +100,8 @@ pub(crate) struct MasterHandle {
     tx: mpsc::UnboundedSender<Input>,
     logger: Arc<Logger>,
     pid_file: Option<PathBuf>,
+    /// The CLI's control socket, removed at exit.
+    control_path: Option<PathBuf>,
 }
 
 impl MasterHandle {
@@ -105,6 +114,9 @@ impl MasterHandle {
     /// The master process is exiting (`process.on('exit')`): runs synchronously on the JS
     /// thread, since nothing asynchronous happens after that event.
     pub(crate) fn on_exit(&self, code: i32) {
+        if let Some(path) = &self.control_path {
+            let _ = std::fs::remove_file(path);
+        }
         if let Some(pid_file) = &self.pid_file {
             if pid_file.exists() {
                 if let Err(e) = std::fs::remove_file(pid_file) {
@@ -193,7 +205,21 @@ pub(crate) fn start(
         memory_check_interval: Some(opts.memory_check_interval),
         is_debug: opts.is_debug,
     };
+    // Bound here, on the JS thread, so that a port in use fails `startCluster` at once.
+    let metrics = opts
+        .metrics
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| Error::io(format!("listen on options.metrics {addr}"), e))
+        })
+        .transpose()?;
+    let systemd = settings.systemd.clone();
+    let inherited = ops::take_listen_fds(systemd.listen_fds);
+    let (control_path, uid) = control::socket_path(&launch.env, std::process::id());
+    let control = control::bind(&control_path, uid);
+    let control_path = control.as_ref().map(|_| control_path);
     let mut env = launch.env.clone();
+    env.retain(|(k, _)| !crate::ops::systemd::CHILD_ENV_REMOVED.contains(&k.as_str()));
     if settings.node_env.as_deref() == Some("production") {
         // egg-cluster sets this on its own process.env, so its children inherit it.
         env.retain(|(k, _)| k != "NO_DEPRECATION");
@@ -213,7 +239,7 @@ pub(crate) fn start(
                 .limit
                 .max(settings.agent_close_timeout.limit),
         }),
-        handles: handles::Handles::new(opts.reuse_port, opts.is_production),
+        handles: handles::Handles::new(opts.reuse_port, opts.is_production, inherited),
         sticky_key: opts.sticky_key.clone().map(|source| {
             Arc::new(sticky::StickyKey {
                 source,
@@ -227,6 +253,13 @@ pub(crate) fn start(
         tx: tx.clone(),
         parent_connected: true,
         master_pid: std::process::id(),
+        ops: ops::OpsRuntime::new(systemd.notify_socket.as_deref()),
+        ops_start: Some(OpsStart {
+            metrics,
+            control: control.map(|l| (l, uid)),
+            notify_socket: systemd.notify_socket,
+            watchdog_usec: systemd.watchdog_usec,
+        }),
     };
     std::thread::Builder::new()
         .name("egg-cluster-rs".into())
@@ -236,6 +269,7 @@ pub(crate) fn start(
         tx,
         logger,
         pid_file: opts.pid_file.clone(),
+        control_path,
     })
 }
 
@@ -253,6 +287,16 @@ struct Runtime {
     tx: mpsc::UnboundedSender<Input>,
     parent_connected: bool,
     master_pid: u32,
+    ops: ops::OpsRuntime,
+    /// Listeners and timers started on the runtime thread, once.
+    ops_start: Option<OpsStart>,
+}
+
+struct OpsStart {
+    metrics: Option<std::net::TcpListener>,
+    control: Option<(std::os::unix::net::UnixListener, u32)>,
+    notify_socket: Option<String>,
+    watchdog_usec: Option<u64>,
 }
 
 impl Runtime {
@@ -270,6 +314,15 @@ impl Runtime {
             }
         };
         rt.block_on(async move {
+            if let Some(start) = self.ops_start.take() {
+                if let Some(listener) = start.metrics {
+                    metrics::serve(listener, self.tx.clone());
+                }
+                if let Some((listener, uid)) = start.control {
+                    control::serve(listener, uid, self.tx.clone());
+                }
+                ops::start_watchdog(start.notify_socket.as_deref(), start.watchdog_usec);
+            }
             self.guarded(|rt| rt.dispatch(Event::Start));
             while let Some(input) = rx.recv().await {
                 self.guarded(|rt| rt.on_input(input));
@@ -321,6 +374,8 @@ impl Runtime {
             Input::Timer(timer) => self.dispatch(Event::Timer(timer)),
             Input::Terminated(group) => self.dispatch(Event::Terminated(group)),
             Input::StickyConnections(accepted) => self.hand_over(accepted),
+            Input::Command(Command::Status) => self.on_status_request(ops::Waiter::Js),
+            Input::Status(waiter) => self.on_status_request(waiter),
         }
     }
 
@@ -349,6 +404,7 @@ impl Runtime {
                 tracing::debug!(pid, role = role.as_str(), code = ?info.code, signal = ?info.signal_name(), "exited");
                 self.children.remove(pid);
                 self.handles.forget(pid);
+                self.ops.forget(pid);
                 self.dispatch(Event::Exited {
                     pid,
                     code: info.code,
@@ -455,6 +511,8 @@ impl Runtime {
             Action::EmitMaster(line) => self
                 .emit
                 .emit("master", String::from_utf8_lossy(&line).into_owned()),
+            Action::Status(to, status) => return self.deliver_status(to, *status),
+            Action::Notify(notice) => self.notify(notice),
             Action::Exit(code) => {
                 tracing::debug!(code, "exit");
                 self.handles.closing();

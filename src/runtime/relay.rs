@@ -24,6 +24,7 @@ impl Runtime {
     ) {
         let mut outbox: Outbox = Vec::new();
         let mut events = Vec::new();
+        let (mut relayed, mut relayed_bytes) = (0u64, 0u64);
         for line in lines {
             let peers = Peers {
                 master_pid: self.master_pid,
@@ -45,6 +46,8 @@ impl Runtime {
                 }
             };
             tracing::trace!(from = from.as_str(), pid, dest = ?routed.dest, "route");
+            relayed += 1;
+            relayed_bytes += line.len() as u64;
             match routed.dest {
                 Destination::Agent => {
                     if let Some(agent) = peers.agent_pid {
@@ -82,6 +85,7 @@ impl Runtime {
             }
         }
         self.flush(&mut outbox, &mut events);
+        self.ops.relayed(pid, relayed, relayed_bytes);
         for event in events {
             self.dispatch(event);
         }

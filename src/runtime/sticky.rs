@@ -241,11 +241,14 @@ pub(crate) fn pick(ip: IpAddr, slots: &[Option<u32>]) -> Option<u32> {
 impl super::Runtime {
     /// Sticky mode: listen on the real port and feed accepted connections to the main loop.
     pub(super) fn start_sticky_server(&mut self, port: u16) -> std::io::Result<()> {
-        let fd = crate::listen::bind_request(&crate::protocol::cluster::BindRequest::Tcp {
-            address: None,
-            port,
-            ipv6_only: false,
-        })?;
+        let fd = match self.handles.inherited(port) {
+            Some(fd) => fd?,
+            None => crate::listen::bind_request(&crate::protocol::cluster::BindRequest::Tcp {
+                address: None,
+                port,
+                ipv6_only: false,
+            })?,
+        };
         let backlog = nix::sys::socket::Backlog::new(511).map_err(std::io::Error::from)?;
         nix::sys::socket::listen(&fd, backlog)?;
         tracing::debug!(port, "sticky listener up");
@@ -281,6 +284,7 @@ impl super::Runtime {
             };
             if let Some(app) = self.children.get(pid) {
                 tracing::trace!(%ip, pid, "sticky hand-over");
+                self.ops.handed_over(pid);
                 let _ = app.sender.send_control(crate::ipc::channel::Frame::handle(
                     "net.Socket",
                     b"\"sticky-session:connection\"",

@@ -1,0 +1,291 @@
+//! The snapshot in the Prometheus text format (OpenMetrics flavour, which Prometheus reads),
+//! encoded by `prometheus-client`. A fresh registry per scrape: the snapshot is the truth, and
+//! series of exited children disappear with them.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::snapshot::{Counters, Snapshot};
+use crate::core::OpsPhase;
+
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Proc {
+    role: String,
+    id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: String,
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+fn counter(v: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(v);
+    c
+}
+
+fn gauge(v: i64) -> Gauge {
+    let g = Gauge::default();
+    g.set(v);
+    g
+}
+
+fn fgauge(v: f64) -> FGauge {
+    let g = FGauge::default();
+    g.set(v);
+    g
+}
+
+struct ProcFamilies {
+    rss: Family<Proc, Gauge>,
+    cpu: Family<Proc, FGauge>,
+    messages: Family<Proc, Counter>,
+    bytes: Family<Proc, Counter>,
+    sticky: Family<Proc, Counter>,
+}
+
+impl ProcFamilies {
+    fn add(&self, p: &Proc, rss: Option<u64>, cpu: Option<f64>, c: &Counters) {
+        if let Some(rss) = rss {
+            self.rss.get_or_create(p).set(rss as i64);
+        }
+        if let Some(cpu) = cpu {
+            self.cpu.get_or_create(p).set(cpu);
+        }
+        self.messages.get_or_create(p).inc_by(c.messages_relayed);
+        self.bytes.get_or_create(p).inc_by(c.bytes_relayed);
+        self.sticky.get_or_create(p).inc_by(c.sticky_handed_over);
+    }
+}
+
+pub(crate) fn render(s: &Snapshot) -> String {
+    let mut reg = Registry::with_prefix("egg_cluster");
+    let m = &s.master;
+    reg.register(
+        "uptime_seconds",
+        "Seconds since the master started",
+        fgauge(m.uptime_ms as f64 / 1000.0),
+    );
+    let phase: Family<PhaseLabel, Gauge> = Family::default();
+    for p in [
+        OpsPhase::Starting,
+        OpsPhase::Ready,
+        OpsPhase::Reloading,
+        OpsPhase::Closing,
+    ] {
+        phase
+            .get_or_create(&PhaseLabel {
+                phase: p.as_str().into(),
+            })
+            .set(i64::from(p == m.phase));
+    }
+    reg.register("phase", "The master's phase (1 for the current one)", phase);
+    reg.register(
+        "ready",
+        "1 when ready for traffic (/readyz)",
+        gauge(i64::from(m.ready)),
+    );
+    reg.register(
+        "healthy",
+        "1 when the agent started and a worker serves (/healthz)",
+        gauge(i64::from(m.healthy)),
+    );
+    reg.register(
+        "workers_desired",
+        "App workers wanted",
+        gauge(m.workers as i64),
+    );
+    reg.register(
+        "workers_serving",
+        "App workers serving on the app's port",
+        gauge(m.serving as i64),
+    );
+    reg.register(
+        "reforks",
+        "Workers started again after an unexpected exit",
+        counter(m.reforks),
+    );
+    reg.register(
+        "backoff_seconds",
+        "Delay before the next refork of a crash loop (0 outside one)",
+        fgauge(m.backoff_ms as f64 / 1000.0),
+    );
+    reg.register(
+        "malformed_lines",
+        "Malformed lines from children, dropped",
+        counter(m.malformed),
+    );
+
+    let restarts: Family<Proc, Counter> = Family::default();
+    let started: Family<Proc, Gauge> = Family::default();
+    let procs = ProcFamilies {
+        rss: Family::default(),
+        cpu: Family::default(),
+        messages: Family::default(),
+        bytes: Family::default(),
+        sticky: Family::default(),
+    };
+    procs.add(
+        &Proc {
+            role: "master".into(),
+            id: "0".into(),
+        },
+        m.rss,
+        m.cpu,
+        &m.counters,
+    );
+    for c in &s.children {
+        let p = Proc {
+            role: c.core.role.into(),
+            id: c.core.id.to_string(),
+        };
+        procs.add(&p, c.rss, c.cpu, &c.counters);
+        restarts.get_or_create(&p).inc_by(c.core.restarts);
+        started
+            .get_or_create(&p)
+            .set((c.core.started_at / 1000) as i64);
+    }
+    reg.register(
+        "process_resident_memory_bytes",
+        "Resident set size",
+        procs.rss,
+    );
+    reg.register(
+        "process_cpu_percent",
+        "CPU use since the previous sample, 100 = one core",
+        procs.cpu,
+    );
+    reg.register(
+        "messages_relayed",
+        "Messages sent by the process and routed by the master (master: all)",
+        procs.messages,
+    );
+    reg.register("bytes_relayed", "Bytes of those messages", procs.bytes);
+    reg.register(
+        "sticky_connections_handed_over",
+        "Sticky connections handed to the worker (master: all)",
+        procs.sticky,
+    );
+    reg.register(
+        "slot_restarts",
+        "Unexpected exits in this worker's slot so far",
+        restarts,
+    );
+    reg.register(
+        "process_start_time_seconds",
+        "When the process was spawned (Unix time)",
+        started,
+    );
+
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &reg);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ops::ChildStatus;
+    use crate::ops::http::{answer, Route};
+    use crate::ops::snapshot::{ChildSnapshot, MasterSnapshot};
+
+    fn snapshot(phase: OpsPhase, ready: bool) -> Snapshot {
+        Snapshot {
+            master: MasterSnapshot {
+                pid: 1,
+                phase,
+                started_at: 1000,
+                uptime_ms: 2500,
+                workers: 2,
+                serving: 1,
+                healthy: true,
+                ready,
+                reforks: 3,
+                backoff_ms: 200,
+                malformed: 4,
+                rss: Some(1 << 20),
+                cpu: Some(1.5),
+                counters: Counters {
+                    messages_relayed: 10,
+                    bytes_relayed: 100,
+                    sticky_handed_over: 0,
+                },
+            },
+            children: vec![ChildSnapshot {
+                core: ChildStatus {
+                    role: "app",
+                    id: 2,
+                    pid: 7,
+                    slot: Some(0),
+                    state: "serving",
+                    started_at: 5000,
+                    serving_since: Some(6000),
+                    restarts: 1,
+                    last_exit: None,
+                    malformed: 0,
+                },
+                rss: Some(2048),
+                cpu: None,
+                counters: Counters {
+                    messages_relayed: 6,
+                    bytes_relayed: 60,
+                    sticky_handed_over: 0,
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn renders_every_figure_with_role_and_id() {
+        let text = render(&snapshot(OpsPhase::Ready, true));
+        for line in [
+            "egg_cluster_uptime_seconds 2.5",
+            "egg_cluster_phase{phase=\"ready\"} 1",
+            "egg_cluster_phase{phase=\"closing\"} 0",
+            "egg_cluster_ready 1",
+            "egg_cluster_workers_serving 1",
+            "egg_cluster_reforks_total 3",
+            "egg_cluster_backoff_seconds 0.2",
+            "egg_cluster_malformed_lines_total 4",
+            "egg_cluster_process_resident_memory_bytes{role=\"master\",id=\"0\"} 1048576",
+            "egg_cluster_process_resident_memory_bytes{role=\"app\",id=\"2\"} 2048",
+            "egg_cluster_process_cpu_percent{role=\"master\",id=\"0\"} 1.5",
+            "egg_cluster_messages_relayed_total{role=\"app\",id=\"2\"} 6",
+            "egg_cluster_bytes_relayed_total{role=\"master\",id=\"0\"} 100",
+            "egg_cluster_slot_restarts_total{role=\"app\",id=\"2\"} 1",
+            "egg_cluster_process_start_time_seconds{role=\"app\",id=\"2\"} 5",
+            "# TYPE egg_cluster_messages_relayed counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        // No CPU figure for a process /proc could not tell about.
+        assert!(!text.contains("egg_cluster_process_cpu_percent{role=\"app\""));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn probes_follow_the_snapshot() {
+        let status = |b: Vec<u8>| String::from_utf8(b).unwrap()[9..12].to_string();
+        let up = snapshot(OpsPhase::Ready, true);
+        assert_eq!(status(answer(Route::Readyz, false, &up)), "200");
+        assert_eq!(status(answer(Route::Healthz, false, &up)), "200");
+        let closing = snapshot(OpsPhase::Closing, false);
+        let r = String::from_utf8(answer(Route::Readyz, false, &closing)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+        assert!(r.ends_with("not ok: ready for traffic (phase closing, 1/2 app workers serving)\n"));
+        let m = String::from_utf8(answer(Route::Metrics, true, &up)).unwrap();
+        assert!(m.contains(CONTENT_TYPE) && m.ends_with("\r\n\r\n"));
+    }
+}

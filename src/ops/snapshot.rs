@@ -1,0 +1,107 @@
+//! The status snapshot: the core's half ([`CoreStatus`]) plus what the runtime measures.
+
+use serde::Serialize;
+
+use crate::core::ops::ChildStatus;
+use crate::core::{CoreStatus, OpsPhase};
+
+/// Counters the runtime keeps per child (and in total), plain integers bumped on its thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Counters {
+    /// Messages this child sent that were routed on (to anyone, the master included).
+    pub(crate) messages_relayed: u64,
+    pub(crate) bytes_relayed: u64,
+    /// Sticky connections handed to this worker.
+    pub(crate) sticky_handed_over: u64,
+}
+
+/// What /proc says about one process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub(crate) struct ProcSample {
+    /// Resident set size, bytes.
+    pub(crate) rss: Option<u64>,
+    /// CPU % since the previous sample (since the process started, for the first), 100 = a core.
+    pub(crate) cpu: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MasterSnapshot {
+    pub(crate) pid: u32,
+    pub(crate) phase: OpsPhase,
+    pub(crate) started_at: u64,
+    pub(crate) uptime_ms: u64,
+    pub(crate) workers: usize,
+    pub(crate) serving: usize,
+    pub(crate) healthy: bool,
+    pub(crate) ready: bool,
+    pub(crate) reforks: u64,
+    pub(crate) backoff_ms: u64,
+    pub(crate) malformed: u64,
+    pub(crate) rss: Option<u64>,
+    pub(crate) cpu: Option<f64>,
+    /// Totals over every child that ever ran, and the parent.
+    #[serde(flatten)]
+    pub(crate) counters: Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ChildSnapshot {
+    #[serde(flatten)]
+    pub(crate) core: ChildStatus,
+    pub(crate) rss: Option<u64>,
+    pub(crate) cpu: Option<f64>,
+    #[serde(flatten)]
+    pub(crate) counters: Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Snapshot {
+    pub(crate) master: MasterSnapshot,
+    pub(crate) children: Vec<ChildSnapshot>,
+}
+
+/// Merges the core's half with the runtime's figures: `sample` and `counters` look a pid up.
+pub(crate) fn build(
+    core: CoreStatus,
+    master_pid: u32,
+    now: u64,
+    totals: Counters,
+    mut sample: impl FnMut(u32) -> ProcSample,
+    counters: impl Fn(u32) -> Counters,
+) -> Snapshot {
+    let master = sample(master_pid);
+    Snapshot {
+        master: MasterSnapshot {
+            pid: master_pid,
+            phase: core.phase,
+            started_at: core.started_at,
+            uptime_ms: now.saturating_sub(core.started_at),
+            workers: core.workers,
+            serving: core.serving,
+            healthy: core.healthy,
+            ready: core.ready,
+            reforks: core.reforks,
+            backoff_ms: core.backoff_ms,
+            malformed: core.malformed,
+            rss: master.rss,
+            cpu: master.cpu,
+            counters: totals,
+        },
+        children: core
+            .children
+            .into_iter()
+            .map(|c| {
+                let s = sample(c.pid);
+                ChildSnapshot {
+                    counters: counters(c.pid),
+                    rss: s.rss,
+                    cpu: s.cpu,
+                    core: c,
+                }
+            })
+            .collect(),
+    }
+}
