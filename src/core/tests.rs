@@ -41,6 +41,7 @@ fn cfg(workers: usize) -> Config {
         reload_timeout: Duration::from_secs(60),
         max_memory: None,
         memory_check_interval: None,
+        dialect: Dialect::Egg3,
     }
 }
 
@@ -1145,3 +1146,5 @@ fn reload_before_ready_is_refused() {
     let a = core.handle(Event::Reload(ReloadReason::Signal), 1);
     assert!(has_log(&a, "reload (SIGUSR2) ignored: the app is not up"));
 }
+
+mod egg4;

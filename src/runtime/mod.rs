@@ -50,6 +50,8 @@ pub(crate) struct Launch {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) agent_worker_file: String,
     pub(crate) app_worker_file: String,
+    /// egg 4's worker scripts (agent, app), used when the app runs on egg 4.
+    pub(crate) egg4_worker_files: Option<(String, String)>,
     /// `process.debugPort`: app workers of a debugged master get consecutive ports after it.
     pub(crate) debug_port: u16,
     /// `process.version`.
@@ -191,12 +193,30 @@ pub(crate) fn start(
         reload_timeout: settings.reload_timeout,
         max_memory: opts.max_memory_restart,
         memory_check_interval: Some(opts.memory_check_interval),
+        dialect: opts.dialect,
     };
     let mut env = launch.env.clone();
     if settings.node_env.as_deref() == Some("production") {
         // egg-cluster sets this on its own process.env, so its children inherit it.
         env.retain(|(k, _)| k != "NO_DEPRECATION");
         env.push(("NO_DEPRECATION".into(), "*".into()));
+    }
+
+    // The workers load egg through this package as their framework (index.js re-exports it):
+    // the egg found here is the one they get.
+    if let Some(egg) = &opts.egg {
+        env.retain(|(k, _)| k != "EGG_CLUSTER_RS_EGG");
+        env.push((
+            "EGG_CLUSTER_RS_EGG".into(),
+            egg.to_string_lossy().into_owned(),
+        ));
+    }
+    let mut launch = launch;
+    if opts.dialect == core::Dialect::Egg4 {
+        if let Some((agent, app)) = launch.egg4_worker_files.take() {
+            launch.agent_worker_file = agent;
+            launch.app_worker_file = app;
+        }
     }
 
     let (tx, rx) = mpsc::unbounded_channel();
@@ -221,6 +241,7 @@ pub(crate) fn start(
         emit,
         tx: tx.clone(),
         parent_connected: true,
+        egg4: opts.dialect == core::Dialect::Egg4,
         master_pid: std::process::id(),
     };
     std::thread::Builder::new()
@@ -247,6 +268,8 @@ struct Runtime {
     emit: Arc<dyn Emit>,
     tx: mpsc::UnboundedSender<Input>,
     parent_connected: bool,
+    /// egg 4's messenger (`receiverWorkerId`).
+    egg4: bool,
     master_pid: u32,
 }
 
