@@ -96,3 +96,20 @@ async function stop(m) {
     await stop(m);
   });
 });
+
+(REFERENCE ? describe.skip : describe)('egg 4: cluster-client', () => {
+  it('followers in every worker get what the leader (agent) published, over the master\'s clusterPort', async () => {
+    // fixtures/apps/cluster-client (see cluster-client.test.js), on egg 4
+    const m = await startMaster('cluster-client', { framework: EGG4 }, { env: PROD });
+    await m.waitReady(90000);
+    const { agent, app } = m.workers();
+    assert.strictEqual(agent.length, 1);
+    const data = await m.waitForMessages('registry-data', 2);
+    assert.deepStrictEqual(data.map(msg => msg.data.pid).sort(), app.sort());
+    for (const msg of data) assert.deepStrictEqual(msg.data.list, [ `leader:${agent[0]}` ]);
+    const res = await get(m.options.port, '/');
+    assert.strictEqual(res.status, 200, res.body);
+    assert.strictEqual(res.body, `leader:${agent[0]}`);
+    await stop(m);
+  });
+});
