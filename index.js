@@ -118,7 +118,10 @@ exports.createCluster = function createCluster(options, callback) {
       case 'parent':
         if (process.connected && typeof process.send === 'function') {
           try {
-            process.send(JSON.parse(payload));
+            // With a callback, a write to a channel the parent just closed (EPIPE: a launcher
+            // disconnects at egg-ready while the workers still talk to it) is reported to it;
+            // without one it is an 'error' event on `process`, which kills the master.
+            process.send(JSON.parse(payload), ignore);
           } catch (_) {
             // the channel closed in between: same as egg-cluster's hasParent=false
           }
@@ -206,6 +209,8 @@ exports.createCluster = function createCluster(options, callback) {
 
   return promise;
 };
+
+function ignore() {}
 
 // process.execArgv minus an `-e`/`-p <code>` pair, as child_process.fork does: a master
 // started with `node -e` would otherwise make every child run that code again (a fork bomb).

@@ -227,6 +227,7 @@ pub(crate) fn start(
             options_json,
             is_debug: opts.is_debug,
             agent_debug_port: settings.agent_debug_port,
+            egg4: opts.dialect == core::Dialect::Egg4,
         }),
         handles: handles::Handles::new(opts.reuse_port, opts.is_production),
         sticky_key: opts.sticky_key.clone().map(|source| {
