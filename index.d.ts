@@ -175,3 +175,15 @@ export type {
   Singleton,
   EggLogger,
 } from 'egg';
+
+// egg 4's other exports, for an app on egg 4 (undefined on egg 3; `Context`, `Router` and
+// `Singleton` are re-exported as values too). Typed loosely: egg 3's typings lack them.
+export declare const Helper: any;
+export declare const Request: any;
+export declare const Response: any;
+export declare const EggApplicationCore: any;
+export declare const startEgg: any;
+export declare const HttpClient: any;
+export declare const ContextHttpClient: any;
+export declare const CookieLimitExceedError: any;
+export declare const MessageUnhandledRejectionError: any;
