@@ -99,7 +99,7 @@ export interface ReadyInfo {
   protocol: 'http' | 'https';
 }
 
-/** The Promise returned by {@link startCluster}. */
+/** The Promise returned by {@link createCluster}. */
 export interface ClusterPromise extends Promise<ReadyInfo> {
   /**
    * Emits the `{ to: 'master' }` messages (from the workers or the parent) that the
@@ -181,15 +181,22 @@ export interface ReloadResult {
  * Start an egg application in cluster mode: this process becomes the master,
  * forking one agent worker and `workers` app workers.
  *
- * Throws synchronously (an `Error` with `code: 'ERR_EGG_CLUSTER_OPTIONS'`) on
- * bad options. Once every app worker listens, `callback()` is called with no
- * argument (egg-cluster's form) and the returned Promise (egg 4's form) resolves.
+ * An async function (egg 4's launchers require one): bad options reject it with an `Error`
+ * with `code: 'ERR_EGG_CLUSTER_OPTIONS'`. Once every app worker listens, `callback()` is
+ * called with no argument (egg-cluster's form) and the Promise resolves.
  *
- * There is no error path: as with egg-cluster, a start that fails (the agent or an
- * app worker dies before ready, a start timeout) logs why and exits this process with
- * code 1 — the callback is then never called and the Promise never settles.
+ * There is no error path after the options: as with egg-cluster and @eggjs/cluster, a start
+ * that fails (the agent or an app worker dies before ready, a start timeout) logs why and
+ * exits this process with code 1 — the callback is then never called and the Promise never
+ * settles.
  */
-export function startCluster(options?: ClusterOptions, callback?: () => void): ClusterPromise;
+export function startCluster(options?: ClusterOptions, callback?: () => void): Promise<ReadyInfo>;
+
+/**
+ * {@link startCluster} started synchronously: throws (`ERR_EGG_CLUSTER_OPTIONS`) on bad
+ * options, and the Promise carries the master's controls (`master`, `reload()`, `scale(n)`).
+ */
+export function createCluster(options?: ClusterOptions, callback?: () => void): ClusterPromise;
 
 // egg 3's exports, so this package can be used as a framework; loaded on first access (a
 // `require` of this package does not load egg; an ESM `import` of it reads them all, so it does)
@@ -223,3 +230,15 @@ export type {
   Singleton,
   EggLogger,
 } from 'egg';
+
+// egg 4's other exports, for an app on egg 4 (undefined on egg 3; `Context`, `Router` and
+// `Singleton` are re-exported as values too). Typed loosely: egg 3's typings lack them.
+export declare const Helper: any;
+export declare const Request: any;
+export declare const Response: any;
+export declare const EggApplicationCore: any;
+export declare const startEgg: any;
+export declare const HttpClient: any;
+export declare const ContextHttpClient: any;
+export declare const CookieLimitExceedError: any;
+export declare const MessageUnhandledRejectionError: any;

@@ -4,11 +4,13 @@
  * egg-cluster-rs: the egg-cluster 2.x master, implemented in Rust (napi-rs).
  *
  * This module is two things at once:
- *  - the cluster API: `startCluster(options, callback)` (egg-cluster / egg 3 form,
- *    and returns a Promise like egg 4's);
- *  - an egg *framework*: it re-exports egg 3's classes, so it can be passed as
+ *  - the cluster API: `startCluster(options, callback)`, an async function (egg 4's
+ *    @eggjs/cluster form) that also takes egg-cluster's callback (egg 3 form);
+ *    `createCluster(options, callback)`, the same started synchronously (it throws on bad
+ *    options) and returning a Promise that carries the master's controls;
+ *  - an egg *framework*: it re-exports egg's classes, so it can be passed as
  *    `framework` (egg-scripts `--framework=<this dir>`, egg-mock `customEgg`) and
- *    the app/agent workers `require(options.framework).Application`.
+ *    the app/agent workers load `options.framework` and read `Application`/`Agent`.
  *
  * Requiring this file is cheap: egg is only loaded when one of its exports is
  * read (workers do, the master never does) and the native addon is only loaded
@@ -25,9 +27,12 @@ const INIT_CWD = process.cwd();
 // enumerable: true, get() { return egg.Name; } })`, the getter form cjs-module-lexer recognises,
 // so `import { Application } from 'egg-cluster-rs'` works from ESM too. (An ESM import reads every
 // export once, so it does load egg; a plain `require` does not.)
+//
+// Which egg: in the workers, the one the master resolved for the app (EGG_CLUSTER_RS_EGG: egg 3
+// or egg 4, see README "egg 4"); elsewhere the `egg` this package resolves.
 const egg = new Proxy({}, {
   get(_, name) {
-    return require('egg')[name];
+    return require(process.env.EGG_CLUSTER_RS_EGG || 'egg')[name];
   },
 });
 
@@ -41,6 +46,19 @@ Object.defineProperty(exports, 'Service', { enumerable: true, get() { return egg
 Object.defineProperty(exports, 'Subscription', { enumerable: true, get() { return egg.Subscription; } });
 Object.defineProperty(exports, 'BaseContextClass', { enumerable: true, get() { return egg.BaseContextClass; } });
 Object.defineProperty(exports, 'Boot', { enumerable: true, get() { return egg.Boot; } });
+// egg 4's own (undefined on egg 3)
+Object.defineProperty(exports, 'Helper', { enumerable: true, get() { return egg.Helper; } });
+Object.defineProperty(exports, 'Singleton', { enumerable: true, get() { return egg.Singleton; } });
+Object.defineProperty(exports, 'Request', { enumerable: true, get() { return egg.Request; } });
+Object.defineProperty(exports, 'Response', { enumerable: true, get() { return egg.Response; } });
+Object.defineProperty(exports, 'Context', { enumerable: true, get() { return egg.Context; } });
+Object.defineProperty(exports, 'Router', { enumerable: true, get() { return egg.Router; } });
+Object.defineProperty(exports, 'EggApplicationCore', { enumerable: true, get() { return egg.EggApplicationCore; } });
+Object.defineProperty(exports, 'startEgg', { enumerable: true, get() { return egg.startEgg; } });
+Object.defineProperty(exports, 'HttpClient', { enumerable: true, get() { return egg.HttpClient; } });
+Object.defineProperty(exports, 'ContextHttpClient', { enumerable: true, get() { return egg.ContextHttpClient; } });
+Object.defineProperty(exports, 'CookieLimitExceedError', { enumerable: true, get() { return egg.CookieLimitExceedError; } });
+Object.defineProperty(exports, 'MessageUnhandledRejectionError', { enumerable: true, get() { return egg.MessageUnhandledRejectionError; } });
 
 /**
  * Start an egg application in cluster mode (master in this process, one agent
@@ -50,6 +68,23 @@ Object.defineProperty(exports, 'Boot', { enumerable: true, get() { return egg.Bo
  * ready, a start timeout) exits this process with code 1: the callback is then never
  * called and the Promise never settles.
  *
+ * An async function, as egg 4's launchers (@eggjs/mock 6 asserts it) expect: bad options
+ * reject the Promise (as @eggjs/cluster's do) instead of throwing; a launcher that does not
+ * handle it dies of the unhandled rejection with the error on stderr and exit code 1, as an
+ * egg 3 launcher does of egg-cluster's synchronous throw.
+ *
+ * @param {Object} options - see index.d.ts ClusterOptions
+ * @param {Function} [callback] - called with no argument when the cluster is ready
+ * @return {Promise<{port?: number, debugPort?: number, address: string, protocol: string}>}
+ *   resolves when ready
+ */
+exports.startCluster = async function startCluster(options, callback) {
+  return exports.createCluster(options, callback);
+};
+
+/**
+ * startCluster, started synchronously: throws on bad options (egg-cluster's constructor does).
+ *
  * @param {Object} options - see index.d.ts ClusterOptions
  * @param {Function} [callback] - called with no argument when the cluster is ready
  * @return {Promise<{port?: number, debugPort?: number, address: string, protocol: string}>}
@@ -58,7 +93,7 @@ Object.defineProperty(exports, 'Boot', { enumerable: true, get() { return egg.Bo
  *   and `reload-done`; `reload()`, a rolling reload resolving with its outcome; `scale(n)`;
  *   `status()`, resolving with the cluster's status snapshot
  */
-exports.startCluster = function startCluster(options, callback) {
+exports.createCluster = function createCluster(options, callback) {
   const os = require('os');
   const v8 = require('v8');
   const EventEmitter = require('events');
@@ -86,7 +121,10 @@ exports.startCluster = function startCluster(options, callback) {
       case 'parent':
         if (process.connected && typeof process.send === 'function') {
           try {
-            process.send(JSON.parse(payload));
+            // With a callback, a write to a channel the parent just closed (EPIPE: a launcher
+            // disconnects at egg-ready while the workers still talk to it) is reported to it;
+            // without one it is an 'error' event on `process`, which kills the master.
+            process.send(JSON.parse(payload), ignore);
           } catch (_) {
             // the channel closed in between: same as egg-cluster's hasParent=false
           }
@@ -126,6 +164,8 @@ exports.startCluster = function startCluster(options, callback) {
     color: require('supports-color').stdout !== false,
     agentWorkerFile: path.join(WORKER_DIR, 'agent_worker.js'),
     appWorkerFile: path.join(WORKER_DIR, 'app_worker.js'),
+    egg4AgentWorkerFile: path.join(__dirname, 'lib/@eggjs/cluster/dist/esm/agent_worker.js'),
+    egg4AppWorkerFile: path.join(__dirname, 'lib/@eggjs/cluster/dist/esm/app_worker.js'),
     nodeVersion: process.version,
     debugPort: process.debugPort,
   }, onEvent);
@@ -194,6 +234,8 @@ exports.startCluster = function startCluster(options, callback) {
 const WORKER_DIR = /@eggjs[\/\\]scripts[\/\\]/.test(process.argv[1] || '')
   ? path.join(__dirname, 'lib/@eggjs/cluster/dist/commonjs')
   : path.join(__dirname, 'lib/egg-cluster/lib');
+
+function ignore() {}
 
 // process.execArgv minus an `-e`/`-p <code>` pair, as child_process.fork does: a master
 // started with `node -e` would otherwise make every child run that code again (a fork bomb).

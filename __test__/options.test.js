@@ -6,8 +6,8 @@ const childProcess = require('child_process');
 const { ROOT, REFERENCE, copyFixture, track, makeEnv } = require('./helper');
 
 /**
- * Call startCluster(options) in a fresh node process and report whether it
- * threw synchronously (the process exits right after, whatever happened).
+ * Call createCluster(options) (startCluster started synchronously) in a fresh node process and
+ * report whether it threw synchronously (the process exits right after, whatever happened).
  * @param {Object} options -
  * @return {Object} { threw, message, code }
  */
@@ -16,7 +16,7 @@ function tryStart(options) {
     const options = JSON.parse(process.argv[1]);
     let out;
     try {
-      ${REFERENCE ? "new (require('egg-cluster/lib/master'))(options);" : 'require(process.argv[2]).startCluster(options);'}
+      ${REFERENCE ? "new (require('egg-cluster/lib/master'))(options);" : 'require(process.argv[2]).createCluster(options);'}
       out = { threw: false };
     } catch (err) {
       out = { threw: true, message: err.message, code: err.code };
@@ -69,6 +69,42 @@ describe('options', () => {
   });
 });
 
+describe('startCluster (async)', () => {
+  it('is an async function; bad options reject it with the error createCluster throws, and nothing starts', function() {
+    if (REFERENCE) this.skip();
+    const code = `
+      const { startCluster } = require(process.argv[1]);
+      const started = startCluster({ baseDir: '/nonexistent/egg-cluster-rs-app' });
+      started.then(
+        () => process.stdout.write(JSON.stringify({ resolved: true })),
+        err => process.stdout.write(JSON.stringify({
+          async: require('util').types.isAsyncFunction(startCluster),
+          message: err.message,
+          code: err.code,
+        }))
+      );
+    `;
+    const res = childProcess.spawnSync(process.execPath, [ '-e', code, ROOT ], {
+      cwd: ROOT, env: makeEnv({}, ROOT), encoding: 'utf8', timeout: 30000,
+    });
+    assert.strictEqual(res.status, 0, res.stderr);
+    const out = JSON.parse(res.stdout);
+    assert.strictEqual(out.async, true);
+    assert.match(out.message, /\/nonexistent\/egg-cluster-rs-app\/package\.json/);
+    assert.strictEqual(out.code, 'ERR_EGG_CLUSTER_OPTIONS');
+  });
+
+  it('an egg 3 launcher that ignores the Promise dies of a bad option with exit code 1 and the error on stderr', function() {
+    if (REFERENCE) this.skip();
+    const res = childProcess.spawnSync(process.execPath, [ '-e',
+      "require(process.argv[1]).startCluster({ workers: 'abc' }, () => {})", ROOT ], {
+      cwd: ROOT, env: makeEnv({}, ROOT), encoding: 'utf8', timeout: 30000,
+    });
+    assert.strictEqual(res.status, 1);
+    assert.match(res.stderr, /options\.workers/);
+  });
+});
+
 describe('index.js', () => {
   function run(code) {
     const res = childProcess.spawnSync(process.execPath, [ '-e', code, ROOT ], {
@@ -92,8 +128,10 @@ describe('index.js', () => {
     assert.deepStrictEqual(loaded.cache, [ path.join(ROOT, 'index.js') ]);
     assert.deepStrictEqual(loaded.keys.sort(), [
       'Agent', 'AgentWorkerLoader', 'AppWorkerLoader', 'Application', 'BaseContextClass', 'Boot',
-      'Controller', 'Service', 'Subscription', 'start', 'startCluster',
-    ]);
+      'Controller', 'Service', 'Subscription', 'start', 'startCluster', 'createCluster',
+      // egg 4's
+      'Helper', 'Singleton', 'Request', 'Response', 'Context', 'Router', 'EggApplicationCore', 'startEgg', 'HttpClient', 'ContextHttpClient', 'CookieLimitExceedError', 'MessageUnhandledRejectionError',
+    ].sort());
   });
 
   it('ESM: every export is a named import (the names are visible to cjs-module-lexer)', () => {
@@ -122,7 +160,8 @@ describe('index.js', () => {
     assert.deepStrictEqual(out.classes, [ 'Application', 'Agent', 'AppWorkerLoader', 'AgentWorkerLoader', 'Controller',
       'Service', 'Subscription', 'BaseContextClass', 'Boot' ]);
     assert.deepStrictEqual(out.sameAsEgg, names);
-    assert.deepStrictEqual(out.namespace, [ ...names, 'default', 'startCluster' ].sort());
+    assert.deepStrictEqual(out.namespace, [ ...names, 'default', 'startCluster', 'createCluster',
+      'Helper', 'Singleton', 'Request', 'Response', 'Context', 'Router', 'EggApplicationCore', 'startEgg', 'HttpClient', 'ContextHttpClient', 'CookieLimitExceedError', 'MessageUnhandledRejectionError' ].sort());
   });
 
   it('re-exports egg 3 lazily', () => {

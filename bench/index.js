@@ -15,6 +15,7 @@
  * BENCH_KEEP_LOGS=1     keep the masters' output and the app logs (the temp dir is printed)
  * BENCH_SCRAPE=1        egg-cluster-rs only: serve `metrics` and measure relay throughput again
  *                       with a scraper GETting /metrics every 100 ms beside it (logged, in the JSON)
+ * BENCH_EGG=4           the same app on egg 4, against @eggjs/cluster 3 (`npm run bench` runs both)
  * node bench/index.js --report bench/results/<file>.json   re-print the table of a past run
  *
  * See bench/README.md for what each figure is and how it is measured.
@@ -35,7 +36,11 @@ const ROOT = path.join(__dirname, '..');
 const APP = path.join(__dirname, 'fixtures', 'app');
 const RUNNER = path.join(__dirname, 'run-master.js');
 const RESULTS = path.join(__dirname, 'results');
-const FRAMEWORK = path.dirname(require.resolve('egg/package.json', { paths: [ ROOT ] }));
+// BENCH_EGG=4: the same app on egg 4 (the `egg4` devDependency), @eggjs/cluster 3 as A
+const EGG = process.env.BENCH_EGG === '4' ? 4 : 3;
+const FRAMEWORK = EGG === 4 ? path.join(ROOT, 'node_modules/egg4')
+  : path.dirname(require.resolve('egg/package.json', { paths: [ ROOT ] }));
+const A_PACKAGE = EGG === 4 ? '@eggjs/cluster' : 'egg-cluster';
 
 const QUICK = !!process.env.BENCH_QUICK && process.env.BENCH_QUICK !== '0';
 const CFG = {
@@ -78,7 +83,7 @@ const RS_STICKY = process.env.BENCH_RS_STICKY !== '0';
 const RS_STICKY_SKIPPED = 'n/a: skipped (BENCH_RS_STICKY=0)';
 
 const IMPLS = { A: 'egg-cluster', B: 'rs' };
-const LABEL = { 'egg-cluster': 'egg-cluster 2.5', rs: 'egg-cluster-rs' };
+const LABEL = { 'egg-cluster': EGG === 4 ? '@eggjs/cluster 3' : 'egg-cluster 2.5', rs: 'egg-cluster-rs' };
 
 const live = new Set();
 let tmpDir;
@@ -132,7 +137,7 @@ class Instance {
     const fd = fs.openSync(this.logFile, 'w');
     const m0 = proc.machine();
     const t0 = performance.now();
-    this.child = fork(RUNNER, [ JSON.stringify({ impl: this.impl, options }) ], {
+    this.child = fork(RUNNER, [ JSON.stringify({ impl: this.impl, options, egg: EGG }) ], {
       cwd: ROOT,
       stdio: [ 'ignore', fd, fd, 'ipc' ],
       env: {
@@ -801,9 +806,9 @@ async function main() {
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'egg-cluster-rs-bench-'));
   const gen = loadgen.detect();
   const started = new Date();
-  const eggClusterVersion = require(path.join(ROOT, 'node_modules/egg-cluster/package.json')).version;
+  const eggClusterVersion = require(path.join(ROOT, 'node_modules', A_PACKAGE, 'package.json')).version;
   const eggVersion = require(path.join(FRAMEWORK, 'package.json')).version;
-  log(`egg-cluster ${eggClusterVersion} (A) vs egg-cluster-rs ${require(path.join(ROOT, 'package.json')).version} (B), egg ${eggVersion}, node ${process.version}, ${os.cpus().length} CPUs`);
+  log(`${A_PACKAGE} ${eggClusterVersion} (A) vs egg-cluster-rs ${require(path.join(ROOT, 'package.json')).version} (B), egg ${eggVersion}, node ${process.version}, ${os.cpus().length} CPUs`);
   log(`load generator: ${gen.name} ${gen.version}${gen.name === 'autocannon' ? ' (wrk not found on PATH: `apt-get install wrk` for a lighter one)' : ''}`);
   log(`${CFG.starts} start(s) each, figures 3-8 on the first ${CFG.workloadRounds}${QUICK ? ' (BENCH_QUICK)' : ''}; logs in ${tmpDir}`);
 
@@ -817,6 +822,7 @@ async function main() {
     clkTck: proc.clkTck,
     loadgen: { name: gen.name, version: gen.version },
     eggCluster: eggClusterVersion,
+    eggClusterPackage: A_PACKAGE,
     egg: eggVersion,
     eggClusterRs: gitRev(),
     config: CFG,
@@ -866,7 +872,7 @@ function report(meta, runs) {
   const leftovers = runs.flatMap(r => (r.stop && r.stop.leftovers) || []);
   const out = [
     '',
-    `egg-cluster ${meta.eggCluster} vs egg-cluster-rs (${meta.eggClusterRs}), egg ${meta.egg}, node ${meta.node}, ${meta.cpus} CPUs, ${cfg.workers} app workers`,
+    `${meta.eggClusterPackage || 'egg-cluster'} ${meta.eggCluster} vs egg-cluster-rs (${meta.eggClusterRs}), egg ${meta.egg}, node ${meta.node}, ${meta.cpus} CPUs, ${cfg.workers} app workers`,
     `load generator: ${gen.name} ${gen.version}, ${cfg.httpConnections} connections, ${cfg.httpS} s runs after a ${cfg.httpWarmS} s warmup` +
       `${gen.name === 'wrk' ? ' (1 thread)' : ''}; ${cfg.starts} starts each, ${cfg.workloadRounds} workload runs each, alternating A B`,
     `relay: window ${cfg.relayWindow} round trips per app worker (all workers at once), ${cfg.relayMs} ms; a round trip is 2 relayed msgs`,

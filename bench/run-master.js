@@ -13,7 +13,7 @@
 const path = require('path');
 
 const tRequire = Date.now();
-const { impl, options } = JSON.parse(process.argv[2]);
+const { impl, options, egg } = JSON.parse(process.argv[2]);
 const ROOT = path.join(__dirname, '..');
 
 let startCluster;
@@ -22,6 +22,10 @@ if (impl === 'baseline') {
   startCluster = (options, cb) => setImmediate(cb);
   setInterval(() => {}, 1 << 30);
   process.on('SIGTERM', () => process.exit(0));
+} else if (impl === 'egg-cluster' && egg === 4) {
+  // egg 4's master: an async startCluster, no callback
+  const eggjsCluster = require(path.join(ROOT, 'node_modules/@eggjs/cluster'));
+  startCluster = (options, cb) => eggjsCluster.startCluster(options).then(() => cb(), cb);
 } else if (impl === 'egg-cluster') {
   startCluster = require(path.join(ROOT, 'node_modules/egg-cluster')).startCluster;
 } else if (impl === 'rs') {

@@ -124,6 +124,9 @@ pub struct LaunchContext {
     pub color: bool,
     pub agent_worker_file: String,
     pub app_worker_file: String,
+    /// egg 4's worker scripts, for an app on egg 4.
+    pub egg4_agent_worker_file: Option<String>,
+    pub egg4_app_worker_file: Option<String>,
     /// `process.version`.
     pub node_version: Option<String>,
     /// `process.debugPort`.
@@ -184,6 +187,9 @@ impl Master {
                 env,
                 agent_worker_file: launch.agent_worker_file,
                 app_worker_file: launch.app_worker_file,
+                egg4_worker_files: launch
+                    .egg4_agent_worker_file
+                    .zip(launch.egg4_app_worker_file),
                 debug_port: launch
                     .debug_port
                     .and_then(|p| u16::try_from(p).ok())

@@ -42,6 +42,9 @@ pub(crate) struct Peers<'a> {
     pub(crate) agent_pid: Option<u32>,
     /// The app workers messages reach (egg-cluster skips disconnected workers).
     pub(crate) apps: &'a [u32],
+    /// egg 4: `receiverWorkerId ?? receiverPid` names the receiver (egg-cluster reads only
+    /// `receiverPid`).
+    pub(crate) receiver_worker_id: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -176,7 +179,15 @@ fn decide(
         None => scanned.str("from").unwrap_or_default(),
     };
 
-    let receiver = scanned.raw("receiverPid").filter(|raw| truthy(raw));
+    let receiver = if peers.receiver_worker_id {
+        scanned
+            .raw("receiverWorkerId")
+            .filter(|raw| *raw != b"null")
+            .or_else(|| scanned.raw("receiverPid"))
+    } else {
+        scanned.raw("receiverPid")
+    }
+    .filter(|raw| truthy(raw));
     // egg-cluster compares `receiverPid === String(pid)`: only the canonical decimal form of a
     // pid, as a string, matches.
     let receiver_pid: Option<u32> = receiver
@@ -249,6 +260,24 @@ pub(crate) fn master_message(action: &str, to: Role, data: Option<&[u8]>) -> Vec
     out
 }
 
+/// [`master_message`] to one worker, naming it as @eggjs/cluster does (`receiverWorkerId` and
+/// `receiverPid`, the worker's pid in process mode) when `receiver` is given.
+pub(crate) fn master_message_for(
+    action: &str,
+    to: Role,
+    data: Option<&[u8]>,
+    receiver: Option<u32>,
+) -> Vec<u8> {
+    let mut out = master_message(action, to, data);
+    if let Some(pid) = receiver {
+        out.pop();
+        out.extend_from_slice(
+            format!(",\"receiverWorkerId\":\"{pid}\",\"receiverPid\":\"{pid}\"}}").as_bytes(),
+        );
+    }
+    out
+}
+
 /// JS truthiness of a raw JSON value.
 fn truthy(raw: &[u8]) -> bool {
     !matches!(raw, b"null" | b"false" | b"\"\"" | b"0" | b"-0") && !is_zero_number(raw)
@@ -284,6 +313,7 @@ mod tests {
             master_pid: 1,
             agent_pid: Some(10),
             apps: &APPS,
+            receiver_worker_id: false,
         }
     }
 
@@ -363,6 +393,43 @@ mod tests {
         assert_eq!(
             r(Role::Agent, r#"{"receiverPid":"012"}"#).dest,
             Destination::Apps(SmallVec::new())
+        );
+    }
+
+    #[test]
+    fn egg4_receiver_worker_id_takes_precedence_over_receiver_pid() {
+        let peers4 = Peers {
+            receiver_worker_id: true,
+            ..peers()
+        };
+        let r4 = |line: &str| {
+            route(Role::Agent, line.as_bytes(), &peers4)
+                .unwrap()
+                .unwrap()
+                .dest
+        };
+        assert_eq!(
+            r4(r#"{"receiverWorkerId":"12","to":"app"}"#),
+            Destination::Apps(SmallVec::from_slice(&[12]))
+        );
+        assert_eq!(r4(r#"{"receiverWorkerId":"10"}"#), Destination::Agent);
+        assert_eq!(
+            r4(r#"{"receiverWorkerId":"12","receiverPid":"11"}"#),
+            Destination::Apps(SmallVec::from_slice(&[12]))
+        );
+        // `??`: null falls back to receiverPid, "" does not (and names nobody: default `to`).
+        assert_eq!(
+            r4(r#"{"receiverWorkerId":null,"receiverPid":"11"}"#),
+            Destination::Apps(SmallVec::from_slice(&[11]))
+        );
+        assert_eq!(
+            r4(r#"{"receiverWorkerId":"","receiverPid":"11"}"#),
+            Destination::Apps(SmallVec::from_slice(&[11, 12]))
+        );
+        // egg 3's messenger does not know receiverWorkerId.
+        assert_eq!(
+            r(Role::Agent, r#"{"receiverWorkerId":"12"}"#).dest,
+            Destination::Apps(SmallVec::from_slice(&[11, 12]))
         );
     }
 

@@ -78,7 +78,11 @@ pub(crate) struct Config {
     /// The master runs under `--inspect`/`--debug` (`isDebug`): an app worker's SIGKILL is a
     /// debugger session ending, and closes the master.
     pub(crate) is_debug: bool,
+    /// egg 3 (egg-cluster 2.x's protocol and lines) or egg 4 (@eggjs/cluster 3's).
+    pub(crate) dialect: Dialect,
 }
+
+pub(crate) use crate::options::Dialect;
 
 pub(crate) use crate::options::CloseTimeout;
 
@@ -90,6 +94,8 @@ pub(crate) enum ListenVia {
     /// The worker's own `reuse-port-listening` message (a worker that binds by itself with
     /// `reusePort` sends no cluster `listening`).
     ReusePortMessage,
+    /// egg 4: the worker's `app-start` message (@eggjs/cluster counts only this).
+    AppStart,
 }
 
 /// Timers the core asks for with [`Action::After`].
@@ -456,6 +462,10 @@ impl Core {
             MasterAction::ReusePortListening if from == Role::App => {
                 self.on_listening(pid, &data(), ListenVia::ReusePortMessage, now, out)
             }
+            MasterAction::AppStart if from == Role::App && self.cfg.dialect == Dialect::Egg4 => {
+                let address = data().get("address").cloned().unwrap_or(Value::Null);
+                self.on_listening(pid, &address, ListenVia::AppStart, now, out)
+            }
             // Fault injection for the test suite only (EGG_CLUSTER_RS_FAULT_INJECTION=1): proves
             // that a bug while handling one event is reported and survived.
             MasterAction::InjectPanic if self.cfg.fault_injection => {
@@ -469,9 +479,10 @@ impl Core {
                 };
                 self.on_status_request(ops::StatusTo::Message(to), out)
             }
-            MasterAction::ReusePortListening | MasterAction::InjectPanic | MasterAction::Other => {
-                out.push(Action::EmitMaster(line))
-            }
+            MasterAction::ReusePortListening
+            | MasterAction::InjectPanic
+            | MasterAction::AppStart
+            | MasterAction::Other => out.push(Action::EmitMaster(line)),
         }
     }
 
@@ -529,6 +540,18 @@ impl Core {
             out.push(Action::Routes(self.routes_seq, routes));
         }
     }
+}
+
+/// egg-cluster's `getAddress`; @eggjs/cluster's also prints `::` (any IPv6) as the default host.
+pub(crate) fn get_address_in(
+    dialect: Dialect,
+    address: Option<&str>,
+    port: Option<i64>,
+    protocol: &str,
+    host_env: Option<&str>,
+) -> String {
+    let address = address.filter(|a| !(dialect == Dialect::Egg4 && *a == "::"));
+    get_address(address, port, protocol, host_env)
 }
 
 /// egg-cluster's `getAddress`.

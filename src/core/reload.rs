@@ -110,8 +110,12 @@ impl Core {
                 serving.iter().map(|c| c.pid).collect()
             }
         };
-        // egg-cluster's line for `reload-worker`.
-        self.verbose(out, "[master] reload workers...".into());
+        // egg-cluster's line for `reload-worker` (@eggjs/cluster's names the count).
+        let line = match self.cfg.dialect {
+            super::Dialect::Egg3 => "[master] reload workers...".to_string(),
+            super::Dialect::Egg4 => format!("[master] reload {} workers...", self.workers),
+        };
+        self.verbose(out, line);
         out.push(Action::Log(
             Level::Info,
             format!(

@@ -5,7 +5,10 @@
 use serde_json::Value;
 
 use super::children::{Child, Phase};
-use super::{get_address, Action, Batch, Core, ListenVia, MasterPhase, Spawned, Target, Timer};
+use super::{
+    get_address, get_address_in, Action, Batch, Core, Dialect, ListenVia, MasterPhase, Spawned,
+    Target, Timer,
+};
 use crate::log::Level;
 use crate::messenger::Role;
 
@@ -16,9 +19,13 @@ impl Core {
         let cfg = &self.cfg;
         let fw = &cfg.framework_name;
         let verbose = cfg.verbose;
+        let eggs = match cfg.dialect {
+            Dialect::Egg3 => "",
+            Dialect::Egg4 => " 🥚🥚🥚🥚",
+        };
         out.push(Action::Log(
             verbose,
-            format!("[master] =================== {fw} start ====================="),
+            format!("[master] =================== {fw} start{eggs} ====================="),
         ));
         out.push(Action::Log(
             Level::Info,
@@ -295,6 +302,15 @@ impl Core {
         } else {
             self.real_port
         };
+        // @eggjs/cluster counts a worker by its `app-start` message only; egg-cluster by the
+        // cluster protocol's `listening` (egg 3's workers send no `app-start`).
+        let counted_via = match self.cfg.dialect {
+            Dialect::Egg3 => via != ListenVia::AppStart,
+            Dialect::Egg4 => via != ListenVia::Cluster,
+        };
+        if !counted_via {
+            return;
+        }
         let Some(app) = self.children.get_mut(pid) else {
             return;
         };
@@ -302,7 +318,7 @@ impl Core {
             app.phase = Phase::Listening;
         }
         let how = match via {
-            ListenVia::Cluster => "listening",
+            ListenVia::Cluster | ListenVia::AppStart => "listening",
             ListenVia::ReusePortMessage => "reuse-port listening",
         };
         let app = app.clone();
@@ -326,13 +342,16 @@ impl Core {
         // worker needs the agent's pid (e.g. for `messenger.sendRandom`).
         if let Some(agent) = self.children.agent() {
             let agent_pids = format!("[{}]", agent.pid);
-            Self::send(
-                out,
+            let receiver = (self.cfg.dialect == Dialect::Egg4).then_some(pid);
+            out.push(Action::Send(
                 Target::Child(pid),
-                Role::App,
-                "egg-pids",
-                Some(agent_pids.as_bytes()),
-            );
+                crate::messenger::master_message_for(
+                    "egg-pids",
+                    Role::App,
+                    Some(agent_pids.as_bytes()),
+                    receiver,
+                ),
+            ));
         }
         self.start_success += 1;
         let remain = if self.all_started {
@@ -383,7 +402,8 @@ impl Core {
                 .unwrap_or_default()
                 .to_string()
         } else {
-            get_address(
+            get_address_in(
+                self.cfg.dialect,
                 address.get("address").and_then(Value::as_str),
                 shown_port,
                 self.protocol,
@@ -446,9 +466,13 @@ impl Core {
                 "http",
                 self.cfg.host_env.as_deref(),
             );
+            let what = match self.cfg.dialect {
+                Dialect::Egg3 => "started on",
+                Dialect::Egg4 => "started debug port on",
+            };
             out.push(Action::Log(
                 Level::Info,
-                format!("[master] {fw} started on {url}"),
+                format!("[master] {fw} {what} {url}"),
             ));
         }
         let mut data = serde_json::Map::new();

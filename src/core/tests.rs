@@ -42,6 +42,7 @@ pub(super) fn cfg(workers: usize) -> Config {
         max_memory: None,
         memory_check_interval: None,
         is_debug: false,
+        dialect: Dialect::Egg3,
     }
 }
 
@@ -1223,3 +1224,4 @@ fn a_debugged_master_closes_when_an_app_worker_is_sigkilled() {
     assert!(!has_log(&a, "worker kill by debugger"));
     assert!(!a.iter().any(|x| matches!(x, Action::TerminateGroup { .. })));
 }
+mod egg4;

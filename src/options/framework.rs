@@ -122,6 +122,59 @@ pub(crate) fn read_framework_package(framework: &Path) -> Result<(String, String
     Ok((field("name"), field("version")))
 }
 
+/// Which master ⇄ worker protocol the app's workers speak: egg-cluster 2.x's (egg 3) or
+/// @eggjs/cluster 3's (egg 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    #[default]
+    Egg3,
+    Egg4,
+}
+
+/// The egg the app runs on, and so the dialect: the framework itself when it is egg; else the
+/// framework's own `node_modules/egg` (a framework built on egg); else `egg` looked up like a
+/// framework name from the app. This package as the framework re-exports whichever egg the app
+/// has, so for it the framework's own copy (a devDependency) is skipped. No egg found: egg 3.
+pub(crate) fn resolve_egg(
+    framework: &Path,
+    framework_name: &str,
+    framework_version: &str,
+    base_dir: &Path,
+    input: &OptionsInput,
+) -> (Option<PathBuf>, Dialect) {
+    if framework_name == "egg" {
+        return (Some(framework.to_path_buf()), dialect_of(framework_version));
+    }
+    // Through symlinks: an app's `node_modules/egg-cluster-rs` may be a link to this package.
+    let real = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| normalize(p));
+    let own = resolve(&input.cwd, &input.package_dir);
+    let mut dirs = Vec::new();
+    if real(framework) != real(&own) {
+        dirs.push(framework.join("node_modules"));
+    }
+    dirs.extend(module_dirs(base_dir, input));
+    for dir in dirs {
+        let egg = normalize(&dir.join("egg"));
+        if let Ok(pkg) = read_json(&egg.join("package.json")) {
+            let version = pkg.get("version").and_then(Value::as_str).unwrap_or("");
+            return (Some(egg), dialect_of(version));
+        }
+    }
+    (None, Dialect::Egg3)
+}
+
+/// egg 4 and later speak @eggjs/cluster's protocol.
+fn dialect_of(version: &str) -> Dialect {
+    match version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok())
+    {
+        Some(major) if major >= 4 => Dialect::Egg4,
+        _ => Dialect::Egg3,
+    }
+}
+
 fn read_json(path: &Path) -> Result<Value, String> {
     let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
     // Like utility.readJSONSync (JSON.parse), a leading BOM is an error.

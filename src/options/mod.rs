@@ -35,7 +35,8 @@ use serde_json::{Map, Value};
 
 use crate::client_key::{KeySource, TrustedNet};
 use cgroup::default_workers;
-use framework::{read_framework_package, resolve_framework};
+pub use framework::Dialect;
+use framework::{read_framework_package, resolve_egg, resolve_framework};
 use js::{js_parse_int, json_repr, path_string, resolve, truthy, JsObject};
 pub use settings::{CloseTimeout, Settings};
 
@@ -76,6 +77,10 @@ pub struct Options {
     pub framework_name: String,
     /// `version` from the framework's package.json.
     pub framework_version: String,
+    /// The egg the app runs on (see [`framework::resolve_egg`]), and the protocol its workers
+    /// speak.
+    pub egg: Option<PathBuf>,
+    pub dialect: Dialect,
     /// Absolute application directory.
     pub base_dir: PathBuf,
     pub workers: usize,
@@ -240,6 +245,13 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
     let framework = resolve_framework(&raw, &base_dir, &input)?;
     raw.set("framework", Value::from(path_string(&framework)));
     let (framework_name, framework_version) = read_framework_package(&framework)?;
+    let (egg, dialect) = resolve_egg(
+        &framework,
+        &framework_name,
+        &framework_version,
+        &base_dir,
+        &input,
+    );
 
     let https = raw.get("https").is_some_and(truthy);
     if https {
@@ -339,6 +351,8 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         framework,
         framework_name,
         framework_version,
+        egg,
+        dialect,
         base_dir,
         workers,
         port,

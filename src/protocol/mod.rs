@@ -19,6 +19,8 @@ pub(crate) enum MasterAction {
     ReusePortListening,
     /// egg-development's agent asks for new app workers (a file changed).
     ReloadWorker,
+    /// egg 4: an app worker listens (`{address, workerId}`).
+    AppStart,
     /// Test-only fault injection (`EGG_CLUSTER_RS_FAULT_INJECTION=1`).
     #[serde(rename = "egg-cluster-rs:inject-panic")]
     InjectPanic,
@@ -51,6 +53,7 @@ mod tests {
         assert_eq!(a("\"agent-start\""), MasterAction::AgentStart);
         assert_eq!(a("\"realport\""), MasterAction::Realport);
         assert_eq!(a("\"reload-worker\""), MasterAction::ReloadWorker);
+        assert_eq!(a("\"app-start\""), MasterAction::AppStart);
         assert_eq!(
             a("\"reuse-port-listening\""),
             MasterAction::ReusePortListening

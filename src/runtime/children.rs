@@ -32,6 +32,8 @@ pub(super) struct SpawnConfig {
     pub(super) agent_debug_port: u16,
     /// How long children that outlive the master get before the watchdog SIGKILLs them.
     pub(super) watchdog_grace: std::time::Duration,
+    /// egg 4: the `debug` message also names the child by `workerId`.
+    pub(super) egg4: bool,
 }
 
 pub(super) struct Proc {
@@ -216,7 +218,7 @@ impl Children {
         );
         Ok(Spawned {
             pid,
-            debug_message: inspect_port.map(|port| debug_message(role, port, pid)),
+            debug_message: inspect_port.map(|port| debug_message(role, port, pid, self.cfg.egg4)),
         })
     }
 
@@ -244,8 +246,13 @@ impl Children {
 }
 
 /// egg-cluster tells the parent where to attach a debugger; `from` names the debugged child.
-fn debug_message(role: Role, port: u32, pid: u32) -> Vec<u8> {
-    let data = format!("{{\"debugPort\":{port},\"pid\":{pid}}}");
+fn debug_message(role: Role, port: u32, pid: u32, egg4: bool) -> Vec<u8> {
+    // @eggjs/cluster adds `workerId` (the pid in process mode), keeping `pid` for compatibility.
+    let data = if egg4 {
+        format!("{{\"debugPort\":{port},\"pid\":{pid},\"workerId\":{pid}}}")
+    } else {
+        format!("{{\"debugPort\":{port},\"pid\":{pid}}}")
+    };
     let msg = messenger::master_message("debug", Role::Parent, Some(data.as_bytes()));
     let from: &[u8] = if role == Role::Agent {
         b"\"agent\""
@@ -265,8 +272,12 @@ mod tests {
     #[test]
     fn debug_message_names_the_child() {
         assert_eq!(
-            String::from_utf8(debug_message(Role::Agent, 5800, 42)).unwrap(),
+            String::from_utf8(debug_message(Role::Agent, 5800, 42, false)).unwrap(),
             r#"{"action":"debug","to":"parent","data":{"debugPort":5800,"pid":42},"from":"agent"}"#
+        );
+        assert_eq!(
+            String::from_utf8(debug_message(Role::App, 9230, 43, true)).unwrap(),
+            r#"{"action":"debug","to":"parent","data":{"debugPort":9230,"pid":43,"workerId":43},"from":"app"}"#
         );
     }
 }

@@ -53,6 +53,8 @@ pub(crate) struct Launch {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) agent_worker_file: String,
     pub(crate) app_worker_file: String,
+    /// egg 4's worker scripts (agent, app), used when the app runs on egg 4.
+    pub(crate) egg4_worker_files: Option<(String, String)>,
     /// `process.debugPort`: app workers of a debugged master get consecutive ports after it.
     pub(crate) debug_port: u16,
     /// `process.version`.
@@ -204,6 +206,7 @@ pub(crate) fn start(
         max_memory: opts.max_memory_restart,
         memory_check_interval: Some(opts.memory_check_interval),
         is_debug: opts.is_debug,
+        dialect: opts.dialect,
     };
     // Bound here, on the JS thread, so that a port in use fails `startCluster` at once.
     let metrics = opts
@@ -226,6 +229,23 @@ pub(crate) fn start(
         env.push(("NO_DEPRECATION".into(), "*".into()));
     }
 
+    // The workers load egg through this package as their framework (index.js re-exports it):
+    // the egg found here is the one they get.
+    if let Some(egg) = &opts.egg {
+        env.retain(|(k, _)| k != "EGG_CLUSTER_RS_EGG");
+        env.push((
+            "EGG_CLUSTER_RS_EGG".into(),
+            egg.to_string_lossy().into_owned(),
+        ));
+    }
+    let mut launch = launch;
+    if opts.dialect == core::Dialect::Egg4 {
+        if let Some((agent, app)) = launch.egg4_worker_files.take() {
+            launch.agent_worker_file = agent;
+            launch.app_worker_file = app;
+        }
+    }
+
     let (tx, rx) = mpsc::unbounded_channel();
     let runtime = Runtime {
         core: Core::new(cfg, start_time),
@@ -238,6 +258,7 @@ pub(crate) fn start(
                 .app_close_timeout
                 .limit
                 .max(settings.agent_close_timeout.limit),
+            egg4: opts.dialect == core::Dialect::Egg4,
         }),
         handles: handles::Handles::new(opts.reuse_port, opts.is_production, inherited),
         sticky_key: opts.sticky_key.clone().map(|source| {
@@ -252,6 +273,7 @@ pub(crate) fn start(
         emit,
         tx: tx.clone(),
         parent_connected: true,
+        egg4: opts.dialect == core::Dialect::Egg4,
         master_pid: std::process::id(),
         ops: ops::OpsRuntime::new(systemd.notify_socket.as_deref()),
         ops_start: Some(OpsStart {
@@ -286,6 +308,8 @@ struct Runtime {
     emit: Arc<dyn Emit>,
     tx: mpsc::UnboundedSender<Input>,
     parent_connected: bool,
+    /// egg 4's messenger (`receiverWorkerId`).
+    egg4: bool,
     master_pid: u32,
     ops: ops::OpsRuntime,
     /// Listeners and timers started on the runtime thread, once.

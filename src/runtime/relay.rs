@@ -30,6 +30,7 @@ impl Runtime {
                 master_pid: self.master_pid,
                 agent_pid: self.routes.agent,
                 apps: &self.routes.apps,
+                receiver_worker_id: self.egg4,
             };
             let routed = match messenger::route(from, line, &peers) {
                 Ok(Some(r)) => r,

@@ -1,0 +1,130 @@
+//! The egg 4 dialect (@eggjs/cluster 3's protocol and lines), decision by decision.
+
+use super::*;
+
+fn cfg4(workers: usize) -> Config {
+    Config {
+        dialect: Dialect::Egg4,
+        ..cfg(workers)
+    }
+}
+
+fn app_start(pid: u32, address: Value) -> Event {
+    let data = json!({"address": address, "workerId": pid}).to_string();
+    to_master(Role::App, pid, MasterAction::AppStart, Some(&data))
+}
+
+/// An egg 4 cluster with every worker counted through `app-start`.
+fn started4(workers: usize) -> (Core, Vec<Action>) {
+    let mut core = released(cfg4(workers));
+    let mut last = Vec::new();
+    for i in 0..workers {
+        core.handle(Event::Online { pid: app_pid(i) }, 50);
+        // The cluster protocol's `listening` comes first and does not count in egg 4.
+        let a = core.handle(listening(app_pid(i), 7001), 90);
+        assert!(a.is_empty(), "{a:?}");
+        last = core.handle(app_start(app_pid(i), addr(7001)), 100);
+    }
+    (core, last)
+}
+
+#[test]
+fn the_start_line_has_the_eggs() {
+    let mut core = Core::new(cfg4(1), 0);
+    let a = core.handle(Event::Start, 0);
+    assert!(has_log(
+        &a,
+        "[master] =================== egg start 🥚🥚🥚🥚 ====================="
+    ));
+}
+
+#[test]
+fn app_start_counts_and_the_worker_gets_egg_pids_by_worker_id() {
+    let (core, last) = started4(2);
+    assert!(core.started());
+    let s = sends(&last);
+    assert!(s.contains(&(
+        Target::Child(21),
+        r#"{"action":"egg-pids","to":"app","data":[10],"from":"master","receiverWorkerId":"21","receiverPid":"21"}"#.into()
+    )), "{s:?}");
+    assert!(s.contains(&(
+        Target::Child(AGENT),
+        r#"{"action":"egg-pids","to":"agent","data":[20,21],"from":"master"}"#.into()
+    )));
+    assert!(has_log(
+        &last,
+        "[master] egg started on http://127.0.0.1:7001 (100ms)"
+    ));
+}
+
+#[test]
+fn egg3_ignores_app_start_and_egg4_the_cluster_listening() {
+    // egg 3: `app-start` is an ordinary message for promise.master.
+    let mut core = released(cfg(1));
+    let a = core.handle(app_start(app_pid(0), addr(7001)), 100);
+    assert_eq!(a, vec![Action::EmitMaster(b"{}".to_vec())]);
+    assert!(!core.started());
+    let a = core.handle(listening(app_pid(0), 7001), 100);
+    assert!(a.iter().any(|x| matches!(x, Action::Ready(_))));
+
+    let mut core = released(cfg4(1));
+    assert!(core.handle(listening(app_pid(0), 7001), 100).is_empty());
+    assert!(!core.started());
+}
+
+#[test]
+fn any_ipv6_is_printed_as_the_default_host_and_a_unix_socket_as_its_path() {
+    let mut core = released(cfg4(1));
+    let a = core.handle(
+        app_start(
+            app_pid(0),
+            json!({"address": "::", "family": "IPv6", "port": 7001}),
+        ),
+        100,
+    );
+    assert!(has_log(
+        &a,
+        "[master] egg started on http://127.0.0.1:7001 ("
+    ));
+
+    let mut core = released(cfg4(1));
+    let a = core.handle(
+        app_start(
+            app_pid(0),
+            json!({"address": "/tmp/egg.sock", "addressType": -1}),
+        ),
+        100,
+    );
+    assert!(
+        has_log(&a, "[master] egg started on /tmp/egg.sock ("),
+        "{a:?}"
+    );
+
+    // egg 3 prints what the worker listens on.
+    assert_eq!(
+        get_address_in(Dialect::Egg3, Some("::"), Some(1), "http", None),
+        "http://:::1"
+    );
+    assert_eq!(
+        get_address_in(Dialect::Egg4, Some("::"), Some(1), "http", Some("h")),
+        "http://h:1"
+    );
+}
+
+#[test]
+fn debug_port_and_reload_lines() {
+    let mut c = cfg4(1);
+    c.debug_port = Some(9000);
+    let mut core = released(c);
+    let a = core.handle(app_start(app_pid(0), addr(7001)), 100);
+    assert!(has_log(
+        &a,
+        "[master] egg started debug port on http://127.0.0.1:9000"
+    ));
+    let a = core.handle(Event::Reload(ReloadReason::Message), 200);
+    assert!(
+        has_log(&a, "[master] reload 1 workers..."),
+        "{:?}",
+        logs(&a)
+    );
+}
