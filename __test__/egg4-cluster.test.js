@@ -1,7 +1,7 @@
 'use strict';
 
 // egg 4 apps (egg 4 installed side by side as the `egg4` alias) under this master: the dialect
-// is picked from the framework (here egg 4 itself), the workers are lib/egg4/*.js, and the
+// is picked from the framework (here egg 4 itself), the workers are lib/egg4/*.js (started through lib/@eggjs/cluster/dist/esm/), and the
 // master speaks @eggjs/cluster 3's protocol (app-start, receiverWorkerId, its log lines).
 
 const assert = require('assert');
@@ -40,7 +40,7 @@ const got = (who, action, where) => h => h.messages.filter(msg =>
     assert.deepStrictEqual(w.app.sort(), appPids);
     assert.deepStrictEqual(w.agent, [ agentPid ]);
     for (const pid of [ ...w.app, ...w.agent ]) {
-      assert.match(require('fs').readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /lib\/egg4\/(agent|app)_worker\.js/);
+      assert.match(require('fs').readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /@eggjs\/cluster\/dist\/esm\/(agent|app)_worker\.js/);
     }
     for (const msg of [ ...hellos, agent ]) {
       assert.strictEqual(msg.data.ready.framework, EGG4);

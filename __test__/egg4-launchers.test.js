@@ -56,7 +56,7 @@ function onThisPackage(fixture) {
     assert.strictEqual(res.status, 200, res.body);
     assert.strictEqual(JSON.parse(res.body).esm, true);
     for (const pid of m.workers().app) {
-      assert.match(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /lib\/egg4\/app_worker\.js/);
+      assert.match(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /@eggjs\/cluster\/dist\/esm\/app_worker\.js/);
     }
     m.kill('SIGTERM');
     assert.strictEqual((await m.waitExit()).code, 0, m.tail());
@@ -79,7 +79,7 @@ function onThisPackage(fixture) {
     assert.match(start.stdout, new RegExp(`egg-cluster-rs started on http://127\\.0\\.0\\.1:${port}`));
 
     const procs = findProcesses(baseDir);
-    const workers = procs.filter(p => /lib\/egg4\/(agent|app)_worker\.js/.test(p.cmdline));
+    const workers = procs.filter(p => /@eggjs\/cluster\/dist\/esm\/(agent|app)_worker\.js/.test(p.cmdline));
     assert.strictEqual(workers.length, 3, JSON.stringify(procs, null, 2) + fs.readFileSync(stdoutLog, 'utf8').slice(-3000) + fs.readFileSync(stderrLog, 'utf8'));
     const res = await get(port, '/');
     assert.strictEqual(res.status, 200, res.body);
