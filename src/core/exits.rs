@@ -124,6 +124,7 @@ impl Core {
             return;
         }
         let apps = self.new_app_ids(1);
+        self.ops.reforks += 1;
         out.push(Action::SpawnApps {
             batch: Batch::Refork,
             apps,
@@ -139,6 +140,7 @@ impl Core {
             "[master] new agent_worker starting...".into(),
         ));
         let id = self.children.next_id(Role::Agent);
+        self.ops.reforks += 1;
         out.push(Action::SpawnAgent { id });
     }
 

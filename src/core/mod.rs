@@ -34,7 +34,7 @@ use crate::log::Level;
 use crate::messenger::{master_message, Role};
 use crate::protocol::MasterAction;
 use children::Children;
-pub(crate) use ops::{CoreStatus, Notice, OpsPhase, StatusTo};
+pub(crate) use ops::{CoreStatus, MasterStatus, Notice, OpsPhase, StatusTo};
 pub(crate) use reload::{ReloadReason, Scale};
 
 /// What the core needs to know about the configuration, fixed at start.

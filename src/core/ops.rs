@@ -70,8 +70,15 @@ pub(crate) struct ChildStatus {
 
 /// The core's half of a status snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub(crate) struct CoreStatus {
+    pub(crate) master: MasterStatus,
+    pub(crate) children: Vec<ChildStatus>,
+}
+
+/// The master as the core sees it (the runtime adds its pid, uptime, RSS, CPU and counters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MasterStatus {
     pub(crate) phase: OpsPhase,
     pub(crate) started_at: u64,
     /// App workers wanted.
@@ -88,7 +95,6 @@ pub(crate) struct CoreStatus {
     pub(crate) backoff_ms: u64,
     /// Malformed lines dropped, from every child so far.
     pub(crate) malformed: u64,
-    pub(crate) children: Vec<ChildStatus>,
 }
 
 /// A lifecycle change for the service manager (`sd_notify`).
@@ -110,11 +116,11 @@ struct SlotHistory {
 #[derive(Debug, Default)]
 pub(crate) struct OpsState {
     slots: HashMap<(&'static str, usize), SlotHistory>,
-    reforks: u64,
+    /// Workers (and agents) started again after an unexpected exit, counted where the core
+    /// decides a refork.
+    pub(super) reforks: u64,
     /// The last notice's phase and serving count.
     notified: Option<(OpsPhase, usize)>,
-    /// The first agent spawn is a start, not a refork.
-    agent_spawns: u64,
     pub(super) malformed: u64,
 }
 
@@ -181,24 +187,9 @@ impl Core {
         });
     }
 
-    /// After every decision: counts reforks in `out` and tells the service manager when the
-    /// phase or the number of serving workers changed.
+    /// After every decision: tells the service manager when the phase or the number of serving
+    /// workers changed.
     pub(super) fn ops_after(&mut self, out: &mut Vec<Action>) {
-        for action in out.iter() {
-            match action {
-                Action::SpawnApps {
-                    batch: super::Batch::Refork,
-                    apps,
-                } => self.ops.reforks += apps.len() as u64,
-                Action::SpawnAgent { .. } => {
-                    self.ops.agent_spawns += 1;
-                    if self.ops.agent_spawns > 1 {
-                        self.ops.reforks += 1;
-                    }
-                }
-                _ => {}
-            }
-        }
         let phase = self.ops_phase();
         let serving = self.serving_apps();
         if phase == OpsPhase::Starting {
@@ -233,15 +224,17 @@ impl Core {
             self.children.agent().into_iter().collect();
         children.extend(self.children.apps());
         CoreStatus {
-            phase,
-            started_at: self.start_time,
-            workers: self.workers,
-            serving,
-            healthy: agent_up && self.children.apps().any(|a| a.listening()),
-            ready: matches!(phase, OpsPhase::Ready | OpsPhase::Reloading) && serving > 0,
-            reforks: self.ops.reforks,
-            backoff_ms: self.refork.backoff_ms().unwrap_or(0),
-            malformed: self.ops.malformed,
+            master: MasterStatus {
+                phase,
+                started_at: self.start_time,
+                workers: self.workers,
+                serving,
+                healthy: agent_up && self.children.apps().any(|a| a.listening()),
+                ready: matches!(phase, OpsPhase::Ready | OpsPhase::Reloading) && serving > 0,
+                reforks: self.ops.reforks,
+                backoff_ms: self.refork.backoff_ms().unwrap_or(0),
+                malformed: self.ops.malformed,
+            },
             children: children
                 .into_iter()
                 .map(|c| {

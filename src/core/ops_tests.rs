@@ -45,16 +45,21 @@ fn ready_is_notified_once_after_the_ready_action() {
 fn status_before_and_after_start() {
     let mut core = Core::new(cfg(2), 0);
     let s = status(&mut core);
-    assert_eq!(s.phase, OpsPhase::Starting);
-    assert!(!s.ready && !s.healthy);
+    assert_eq!(s.master.phase, OpsPhase::Starting);
+    assert!(!s.master.ready && !s.master.healthy);
     assert!(s.children.is_empty());
 
     let (mut core, _) = started(2);
     let s = status(&mut core);
-    assert_eq!(s.phase, OpsPhase::Ready);
-    assert!(s.ready && s.healthy);
+    assert_eq!(s.master.phase, OpsPhase::Ready);
+    assert!(s.master.ready && s.master.healthy);
     assert_eq!(
-        (s.workers, s.serving, s.reforks, s.backoff_ms),
+        (
+            s.master.workers,
+            s.master.serving,
+            s.master.reforks,
+            s.master.backoff_ms
+        ),
         (2, 2, 0, 0)
     );
     let roles: Vec<(&str, u32, u32, &str)> = s
@@ -125,7 +130,7 @@ fn a_killed_worker_is_a_restart_of_its_slot_and_a_refork() {
         202,
     );
     let s = status(&mut core);
-    assert_eq!(s.reforks, 1);
+    assert_eq!(s.master.reforks, 1);
     let new = s.children.iter().find(|c| c.pid == 30).unwrap();
     assert_eq!((new.slot, new.restarts, new.state), (Some(0), 1, "forked"));
     assert_eq!(
@@ -140,7 +145,7 @@ fn a_killed_worker_is_a_restart_of_its_slot_and_a_refork() {
     let other = s.children.iter().find(|c| c.pid == app_pid(1)).unwrap();
     assert_eq!(other.restarts, 0);
     core.handle(listening(30, 7001), 300);
-    assert_eq!(status(&mut core).serving, 2);
+    assert_eq!(status(&mut core).master.serving, 2);
 }
 
 #[test]
@@ -153,8 +158,8 @@ fn reload_is_notified_as_reloading_then_ready() {
         "{:?}",
         notices(&a)
     );
-    assert_eq!(status(&mut core).phase, OpsPhase::Reloading);
-    assert!(status(&mut core).ready);
+    assert_eq!(status(&mut core).master.phase, OpsPhase::Reloading);
+    assert!(status(&mut core).master.ready);
     core.handle(
         Event::AppsSpawned {
             batch: Batch::Replace,
@@ -202,8 +207,8 @@ fn close_is_notified_once_and_is_not_ready() {
     );
     assert_eq!(notices(&a)[0].phase, Some(OpsPhase::Closing));
     let s = status(&mut core);
-    assert_eq!(s.phase, OpsPhase::Closing);
-    assert!(!s.ready);
+    assert_eq!(s.master.phase, OpsPhase::Closing);
+    assert!(!s.master.ready);
     let a = core.handle(
         Event::Exited {
             pid: app_pid(0),
@@ -249,6 +254,6 @@ fn malformed_lines_are_counted() {
         500,
     );
     let s = status(&mut core);
-    assert_eq!(s.malformed, 1);
+    assert_eq!(s.master.malformed, 1);
     assert_eq!(s.children[1].malformed, 1);
 }

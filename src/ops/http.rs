@@ -127,16 +127,16 @@ pub(crate) fn answer(route: Route, head: bool, snapshot: &Snapshot) -> Vec<u8> {
         let body = format!(
             "{}: {what} (phase {}, {}/{} app workers serving)\n",
             if ok { "ok" } else { "not ok" },
-            m.phase.as_str(),
-            m.serving,
-            m.workers
+            m.core.phase.as_str(),
+            m.core.serving,
+            m.core.workers
         );
         response(status, text, &body, head)
     };
     match route {
         Route::Metrics => response(200, prom::CONTENT_TYPE, &prom::render(snapshot), head),
-        Route::Healthz => verdict(m.healthy, "agent started and an app worker serving"),
-        Route::Readyz => verdict(m.ready, "ready for traffic"),
+        Route::Healthz => verdict(m.core.healthy, "agent started and an app worker serving"),
+        Route::Readyz => verdict(m.core.ready, "ready for traffic"),
     }
 }
 

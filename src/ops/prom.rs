@@ -88,43 +88,43 @@ pub(crate) fn render(s: &Snapshot) -> String {
             .get_or_create(&PhaseLabel {
                 phase: p.as_str().into(),
             })
-            .set(i64::from(p == m.phase));
+            .set(i64::from(p == m.core.phase));
     }
     reg.register("phase", "The master's phase (1 for the current one)", phase);
     reg.register(
         "ready",
         "1 when ready for traffic (/readyz)",
-        gauge(i64::from(m.ready)),
+        gauge(i64::from(m.core.ready)),
     );
     reg.register(
         "healthy",
         "1 when the agent started and a worker serves (/healthz)",
-        gauge(i64::from(m.healthy)),
+        gauge(i64::from(m.core.healthy)),
     );
     reg.register(
         "workers_desired",
         "App workers wanted",
-        gauge(m.workers as i64),
+        gauge(m.core.workers as i64),
     );
     reg.register(
         "workers_serving",
         "App workers serving on the app's port",
-        gauge(m.serving as i64),
+        gauge(m.core.serving as i64),
     );
     reg.register(
         "reforks",
         "Workers started again after an unexpected exit",
-        counter(m.reforks),
+        counter(m.core.reforks),
     );
     reg.register(
         "backoff_seconds",
         "Delay before the next refork of a crash loop (0 outside one)",
-        fgauge(m.backoff_ms as f64 / 1000.0),
+        fgauge(m.core.backoff_ms as f64 / 1000.0),
     );
     reg.register(
         "malformed_lines",
         "Malformed lines from children, dropped",
-        counter(m.malformed),
+        counter(m.core.malformed),
     );
 
     let restarts: Family<Proc, Counter> = Family::default();
@@ -198,6 +198,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
 mod tests {
     use super::*;
     use crate::core::ops::ChildStatus;
+    use crate::core::MasterStatus;
     use crate::ops::http::{answer, Route};
     use crate::ops::snapshot::{ChildSnapshot, MasterSnapshot};
 
@@ -205,16 +206,18 @@ mod tests {
         Snapshot {
             master: MasterSnapshot {
                 pid: 1,
-                phase,
-                started_at: 1000,
+                core: MasterStatus {
+                    phase,
+                    started_at: 1000,
+                    workers: 2,
+                    serving: 1,
+                    healthy: true,
+                    ready,
+                    reforks: 3,
+                    backoff_ms: 200,
+                    malformed: 4,
+                },
                 uptime_ms: 2500,
-                workers: 2,
-                serving: 1,
-                healthy: true,
-                ready,
-                reforks: 3,
-                backoff_ms: 200,
-                malformed: 4,
                 rss: Some(1 << 20),
                 cpu: Some(1.5),
                 counters: Counters {

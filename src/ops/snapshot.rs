@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::core::ops::ChildStatus;
-use crate::core::{CoreStatus, OpsPhase};
+use crate::core::{CoreStatus, MasterStatus};
 
 /// Counters the runtime keeps per child (and in total), plain integers bumped on its thread.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -29,16 +29,9 @@ pub(crate) struct ProcSample {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MasterSnapshot {
     pub(crate) pid: u32,
-    pub(crate) phase: OpsPhase,
-    pub(crate) started_at: u64,
+    #[serde(flatten)]
+    pub(crate) core: MasterStatus,
     pub(crate) uptime_ms: u64,
-    pub(crate) workers: usize,
-    pub(crate) serving: usize,
-    pub(crate) healthy: bool,
-    pub(crate) ready: bool,
-    pub(crate) reforks: u64,
-    pub(crate) backoff_ms: u64,
-    pub(crate) malformed: u64,
     pub(crate) rss: Option<u64>,
     pub(crate) cpu: Option<f64>,
     /// Totals over every child that ever ran, and the parent.
@@ -76,16 +69,8 @@ pub(crate) fn build(
     Snapshot {
         master: MasterSnapshot {
             pid: master_pid,
-            phase: core.phase,
-            started_at: core.started_at,
-            uptime_ms: now.saturating_sub(core.started_at),
-            workers: core.workers,
-            serving: core.serving,
-            healthy: core.healthy,
-            ready: core.ready,
-            reforks: core.reforks,
-            backoff_ms: core.backoff_ms,
-            malformed: core.malformed,
+            uptime_ms: now.saturating_sub(core.master.started_at),
+            core: core.master,
             rss: master.rss,
             cpu: master.cpu,
             counters: totals,
