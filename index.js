@@ -100,6 +100,7 @@ exports.createCluster = function createCluster(options, callback) {
   const native = require('./native.js');
 
   const emitter = new EventEmitter();
+  let onThread;
   // promise.status() callers, answered in request order by the master thread
   const statusWaiters = [];
   let ready = false;
@@ -140,6 +141,11 @@ exports.createCluster = function createCluster(options, callback) {
         if (resolve) resolve(JSON.parse(payload));
         break;
       }
+      case 'thread':
+        // worker_threads mode: create or terminate a thread (created on first use)
+        onThread = onThread || require('./lib/threads')(master);
+        onThread(JSON.parse(payload));
+        break;
       case 'exit':
         process.exit(Number(payload));
         break;

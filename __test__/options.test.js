@@ -48,17 +48,20 @@ describe('options', () => {
     assert.strictEqual(res.code, 'ERR_EGG_CLUSTER_OPTIONS');
   });
 
-  it('startMode: an unknown value throws naming options.startMode; worker_threads is not supported yet', function() {
+  it('startMode: an unknown value throws naming options.startMode; worker_threads with a setting it cannot honour throws naming both', function() {
     if (REFERENCE) this.skip(); // egg-cluster runs anything but 'worker_threads' as 'process'
     const baseDir = track(copyFixture('basic'));
     let res = tryStart({ baseDir, startMode: 'proces' });
     assert.strictEqual(res.threw, true);
     assert.strictEqual(res.code, 'ERR_EGG_CLUSTER_OPTIONS');
     assert.match(res.message, /^options\.startMode should be 'process' or 'worker_threads', got "proces"/);
-    res = tryStart({ baseDir, startMode: 'worker_threads' });
+    res = tryStart({ baseDir, startMode: 'worker_threads', maxMemoryRestart: '1G' });
     assert.strictEqual(res.threw, true);
     assert.strictEqual(res.code, 'ERR_EGG_CLUSTER_OPTIONS');
-    assert.match(res.message, /^options\.startMode 'worker_threads' is not supported yet/);
+    assert.match(res.message, /^options\.maxMemoryRestart cannot be used with startMode 'worker_threads'/);
+    res = tryStart({ baseDir, startMode: 'worker_threads', ports: [ 7001, 'x' ] });
+    assert.strictEqual(res.threw, true);
+    assert.match(res.message, /^options\.ports\[1\] should be a port number, got "x"/);
   });
 
   it('an unknown framework throws synchronously', () => {

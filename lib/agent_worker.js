@@ -18,6 +18,7 @@ if (options.require) {
 }
 
 const gracefulExit = require('graceful-process');
+const { sigtermSelf } = require('./self');
 const debug = require('util').debuglog('egg-cluster:agent_worker');
 const ConsoleLogger = require('egg-logger').EggConsoleLogger;
 const consoleLogger = new ConsoleLogger({ level: process.env.EGG_AGENT_WORKER_LOGGER_LEVEL });
@@ -35,9 +36,8 @@ try {
 function startErrorHandler(err) {
   consoleLogger.error(err);
   consoleLogger.error('[agent_worker] start error, exiting with code:1');
-  // SIGTERM to itself, so that graceful-process runs agent.close() before the exit
-  process.exitCode = 1;
-  process.kill(process.pid);
+  // graceful-process runs agent.close() before the exit
+  sigtermSelf();
 }
 
 agent.ready(err => {

@@ -12,6 +12,7 @@ module.exports = function appServer(options, consoleLogger) {
   const os = require('os');
   const fs = require('fs');
   const { trackServer, requestsInFlight, drainServers } = require('./drain');
+  const { sigtermSelf } = require('./self');
   const debug = require('util').debuglog('egg-cluster:app_worker');
 
   /**
@@ -166,10 +167,9 @@ module.exports = function appServer(options, consoleLogger) {
     return true;
   }
 
-  // SIGTERM to itself, so that graceful-process runs app.close() before the exit
+  // graceful-process runs app.close() before the exit
   function exitProcess() {
-    process.exitCode = 1;
-    process.kill(process.pid);
+    sigtermSelf();
   }
 
   return { listenSettings, startServer, drain, exitProcess };

@@ -265,6 +265,44 @@ impl Master {
         Ok(self.handle.command(Command::ParentDisconnected)?)
     }
 
+    /// worker_threads mode: the `Worker` the master asked for (an event of kind `thread`, op
+    /// `spawn`) was created with `thread_id`, or could not be (`error`).
+    #[napi]
+    pub fn thread_spawned(
+        &self,
+        role: String,
+        id: u32,
+        thread_id: Option<u32>,
+        error: Option<String>,
+    ) -> napi::Result<(), Code> {
+        let role = match role.as_str() {
+            "agent" => messenger::Role::Agent,
+            _ => messenger::Role::App,
+        };
+        let result = thread_id.ok_or_else(|| error.unwrap_or_else(|| "no thread id".into()));
+        Ok(self
+            .handle
+            .command(Command::ThreadSpawned { role, id, result })?)
+    }
+
+    /// A worker thread's `exit` event.
+    #[napi]
+    pub fn thread_exited(&self, thread_id: u32, code: i32) -> napi::Result<(), Code> {
+        Ok(self.handle.command(Command::ThreadExited {
+            tid: thread_id,
+            code,
+        })?)
+    }
+
+    /// A worker thread's `error` event: its uncaught exception, formatted by JS.
+    #[napi]
+    pub fn thread_error(&self, thread_id: u32, message: String) -> napi::Result<(), Code> {
+        Ok(self.handle.command(Command::ThreadError {
+            tid: thread_id,
+            message,
+        })?)
+    }
+
     /// `process.on('exit')`: removes the pid file and logs the exit line, synchronously.
     #[napi]
     pub fn on_exit(&self, code: i32) {

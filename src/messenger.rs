@@ -8,7 +8,7 @@ use crate::ipc::json::{self, JsonError, Shape};
 use crate::protocol::MasterAction;
 use smallvec::SmallVec;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     Parent,
     Master,

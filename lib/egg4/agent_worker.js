@@ -13,19 +13,19 @@
  */
 
 const gracefulExit = require('graceful-process');
+const { workerId, sigtermSelf } = require('../self');
 const { importModule } = require('@eggjs/utils');
 const debug = require('util').debuglog('egg-cluster:agent_worker');
 const ConsoleLogger = require('egg-logger').EggConsoleLogger;
 
 function send(message) {
-  message.senderWorkerId = String(process.pid);
+  message.senderWorkerId = String(workerId);
   process.send(message);
 }
 
-// SIGTERM to itself, so that graceful-process runs agent.close() before the exit
+// graceful-process runs agent.close() before the exit
 function kill() {
-  process.exitCode = 1;
-  process.kill(process.pid);
+  sigtermSelf();
 }
 
 async function main() {

@@ -14,6 +14,7 @@
  */
 
 const gracefulExit = require('graceful-process');
+const { workerId } = require('../self');
 const { importModule } = require('@eggjs/utils');
 const debug = require('util').debuglog('egg-cluster:app_worker');
 const ConsoleLogger = require('egg-logger').EggConsoleLogger;
@@ -27,7 +28,7 @@ const { listenSettings, startServer, drain, exitProcess } = require('../app_serv
 let Application;
 
 function send(message) {
-  message.senderWorkerId = String(process.pid);
+  message.senderWorkerId = String(workerId);
   process.send(message);
 }
 
@@ -120,6 +121,6 @@ function reportListening(server, listen) {
   send({
     to: 'master',
     action: 'app-start',
-    data: { address, workerId: process.pid },
+    data: { address, workerId },
   });
 }

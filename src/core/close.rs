@@ -53,6 +53,10 @@ impl Core {
             ),
         );
         info(out, format!("[master] wait {shown}ms"));
+        if self.cfg.threads {
+            let apps: Vec<_> = self.children.apps().collect();
+            self.log_thread_close(&apps, shown, out);
+        }
         out.push(Action::TerminateGroup {
             group: Group::Apps,
             pids: self.children.apps().map(|a| a.pid).collect(),
@@ -70,7 +74,10 @@ impl Core {
                 ));
                 out.push(Action::Log(Level::Info, format!("[master] wait {shown}ms")));
                 let agent: Vec<u32> = self.children.agent().map(|a| a.pid).into_iter().collect();
-                if !agent.is_empty() {
+                if self.cfg.threads {
+                    let agent: Vec<_> = self.children.agent().into_iter().collect();
+                    self.log_thread_close(&agent, shown, out);
+                } else if !agent.is_empty() {
                     self.verbose(out, "[master] kill agent worker with signal SIGTERM".into());
                 }
                 out.push(Action::TerminateGroup {

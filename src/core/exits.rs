@@ -36,7 +36,8 @@ impl Core {
                 format!("[master] closed the channel of {}: {reason}", child.name()),
             ));
         }
-        if child.role == Role::App {
+        // A thread has no cluster disconnect of its own: its channel closes as it ends.
+        if child.role == Role::App && !self.cfg.threads {
             self.on_app_disconnected(pid, now, out);
         }
         if !self.closing() && !retiring {
@@ -171,6 +172,10 @@ impl Core {
         let Some(app) = self.children.remove(pid) else {
             return;
         };
+        if self.cfg.threads {
+            self.on_thread_exit(app, &current, code, now, out);
+            return;
+        }
         let loud = !app.disable_refork;
         // cfork's exit handler runs before egg-cluster's (it registered first).
         out.push(Action::Cfork(
@@ -246,7 +251,7 @@ impl Core {
 
     /// A child died before the app was up: egg-cluster exits the master with 1, which is how
     /// `egg-scripts start --daemon` learns that the start failed.
-    fn start_fail(name: &str, out: &mut Vec<Action>) {
+    pub(super) fn start_fail(name: &str, out: &mut Vec<Action>) {
         out.push(Action::Log(
             Level::Error,
             format!("[master] {name} start fail, exiting with code:1"),

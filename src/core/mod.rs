@@ -25,6 +25,7 @@ mod reload;
 mod start;
 #[cfg(test)]
 mod tests;
+mod threads;
 
 use std::time::Duration;
 
@@ -80,6 +81,10 @@ pub(crate) struct Config {
     pub(crate) is_debug: bool,
     /// egg 3 (egg-cluster 2.x's protocol and lines) or egg 4 (@eggjs/cluster 3's).
     pub(crate) dialect: Dialect,
+    /// `startMode: 'worker_threads'`: children are threads of the master, named by thread id.
+    pub(crate) threads: bool,
+    /// worker_threads mode with `ports`: the port app thread slot `i` serves.
+    pub(crate) slot_ports: Vec<u16>,
 }
 
 pub(crate) use crate::options::Dialect;
@@ -104,6 +109,11 @@ pub(crate) enum Timer {
     HealthCheck,
     ReforkApp,
     ReforkAgent,
+    /// worker_threads mode: restart the app thread of this id in this slot.
+    ReforkThread {
+        id: u32,
+        slot: usize,
+    },
     /// A reload step's replacement must serve by now (the step's number).
     ReloadTimeout(u64),
     MemoryCheck,
@@ -215,6 +225,12 @@ pub(crate) enum Event {
     MemorySample(Vec<(u32, u64)>),
     /// Someone wants a status snapshot: answered with [`Action::Status`].
     StatusRequest(StatusTo),
+    /// worker_threads mode: an uncaught exception ended thread `pid` (its `error` event); the
+    /// exit follows.
+    ThreadError {
+        pid: u32,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,6 +429,10 @@ impl Core {
             Event::Timer(Timer::HealthCheck) => self.on_health_check(&mut out),
             Event::Timer(Timer::ReforkApp) => self.refork_app(&mut out),
             Event::Timer(Timer::ReforkAgent) => self.refork_agent(&mut out),
+            Event::Timer(Timer::ReforkThread { id, slot }) => {
+                self.refork_thread(id, slot, &mut out)
+            }
+            Event::ThreadError { pid, message } => self.on_thread_error(pid, &message, &mut out),
             Event::StickyListening(result) => self.on_sticky_listening(result, now, &mut out),
             Event::Signal {
                 name,

@@ -60,6 +60,11 @@ impl Core {
         ));
         let id = self.children.next_id(Role::Agent);
         out.push(Action::SpawnAgent { id });
+        if self.cfg.threads {
+            // A thread is created by the master's JS thread, so its spawn is answered later:
+            // the app threads start at `agent-start`, as egg-cluster starts them.
+            return;
+        }
         let apps = self.new_app_ids(self.cfg.workers);
         out.push(Action::SpawnApps {
             batch: Batch::Early,
@@ -106,12 +111,14 @@ impl Core {
         };
         self.children
             .add(Child::new(Role::Agent, id, pid, None, now));
+        let how = if self.cfg.threads {
+            "worker_threads".to_string()
+        } else {
+            format!("clusterPort:{}", self.cfg.cluster_port)
+        };
         self.verbose(
             out,
-            format!(
-                "[master] agent_worker#{id}:{pid} start with clusterPort:{}",
-                self.cfg.cluster_port
-            ),
+            format!("[master] agent_worker#{id}:{pid} start with {how}"),
         );
     }
 
@@ -152,6 +159,10 @@ impl Core {
                     self.refork_decision(0, now, out);
                 }
             }
+        }
+        if self.cfg.threads {
+            self.log_thread_starts(&new_pids, out);
+            return;
         }
         match batch {
             // Logged when they are released, as egg-cluster forks them only then.
@@ -221,11 +232,13 @@ impl Core {
         }
         self.apps_released = true;
         self.apps_fork_time = now;
-        let args = serde_json::to_string(&[&self.cfg.options_json]).unwrap_or_default();
-        self.verbose(
-            out,
-            format!("[master] start appWorker with args {args} (process)"),
-        );
+        if !self.cfg.threads {
+            let args = serde_json::to_string(&[&self.cfg.options_json]).unwrap_or_default();
+            self.verbose(
+                out,
+                format!("[master] start appWorker with args {args} (process)"),
+            );
+        }
         let waiting: Vec<u32> = self
             .children
             .apps()
@@ -300,7 +313,7 @@ impl Core {
         let expected = if self.cfg.sticky {
             self.cfg.sticky_worker_port
         } else {
-            self.real_port
+            self.thread_port(pid).or(self.real_port)
         };
         // @eggjs/cluster counts a worker by its `app-start` message only; egg-cluster by the
         // cluster protocol's `listening` (egg 3's workers send no `app-start`).

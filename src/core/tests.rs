@@ -43,6 +43,8 @@ pub(super) fn cfg(workers: usize) -> Config {
         memory_check_interval: None,
         is_debug: false,
         dialect: Dialect::Egg3,
+        threads: false,
+        slot_ports: Vec::new(),
     }
 }
 
@@ -1225,3 +1227,4 @@ fn a_debugged_master_closes_when_an_app_worker_is_sigkilled() {
     assert!(!a.iter().any(|x| matches!(x, Action::TerminateGroup { .. })));
 }
 mod egg4;
+mod threads;

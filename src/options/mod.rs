@@ -110,6 +110,10 @@ pub struct Options {
     pub settings: Settings,
     /// `metrics: { port, host }`: where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `startMode: 'worker_threads'`: the agent and the app workers are threads of the master.
+    pub threads: bool,
+    /// `ports`: in worker_threads mode, app thread `i` listens on `ports[i]`.
+    pub ports: Vec<u16>,
 }
 
 impl Options {
@@ -161,6 +165,13 @@ pub enum OptionsError {
         name: &'static str,
         value: String,
         hint: &'static str,
+    },
+    /// Two options that cannot go together.
+    #[error("{name} cannot be used {with}: {reason}")]
+    Conflict {
+        name: &'static str,
+        with: &'static str,
+        reason: &'static str,
     },
     /// An environment variable set to something that cannot be used; `name` is the variable.
     #[error("{name} should be {expected}, got {got}")]
@@ -216,11 +227,22 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         raw.set(&key, value);
     }
 
-    check_start_mode(raw.get("startMode"))?;
+    let threads = parse_start_mode(raw.get("startMode"))?;
+    let ports = parse_ports(raw.get("ports"))?;
 
-    let workers = match raw.get("workers") {
-        Some(v) if truthy(v) => parse_workers(v)?,
-        _ => default_workers(input.host_cpus),
+    let workers_given = match raw.get("workers") {
+        Some(v) if truthy(v) => Some(parse_workers(v)?),
+        _ => None,
+    };
+    // egg-cluster's worker_threads mode runs one app thread per entry of `ports` (default
+    // `[port]`: one thread) and ignores `workers`. Here an explicit `workers` without `ports`
+    // runs that many threads on the one port: they listen through the master like processes do.
+    let workers = match (threads, workers_given) {
+        (true, _) if !ports.is_empty() => ports.len(),
+        (true, Some(n)) => n,
+        (true, None) => 1,
+        (false, Some(n)) => n,
+        (false, None) => default_workers(input.host_cpus),
     };
     raw.set("workers", Value::from(workers as u64));
 
@@ -345,6 +367,23 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
     };
 
     let metrics = ops::parse_metrics(raw.get("metrics"))?;
+    if threads && max_memory_restart.is_some() {
+        // A thread's memory is the master process's: there is no RSS of its own to watch.
+        return Err(OptionsError::Conflict {
+            name: "options.maxMemoryRestart",
+            with: "with startMode 'worker_threads'",
+            reason: "app threads share the master's memory; use startMode 'process'",
+        });
+    }
+    if threads && is_debug {
+        // Node cannot attach an inspector port to a worker thread from its execArgv.
+        return Err(OptionsError::Conflict {
+            name: "options.startMode 'worker_threads'",
+            with: "with a debugger (isDebug)",
+            reason:
+                "worker threads get no inspector port of their own; debug with startMode 'process'",
+        });
+    }
 
     Ok(Options {
         raw: raw.into_map(),
@@ -371,6 +410,8 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         memory_check_interval,
         settings,
         metrics,
+        threads,
+        ports,
     })
 }
 
@@ -456,24 +497,39 @@ fn parse_sticky_key(raw: &JsObject) -> Result<(Option<KeySource>, Vec<TrustedNet
     Ok((key, trusted))
 }
 
-/// The one place that decides which `startMode`s run. egg-cluster silently runs anything but
-/// `'worker_threads'` as `'process'`; a typo here would then go unnoticed.
-fn check_start_mode(value: Option<&Value>) -> Result<(), OptionsError> {
+/// The one place that decides which `startMode`s run (`true`: worker_threads). egg-cluster
+/// silently runs anything but `'worker_threads'` as `'process'`; a typo here would then go
+/// unnoticed.
+fn parse_start_mode(value: Option<&Value>) -> Result<bool, OptionsError> {
     match value {
         // A null value never reaches here (extend skips it): the default `'process'` stays.
-        None => Ok(()),
-        Some(Value::String(s)) if s == "process" => Ok(()),
-        Some(Value::String(s)) if s == "worker_threads" => Err(OptionsError::Unsupported {
-            name: "options.startMode",
-            value: "'worker_threads'".into(),
-            hint:
-                "egg-cluster-rs runs the agent and the app workers as processes only; use 'process'",
-        }),
+        None => Ok(false),
+        Some(Value::String(s)) if s == "process" => Ok(false),
+        Some(Value::String(s)) if s == "worker_threads" => Ok(true),
         Some(v) => Err(invalid(
             "options.startMode",
             "'process' or 'worker_threads'",
             v,
         )),
+    }
+}
+
+/// `ports`: an array of ports (egg-cluster reads it in worker_threads mode only, but a bad
+/// one is an error in either mode).
+fn parse_ports(value: Option<&Value>) -> Result<Vec<u16>, OptionsError> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                item.as_u64()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| invalid(&format!("options.ports[{i}]"), "a port number", item))
+            })
+            .collect(),
+        Some(v) => Err(invalid("options.ports", "an array of port numbers", v)),
     }
 }
 
@@ -984,11 +1040,51 @@ mod tests {
             parse_ok(input(&tmp, json!({ "startMode": "process" }))).raw["startMode"],
             "process"
         );
+        let threads = parse_ok(input(&tmp, json!({ "startMode": "worker_threads" })));
+        assert!(threads.threads);
         assert_eq!(
-            parse_err(input(&tmp, json!({ "startMode": "worker_threads" }))),
-            "options.startMode 'worker_threads' is not supported yet: egg-cluster-rs runs the \
-             agent and the app workers as processes only; use 'process'"
+            threads.workers, 1,
+            "egg-cluster: one thread per port, default [port]"
         );
+        let o = parse_ok(input(
+            &tmp,
+            json!({ "startMode": "worker_threads", "ports": [7001, 7002, 7003], "workers": 8 }),
+        ));
+        assert_eq!((o.workers, o.ports.clone()), (3, vec![7001, 7002, 7003]));
+        assert_eq!(o.raw["workers"], 3);
+        let o = parse_ok(input(
+            &tmp,
+            json!({ "startMode": "worker_threads", "workers": 4 }),
+        ));
+        assert_eq!(
+            o.workers, 4,
+            "explicit workers without ports: threads on one port"
+        );
+        assert!(!parse_ok(input(&tmp, json!({ "workers": 2 }))).threads);
+        assert_eq!(
+            parse_err(input(
+                &tmp,
+                json!({ "startMode": "worker_threads", "maxMemoryRestart": "1G" })
+            )),
+            "options.maxMemoryRestart cannot be used with startMode 'worker_threads': app \
+             threads share the master's memory; use startMode 'process'"
+        );
+        for (bad, msg) in [
+            (
+                json!(7001),
+                "options.ports should be an array of port numbers, got 7001",
+            ),
+            (
+                json!([7001, "x"]),
+                "options.ports[1] should be a port number, got \"x\"",
+            ),
+            (
+                json!([70000]),
+                "options.ports[0] should be a port number, got 70000",
+            ),
+        ] {
+            assert_eq!(parse_err(input(&tmp, json!({ "ports": bad }))), msg);
+        }
         for bad in [json!("thread"), json!(""), json!(1), json!(true)] {
             let err = parse_err(input(&tmp, json!({ "startMode": bad })));
             assert!(

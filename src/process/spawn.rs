@@ -16,7 +16,7 @@ use tokio::io::unix::AsyncFd;
 
 /// Environment variables Node reads to set up its IPC channel and cluster role. Inherited copies
 /// (a master that is itself a forked child) must not reach our children.
-const CHANNEL_VARS: [&str; 3] = [
+pub const CHANNEL_VARS: [&str; 3] = [
     "NODE_CHANNEL_FD",
     "NODE_CHANNEL_SERIALIZATION_MODE",
     "NODE_UNIQUE_ID",

@@ -43,6 +43,11 @@ impl MasterAction {
 /// The internal message that lets an early app worker construct its Application.
 pub(crate) const START_GO_AHEAD: &[u8] = b"{\"cmd\":\"NODE_EGG_CLUSTER_RS_START\"}";
 
+/// The internal message that asks a worker thread to close: it emits `SIGTERM` on its
+/// `process`, as the signal would for a worker process (threads get no signals of their own).
+pub(crate) const THREAD_SIGTERM: &[u8] =
+    b"{\"cmd\":\"NODE_EGG_CLUSTER_RS_SIGNAL\",\"signal\":\"SIGTERM\"}";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,15 @@ pub(super) struct Proc {
     pub(super) slot: Option<usize>,
     /// Its app config asked for `reusePort` (from its `realport`).
     pub(super) reuse_port: bool,
+    /// A worker thread: its exit is reported by the JS thread through this. Its pid is a
+    /// thread id, which no syscall may ever take for a process id.
+    pub(super) thread_exit: Option<watch::Sender<Option<ExitInfo>>>,
+}
+
+/// How to stop a child: a process by signals, a thread by its handlers then `terminate()`.
+pub(super) enum Stop {
+    Process(shutdown::Target),
+    Thread(super::threads::ThreadStop),
 }
 
 pub(super) struct Spawned {
@@ -121,15 +130,75 @@ impl Children {
     }
 
     /// `pid`, if it is still running, for the shutdown helpers.
-    pub(super) fn terminate_target(&self, pid: u32) -> Option<shutdown::Target> {
+    pub(super) fn terminate_target(&self, pid: u32) -> Option<Stop> {
         let p = self.procs.get(&pid)?;
         if p.exited.borrow().is_some() {
             return None;
         }
-        Some(shutdown::Target {
-            pid,
-            exited: p.exited.clone(),
+        let exited = p.exited.clone();
+        Some(if p.thread_exit.is_some() {
+            Stop::Thread(super::threads::ThreadStop { tid: pid, exited })
+        } else {
+            Stop::Process(shutdown::Target { pid, exited })
         })
+    }
+
+    pub(super) fn is_thread(&self, pid: u32) -> bool {
+        self.procs
+            .get(&pid)
+            .is_some_and(|p| p.thread_exit.is_some())
+    }
+
+    pub(super) fn launch(&self) -> &Launch {
+        &self.cfg.launch
+    }
+
+    pub(super) fn options_json(&self) -> &str {
+        &self.cfg.options_json
+    }
+
+    /// A worker thread the JS thread created: drives the master's end of its channel, keyed
+    /// by its thread id.
+    pub(super) fn adopt_thread(
+        &mut self,
+        role: Role,
+        tid: u32,
+        slot: Option<usize>,
+        master_end: std::os::fd::OwnedFd,
+        tx: &mpsc::UnboundedSender<Input>,
+    ) -> Result<(), String> {
+        if self.procs.contains_key(&tid) {
+            return Err(format!("thread id {tid} is already a child"));
+        }
+        let events = tx.clone();
+        let sender = channel::start(master_end, CHANNEL_LIMITS, move |incoming| {
+            let _ = events.send(Input::Child {
+                pid: tid,
+                event: ChildEvent::Incoming(incoming),
+            });
+        })
+        .map_err(|e| format!("cannot open the channel of thread {tid}: {e}"))?;
+        tracing::debug!(tid, role = role.as_str(), ?slot, "thread adopted");
+        let (exit_tx, exit_rx) = watch::channel(None);
+        self.procs.insert(
+            tid,
+            Proc {
+                role,
+                sender,
+                exited: exit_rx,
+                slot,
+                reuse_port: false,
+                thread_exit: Some(exit_tx),
+            },
+        );
+        Ok(())
+    }
+
+    /// The JS thread saw a worker thread end.
+    pub(super) fn thread_exited(&self, tid: u32, info: ExitInfo) {
+        if let Some(tx) = self.procs.get(&tid).and_then(|p| p.thread_exit.as_ref()) {
+            let _ = tx.send(Some(info));
+        }
     }
 
     /// Spawns `node <execArgv> <script> <options>` with a channel on fd 3; its messages and
@@ -214,6 +283,7 @@ impl Children {
                 exited: exit_rx,
                 slot,
                 reuse_port: false,
+                thread_exit: None,
             },
         );
         Ok(Spawned {

@@ -23,6 +23,7 @@ mod ops;
 mod relay;
 mod shutdown;
 pub(crate) mod sticky;
+mod threads;
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -75,6 +76,23 @@ pub(crate) enum Command {
     Scale(core::Scale),
     /// `promise.status()`: the snapshot comes back as a `status` event.
     Status,
+    /// worker_threads mode: the JS thread created the Worker asked for (its `threadId`), or
+    /// could not.
+    ThreadSpawned {
+        role: Role,
+        id: u32,
+        result: std::result::Result<u32, String>,
+    },
+    /// A worker thread's `exit` event.
+    ThreadExited {
+        tid: u32,
+        code: i32,
+    },
+    /// A worker thread's `error` event (an uncaught exception), formatted.
+    ThreadError {
+        tid: u32,
+        message: String,
+    },
 }
 
 enum Input {
@@ -207,6 +225,12 @@ pub(crate) fn start(
         memory_check_interval: Some(opts.memory_check_interval),
         is_debug: opts.is_debug,
         dialect: opts.dialect,
+        threads: opts.threads,
+        slot_ports: if opts.threads {
+            opts.ports.clone()
+        } else {
+            Vec::new()
+        },
     };
     // Bound here, on the JS thread, so that a port in use fails `startCluster` at once.
     let metrics = opts
@@ -276,6 +300,9 @@ pub(crate) fn start(
         egg4: opts.dialect == core::Dialect::Egg4,
         master_pid: std::process::id(),
         ops: ops::OpsRuntime::new(systemd.notify_socket.as_deref()),
+        threads: opts
+            .threads
+            .then(|| threads::ThreadHost::new(opts.ports.clone())),
         ops_start: Some(OpsStart {
             metrics,
             control: control.map(|l| (l, uid)),
@@ -312,6 +339,8 @@ struct Runtime {
     egg4: bool,
     master_pid: u32,
     ops: ops::OpsRuntime,
+    /// worker_threads mode: the spawns the JS thread has not answered yet.
+    threads: Option<threads::ThreadHost>,
     /// Listeners and timers started on the runtime thread, once.
     ops_start: Option<OpsStart>,
 }
@@ -399,6 +428,20 @@ impl Runtime {
             Input::Terminated(group) => self.dispatch(Event::Terminated(group)),
             Input::StickyConnections(accepted) => self.hand_over(accepted),
             Input::Command(Command::Status) => self.on_status_request(ops::Waiter::Js),
+            Input::Command(Command::ThreadSpawned { role, id, result }) => {
+                self.on_thread_spawned(role, id, result)
+            }
+            Input::Command(Command::ThreadExited { tid, code }) => {
+                let info = ExitInfo {
+                    code: Some(code),
+                    signal: None,
+                };
+                self.children.thread_exited(tid, info);
+                self.on_child(tid, ChildEvent::Exited(info));
+            }
+            Input::Command(Command::ThreadError { tid, message }) => {
+                self.dispatch(Event::ThreadError { pid: tid, message })
+            }
             Input::Status(waiter) => self.on_status_request(waiter),
         }
     }
@@ -459,6 +502,12 @@ impl Runtime {
             Action::Log(level, msg) => self.logger.log_at(level, &msg),
             Action::LogError(name, msg) => self.logger.error_named(name, &msg),
             Action::Cfork(error, msg) => self.logger.cfork(error, &msg),
+            Action::SpawnAgent { id } if self.threads.is_some() => {
+                return self.request_agent_thread(id);
+            }
+            Action::SpawnApps { batch, apps } if self.threads.is_some() => {
+                return self.request_app_threads(batch, apps);
+            }
             Action::SpawnAgent { id } => {
                 let pid = self.spawn(Role::Agent, id, None, false);
                 return Some(Event::AgentSpawned { id, pid });
@@ -507,27 +556,34 @@ impl Runtime {
             Action::ReusePort { pid } => self.children.set_reuse_port(pid),
             Action::Terminate { pid, limit } => {
                 if let Some(target) = self.children.terminate_target(pid) {
-                    tracing::debug!(pid, ?limit, "terminate a child without channel");
-                    tokio::spawn(crate::process::terminate::terminate(target, limit));
+                    tracing::debug!(pid, ?limit, "terminate a child");
+                    self.sigterm_thread_of(&target);
+                    tokio::spawn(shutdown::stop(target, limit, self.emit.clone()));
                 }
             }
             Action::TerminateGroup { group, pids, limit } => {
                 self.handles.closing();
-                let targets = pids
+                let targets: Vec<_> = pids
                     .into_iter()
                     .filter_map(|pid| self.children.terminate_target(pid))
                     .collect();
+                for t in &targets {
+                    self.sigterm_thread_of(t);
+                }
                 tracing::debug!(?group, "close: terminating");
                 tokio::spawn(shutdown::terminate_group(
                     group,
                     targets,
                     limit,
                     self.tx.clone(),
+                    self.emit.clone(),
                 ));
             }
             Action::SampleMemory(pids) => {
                 let samples = pids
                     .into_iter()
+                    // A thread id is no pid: /proc has nothing of its own for it.
+                    .filter(|pid| !self.children.is_thread(*pid))
                     .filter_map(|pid| crate::process::tree::rss_bytes(pid).map(|rss| (pid, rss)))
                     .collect();
                 return Some(Event::MemorySample(samples));
@@ -544,6 +600,12 @@ impl Runtime {
             }
         }
         None
+    }
+
+    fn sigterm_thread_of(&self, target: &children::Stop) {
+        if let children::Stop::Thread(t) = target {
+            self.sigterm_thread(t.tid);
+        }
     }
 
     /// Spawns a child and wires its channel and exit into the input queue.

@@ -108,6 +108,7 @@ impl Runtime {
     /// Performs [`crate::core::Action::Status`]: completes the core's half and delivers it.
     pub(super) fn deliver_status(&mut self, to: StatusTo, core: CoreStatus) -> Option<Event> {
         let master_pid = self.master_pid;
+        let children = &self.children;
         let ops = &mut self.ops;
         let per_child = ops.per_child.clone();
         let totals = ops.totals;
@@ -116,7 +117,14 @@ impl Runtime {
             master_pid,
             super::now_ms(),
             totals,
-            |pid| ops.sample(pid),
+            // A thread id is no pid: its figures are the master's.
+            |pid| {
+                if children.is_thread(pid) {
+                    Default::default()
+                } else {
+                    ops.sample(pid)
+                }
+            },
             |pid| per_child.get(&pid).copied().unwrap_or_default(),
         );
         match to {
