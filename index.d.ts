@@ -28,8 +28,20 @@ export interface ClusterOptions {
   customEgg?: string;
   /** Directory of the application (must contain a package.json). Default: `process.cwd()`. */
   baseDir?: string;
-  /** Number of app workers. Default: the number of CPUs. */
+  /**
+   * Number of app workers. Default: the number of CPUs (`startMode: 'worker_threads'`: one per
+   * entry of `ports`, else this many threads, default 1).
+   */
   workers?: number | string;
+  /**
+   * `'process'` (default): the agent and the app workers are child processes.
+   * `'worker_threads'`: they are threads of the master process (egg-cluster's thread mode),
+   * named by their thread id where a process has its pid. Cannot be combined with
+   * `maxMemoryRestart` or a debugger.
+   */
+  startMode?: 'process' | 'worker_threads';
+  /** `startMode: 'worker_threads'`: app thread `i` listens on `ports[i]` (one thread per port). */
+  ports?: number[];
   /**
    * Listening port. Default: `config.cluster.listen.port` of the app, else 7001
    * (egg's default); 8443 when `https` is set.

@@ -2,6 +2,7 @@
 
 const assert = require('assert');
 const { REFERENCE, startMaster, getFreePort, get, logTime } = require('./helper');
+const { Load } = require('./load');
 
 // startMode 'worker_threads': the agent and the app workers are threads of the master process.
 // fixtures/apps/threads knows itself by its thread id and relays what it receives to the test
@@ -163,6 +164,59 @@ describe('startMode: worker_threads', function() {
       .map(line => Number(line.match(/tid:(\d+)/)[1])).find(tid => tid > t2));
     await m.waitFor(new RegExp(`app_worker#1:${t3} started at ${port}`));
     assert.strictEqual((await get(port)).body, String(t3));
+    assert.deepStrictEqual(m.children(), []);
+    m.kill('SIGTERM');
+    assert.strictEqual((await m.waitExit()).code, 0, m.tail());
+  });
+
+  it('SIGUSR2 replaces every app thread under load, one at a time, without a failed request (beyond egg-cluster)', async () => {
+    const m = await threads({ workers: 2, env: 'prod' });
+    const { port } = await m.waitReady();
+    const before = m.lines(/\[master\] app_worker#\d+ \(tid:\d+\) start/).map(line => Number(line.match(/tid:(\d+)/)[1]));
+    assert.strictEqual(before.length, 2);
+    const load = new Load(port);
+    try {
+      await load.until(r => before.every(tid => r.some(x => x.pid === tid)));
+      const mark = m.messages.length;
+      m.kill('SIGUSR2');
+      const done = await m.waitFor(h => h.messages.slice(mark).find(msg => msg && msg.action === 'reload-done'), 90000);
+      assert.strictEqual(done.data.ok, true, `${JSON.stringify(done)}\n${m.tail()}`);
+      const after = done.data.replaced.map(pair => pair[1]);
+      assert.deepStrictEqual(done.data.replaced.map(pair => pair[0]).sort(), before.sort());
+      // the new threads serve
+      await load.until(r => after.every(tid => r.some(x => x.pid === tid)));
+      await load.stop();
+      load.assertAllOk(m);
+      for (const tid of before) assert.match(m.output, new RegExp(`app_worker#\\d+:${tid} retired \\(code: 0, signal: null\\)`));
+    } finally {
+      await load.stop();
+    }
+    m.kill('SIGTERM');
+    assert.strictEqual((await m.waitExit()).code, 0, m.tail());
+  });
+
+  it('sticky: the master hands each connection to a thread (egg-cluster cannot pass a socket to one)', async () => {
+    const m = await threads({ workers: 2, sticky: true });
+    const { port } = await m.waitReady();
+    assert.match(m.output, /with STICKY MODE!/);
+    const bodies = [];
+    for (let i = 0; i < 10; i++) bodies.push((await get(port)).body);
+    // one client address: one thread
+    assert.strictEqual(new Set(bodies).size, 1, bodies.join());
+    assert.match(m.output, new RegExp(`app_worker#\\d+:${bodies[0]} listening`));
+    m.kill('SIGTERM');
+    assert.strictEqual((await m.waitExit()).code, 0, m.tail());
+  });
+
+  it('egg 4: an egg 4 app runs in threads too (@eggjs/cluster 3\'s lines)', async () => {
+    const m = await startMaster('egg4-app', { startMode: 'worker_threads', workers: 2 });
+    const { port } = await m.waitReady();
+    assert.match(m.output, /egg start 🥚🥚🥚🥚/);
+    assert.match(m.output, /\[master\] agent_worker#1:\d+ start with worker_threads/);
+    assert.match(m.output, /\[master\] app_worker#2 \(tid:\d+\) start/);
+    const body = JSON.parse((await get(port)).body);
+    assert.strictEqual(body.pid, m.pid, 'served by a thread of the master');
+    assert.match(body.egg, /egg4/);
     assert.deepStrictEqual(m.children(), []);
     m.kill('SIGTERM');
     assert.strictEqual((await m.waitExit()).code, 0, m.tail());

@@ -1,0 +1,111 @@
+'use strict';
+
+/**
+ * A bounded HTTP load for the tests that change workers under traffic (reload, threads).
+ * GET /pid answers with the id of the worker that served (its pid, or its thread id).
+ */
+
+const assert = require('assert');
+const http = require('http');
+
+/**
+ * One GET /pid; resolves with { pid } or { error }, never rejects
+ * @param {number} port -
+ * @param {http.Agent|false} agent - a keep-alive agent, or false (a new connection, `Connection: close`)
+ * @return {Promise<Object>} -
+ */
+function hit(port, agent, localAddress) {
+  return new Promise(resolve => {
+    const headers = agent ? {} : { connection: 'close' };
+    const req = http.get({ host: '127.0.0.1', port, path: '/pid', agent, headers, localAddress, timeout: 10000 }, res => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', chunk => {
+        body += chunk;
+      });
+      res.on('end', () => resolve(res.statusCode === 200 ? { pid: Number(body) } : { error: `status ${res.statusCode}: ${body}` }));
+      res.on('error', err => resolve({ error: err.code || err.message }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', err => resolve({ error: `${err.code || err.message}${req.reusedSocket ? ' (reused socket)' : ''}` }));
+  });
+}
+
+/**
+ * A bounded load loop: `keepAlive` clients on keep-alive connections (one agent, one socket
+ * each) and `close` clients with a new connection per request, every one sending GET /pid
+ * back to back until stop(). Client i connects from 127.0.0.<10 + i> (sticky mode spreads
+ * connections by the client's address).
+ */
+class Load {
+  constructor(port, { keepAlive = 4, close = 4 } = {}) {
+    this.port = port;
+    this.results = [];
+    this.stopped = false;
+    this.waiters = new Set();
+    this.agents = [];
+    const loops = [];
+    for (let i = 0; i < keepAlive; i++) {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      this.agents.push(agent);
+      loops.push(this.loop(agent, 'keep-alive', `127.0.0.${10 + i}`));
+    }
+    for (let i = 0; i < close; i++) loops.push(this.loop(false, 'close', `127.0.0.${10 + keepAlive + i}`));
+    this.done = Promise.all(loops);
+  }
+
+  async loop(agent, kind, localAddress) {
+    while (!this.stopped) {
+      const r = await hit(this.port, agent, localAddress);
+      r.kind = kind;
+      r.t = Date.now();
+      this.results.push(r);
+      for (const w of this.waiters) w();
+    }
+  }
+
+  /**
+   * @param {Function} pred - (results) => truthy
+   * @param {number} [timeout] -
+   * @return {Promise<*>} pred's value
+   */
+  until(pred, timeout = 30000) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const value = pred(this.results);
+        if (!value) return;
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        resolve(value);
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(new Error(`load: timeout waiting for ${pred.toString().slice(0, 160)}; last: ${JSON.stringify(this.results.slice(-5))}`));
+      }, timeout);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  async stop() {
+    this.stopped = true;
+    await this.done;
+    for (const agent of this.agents) agent.destroy();
+  }
+
+  failures() {
+    return this.results.filter(r => r.error);
+  }
+
+  assertAllOk(m) {
+    const bad = this.failures();
+    assert.deepStrictEqual(bad.slice(0, 10), [], `${bad.length} of ${this.results.length} requests failed\n${m ? m.tail(40) : ''}`);
+    assert(this.results.some(r => r.kind === 'keep-alive') && this.results.some(r => r.kind === 'close'));
+  }
+
+  count(from, to = Infinity) {
+    return this.results.filter(r => r.t >= from && r.t <= to).length;
+  }
+}
+
+module.exports = { Load, hit };
