@@ -44,6 +44,8 @@ describe('startMode: worker_threads', function() {
     assert.strictEqual((await get(ports[0])).body, String(t1));
     assert.strictEqual((await get(ports[1])).body, String(t2));
 
+    const constructed = await m.waitForMessages('app-constructed', 2);
+    assert(constructed.every(msg => msg.data.agentReady), JSON.stringify(constructed));
     const hellos = await m.waitForMessages('app-hello', 2);
     for (const { data } of hellos) {
       assert.strictEqual(data.isMainThread, false);

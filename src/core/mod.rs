@@ -327,6 +327,9 @@ pub(crate) struct Core {
     /// `agent-start` came once: the app workers were started.
     apps_released: bool,
     apps_fork_time: u64,
+    /// The early batch was asked for and not answered yet (worker_threads: the JS thread
+    /// creates the threads, so the answer may come after `agent-start`).
+    early_unanswered: bool,
     /// Workers counted as started (each once) — egg-cluster's `startSuccessCount`.
     start_success: usize,
     /// Every worker has started once (in sticky mode, before the master's listener is up).
@@ -360,6 +363,7 @@ impl Core {
             children: Children::default(),
             apps_released: false,
             apps_fork_time: 0,
+            early_unanswered: false,
             start_success: 0,
             all_started: false,
             start_time: now,

@@ -60,12 +60,8 @@ impl Core {
         ));
         let id = self.children.next_id(Role::Agent);
         out.push(Action::SpawnAgent { id });
-        if self.cfg.threads {
-            // A thread is created by the master's JS thread, so its spawn is answered later:
-            // the app threads start at `agent-start`, as egg-cluster starts them.
-            return;
-        }
         let apps = self.new_app_ids(self.cfg.workers);
+        self.early_unanswered = true;
         out.push(Action::SpawnApps {
             batch: Batch::Early,
             apps,
@@ -130,6 +126,9 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         let mut new_pids = Vec::new();
+        if batch == Batch::Early {
+            self.early_unanswered = false;
+        }
         for app in apps {
             if batch == Batch::Replace {
                 self.on_replacement_spawned(&app, out);
@@ -160,8 +159,16 @@ impl Core {
                 }
             }
         }
+        if batch == Batch::Early && self.apps_released && !self.closing() {
+            // `agent-start` came first (a thread's spawn is answered by the JS thread): the
+            // go-ahead is due now.
+            self.release_early(out);
+            return;
+        }
         if self.cfg.threads {
-            self.log_thread_starts(&new_pids, out);
+            if batch != Batch::Early {
+                self.log_thread_starts(&new_pids, out);
+            }
             return;
         }
         match batch {
@@ -232,6 +239,15 @@ impl Core {
         }
         self.apps_released = true;
         self.apps_fork_time = now;
+        if self.early_unanswered {
+            return;
+        }
+        self.release_early(out);
+    }
+
+    /// egg-cluster forks the app workers at `agent-start`: the early ones get the go-ahead, the
+    /// ones that could not be spawned early are spawned now.
+    fn release_early(&mut self, out: &mut Vec<Action>) {
         if !self.cfg.threads {
             let args = serde_json::to_string(&[&self.cfg.options_json]).unwrap_or_default();
             self.verbose(
@@ -262,7 +278,11 @@ impl Core {
                 apps,
             });
         }
-        self.log_app_starts(&waiting, out);
+        if self.cfg.threads {
+            self.log_thread_starts(&waiting, out);
+        } else {
+            self.log_app_starts(&waiting, out);
+        }
     }
 
     /// `realport` from a worker: the port and protocol its config resolved to, and whether

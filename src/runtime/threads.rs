@@ -87,7 +87,7 @@ impl ThreadStop {
 impl Runtime {
     /// Asks the JS thread for an agent thread; the answer is [`Runtime::on_thread_spawned`].
     pub(super) fn request_agent_thread(&mut self, id: u32) -> Option<Event> {
-        match self.request_thread(Role::Agent, id, None, None) {
+        match self.request_thread(Role::Agent, id, None, None, false) {
             Ok(()) => None,
             Err(e) => Some(Event::AgentSpawned { id, pid: Err(e) }),
         }
@@ -107,7 +107,7 @@ impl Runtime {
             apps: Vec::new(),
         };
         for (id, slot) in apps {
-            match self.request_thread(Role::App, id, Some(slot), Some(key)) {
+            match self.request_thread(Role::App, id, Some(slot), Some(key), batch == Batch::Early) {
                 Ok(()) => acc.waiting += 1,
                 Err(e) => acc.apps.push(Spawned {
                     id,
@@ -132,6 +132,7 @@ impl Runtime {
         id: u32,
         slot: Option<usize>,
         batch: Option<u64>,
+        wait_start: bool,
     ) -> Result<(), String> {
         // CLOEXEC on both: no child process may inherit either end (a leaked copy hides EOF);
         // the thread's end is handed over by number, in the same process.
@@ -157,6 +158,9 @@ impl Runtime {
         if role == Role::App {
             // Makes `require('cluster')` in the thread a cluster worker, as it makes a process.
             env.insert("NODE_UNIQUE_ID".into(), Value::from(id.to_string()));
+        }
+        if wait_start {
+            env.insert("EGG_CLUSTER_RS_WAIT_START".into(), Value::from("1"));
         }
         // From here the thread's end belongs to the JS side (the thread's IPC pipe, or closed
         // by the master's JS thread if the Worker cannot be created).

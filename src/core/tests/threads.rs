@@ -19,16 +19,18 @@ fn tid(slot: usize) -> u32 {
     2 + slot as u32
 }
 
-/// Start; the agent thread spawned and started; the app threads spawned.
-fn threads_spawned(c: Config) -> Core {
+/// Start; the agent thread spawned and started; the app threads spawned early, their spawn
+/// answered before `agent-start` or (the JS thread was slow) after it.
+fn threads_spawned_with(c: Config, answered_late: bool) -> Core {
     let workers = c.workers;
     let mut core = Core::new(c, 0);
     let a = core.handle(Event::Start, 0);
     assert!(a.contains(&Action::SpawnAgent { id: 1 }));
-    assert!(
-        !a.iter().any(|x| matches!(x, Action::SpawnApps { .. })),
-        "no early start: a thread's spawn is answered later"
-    );
+    let apps: Vec<(u32, usize)> = (0..workers).map(|i| (i as u32 + 1, i)).collect();
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Early,
+        apps: apps.clone(),
+    }));
     let a = core.handle(
         Event::AgentSpawned {
             id: 1,
@@ -40,35 +42,59 @@ fn threads_spawned(c: Config) -> Core {
         logs(&a),
         ["[master] agent_worker#1:1 start with worker_threads"]
     );
-    let a = core.handle(
+    let answer = Event::AppsSpawned {
+        batch: Batch::Early,
+        apps: apps
+            .iter()
+            .map(|&(id, slot)| Spawned {
+                id,
+                slot,
+                pid: Ok(tid(slot)),
+            })
+            .collect(),
+    };
+    if !answered_late {
+        assert!(logs(&core.handle(answer.clone(), 2)).is_empty());
+    }
+    let mut a = core.handle(
         to_master(Role::Agent, AGENT_TID, MasterAction::AgentStart, None),
         5,
     );
     assert!(!has_log(&a, "start appWorker with args"));
-    let apps: Vec<(u32, usize)> = (0..workers).map(|i| (i as u32 + 1, i)).collect();
-    assert!(a.contains(&Action::SpawnApps {
-        batch: Batch::Start,
-        apps: apps.clone(),
-    }));
-    let a = core.handle(
-        Event::AppsSpawned {
-            batch: Batch::Start,
-            apps: apps
-                .iter()
-                .map(|&(id, slot)| Spawned {
-                    id,
-                    slot,
-                    pid: Ok(tid(slot)),
-                })
-                .collect(),
-        },
-        6,
-    );
+    if answered_late {
+        assert!(!a
+            .iter()
+            .any(|x| matches!(x, Action::Release(_) | Action::SpawnApps { .. })));
+        a = core.handle(answer, 6);
+    }
+    let tids: Vec<u32> = (0..workers).map(tid).collect();
+    assert!(a.contains(&Action::Release(tids)), "{a:?}");
+    assert!(!a.iter().any(|x| matches!(x, Action::SpawnApps { .. })));
     let expected: Vec<String> = (0..workers)
         .map(|i| format!("[master] app_worker#{} (tid:{}) start", i + 1, tid(i)))
         .collect();
-    assert_eq!(logs(&a), expected);
+    assert_eq!(
+        logs(&a)
+            .into_iter()
+            .filter(|l| l.contains("(tid:"))
+            .collect::<Vec<_>>(),
+        expected
+    );
     core
+}
+
+fn threads_spawned(c: Config) -> Core {
+    threads_spawned_with(c, false)
+}
+
+#[test]
+fn app_threads_start_early_and_are_released_at_agent_start_however_late_their_spawn_is_answered() {
+    for late in [false, true] {
+        let mut core = threads_spawned_with(cfg_threads(2, &[]), late);
+        core.handle(listening(tid(0), 7001), 100);
+        core.handle(listening(tid(1), 7001), 100);
+        assert!(core.started(), "late: {late}");
+    }
 }
 
 fn threads_started(c: Config, ports: &[i64]) -> (Core, Vec<Action>) {
