@@ -170,14 +170,8 @@ impl Children {
         if self.procs.contains_key(&tid) {
             return Err(format!("thread id {tid} is already a child"));
         }
-        let events = tx.clone();
-        let sender = channel::start(master_end, CHANNEL_LIMITS, move |incoming| {
-            let _ = events.send(Input::Child {
-                pid: tid,
-                event: ChildEvent::Incoming(incoming),
-            });
-        })
-        .map_err(|e| format!("cannot open the channel of thread {tid}: {e}"))?;
+        let sender = open_channel(master_end, tid, tx)
+            .map_err(|e| format!("cannot open the channel of thread {tid}: {e}"))?;
         tracing::debug!(tid, role = role.as_str(), ?slot, "thread adopted");
         let (exit_tx, exit_rx) = watch::channel(None);
         self.procs.insert(
@@ -248,13 +242,7 @@ impl Children {
             ?inspect_port,
             "spawned"
         );
-        let events = tx.clone();
-        let sender = match channel::start(child.channel, CHANNEL_LIMITS, move |incoming| {
-            let _ = events.send(Input::Child {
-                pid,
-                event: ChildEvent::Incoming(incoming),
-            });
-        }) {
+        let sender = match open_channel(child.channel, pid, tx) {
             Ok(s) => s,
             Err(e) => {
                 // Without a channel the child cannot work; it would exit on its own when it
@@ -313,6 +301,21 @@ impl Children {
             }
         })
     }
+}
+
+/// Drives our end of a child's channel; what arrives on it becomes input for the child `key`.
+fn open_channel(
+    fd: std::os::fd::OwnedFd,
+    key: u32,
+    tx: &mpsc::UnboundedSender<Input>,
+) -> std::io::Result<channel::Sender> {
+    let events = tx.clone();
+    channel::start(fd, CHANNEL_LIMITS, move |incoming| {
+        let _ = events.send(Input::Child {
+            pid: key,
+            event: ChildEvent::Incoming(incoming),
+        });
+    })
 }
 
 /// egg-cluster tells the parent where to attach a debugger; `from` names the debugged child.
