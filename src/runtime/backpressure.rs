@@ -169,7 +169,7 @@ mod tests {
     fn a_gone_child_releases_its_senders_and_waits_for_nobody() {
         let mut b = Backpressure::default();
         assert!(b.hold(10, 20));
-        assert!(b.hold(11, 20));
+        assert!(!b.hold(11, 20), "already paused");
         assert!(b.hold(20, 30));
         // 20 is gone: 30 reads again; 10 and 11 no longer list 20.
         assert_eq!(b.forget(20), pids(&[30]));
