@@ -12,18 +12,28 @@
 //! first `sendmsg` (libuv binds the fd to that read), and nothing else is taken from the queue
 //! until the child ACKs it: two handles in flight can bind the wrong fd to a message
 //! (`docs/ipc-protocol.md` §3.1). Our own ACK/NACK lines bypass the queue, as Node's do.
+//!
+//! Backpressure: relayed messages queued for a child past `high_water` make [`Sender::send`]
+//! say so, and the owner pauses the channels of the senders ([`Sender::pause_reading`]): their
+//! `process.send` then buffers in their own process, where the messages are produced. Once the
+//! queue is back under `low_water` the channel reports [`Incoming::Drained`]. A child that
+//! writes nothing for `stall_after` while congested is reported [`Incoming::Stalled`]: from
+//! then until it drains, its relayed messages over `max_queued` are dropped, so a child that
+//! never reads cannot hold the others back for ever.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use memchr::memmem;
 use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
 use super::frame::LineBuffer;
 use super::json;
@@ -127,6 +137,12 @@ pub enum Incoming {
     Malformed { reason: String },
     /// The channel is gone: EOF, an I/O error, or a framing violation we cannot recover from.
     Closed { reason: Option<String> },
+    /// The queue went over `high_water` and is now under `low_water`: the senders held back
+    /// for this child can go on.
+    Drained,
+    /// The queue is over `high_water` and the child took nothing for `stall_after`: stop
+    /// holding its senders back; its relayed messages over `max_queued` are now dropped.
+    Stalled { queued: usize },
 }
 
 /// The master's side of a channel: queue frames; dropping every sender closes the socket once
@@ -137,13 +153,34 @@ pub struct Sender {
     queue: Arc<QueueState>,
 }
 
-/// Bytes of user messages queued for a child and not yet taken by its writer. A child that stops
-/// reading must not make the master buffer without bound: past `cap`, its messages are dropped.
+/// Bytes of user messages queued for a child and not yet taken by its writer, and the state of
+/// the backpressure around them. The runtime is single-threaded, so the flags only ever change
+/// between two polls; they are atomics because the queue is shared with the channel's task.
 struct QueueState {
     bytes: AtomicUsize,
     cap: usize,
+    high: usize,
+    low: usize,
     /// Set at the first drop, cleared once the queue has drained to half: one report per episode.
     overflowing: AtomicBool,
+    /// Over `high`, not yet back under `low`: senders are being held back.
+    congested: AtomicBool,
+    /// Congested and not writing: relayed messages over `cap` are dropped until it drains.
+    stalled: AtomicBool,
+    /// The channel's own reading is paused (this child's messages wait in its process).
+    paused: AtomicBool,
+    /// Wakes the task when `paused` is cleared or congestion begins (it may be asleep on a
+    /// socket that never becomes writable).
+    wake: Notify,
+}
+
+/// What queuing a relayed message says about its receiver.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Sent {
+    Queued,
+    /// The receiver's queue is over its high-water mark: hold the sender back until it reports
+    /// [`Incoming::Drained`] (or [`Incoming::Stalled`]).
+    Congested,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -155,15 +192,36 @@ pub enum SendError {
 }
 
 impl Sender {
-    /// Queues a user message, unless the child's queue is over its cap.
-    pub fn send(&self, frame: Frame) -> Result<(), SendError> {
+    /// Queues a relayed message. Nothing is dropped while the child takes its messages, however
+    /// slowly (its senders are to be held back on [`Sent::Congested`]); only once it is
+    /// [`Incoming::Stalled`] are messages over the cap dropped.
+    pub fn send(&self, frame: Frame) -> Result<Sent, SendError> {
+        let q = &*self.queue;
         let len = frame.line.len();
-        let queued = self.queue.bytes.load(Ordering::Relaxed);
-        if queued > 0 && queued + len > self.queue.cap {
-            let first = !self.queue.overflowing.swap(true, Ordering::Relaxed);
-            return Err(SendError::Full { first, queued });
+        if q.stalled.load(Ordering::Relaxed) {
+            let queued = q.bytes.load(Ordering::Relaxed);
+            if queued > 0 && queued + len > q.cap {
+                let first = !q.overflowing.swap(true, Ordering::Relaxed);
+                return Err(SendError::Full { first, queued });
+            }
+            self.send_control(frame)?;
+            return Ok(Sent::Queued);
         }
-        self.send_control(frame)
+        let queued = q.bytes.fetch_add(len, Ordering::SeqCst) + len;
+        self.tx.send(frame).map_err(|_| SendError::Closed)?;
+        if queued <= q.high {
+            return Ok(Sent::Queued);
+        }
+        if !q.congested.swap(true, Ordering::SeqCst) {
+            // The task may have drained the queue between the add and the swap, seeing no
+            // congestion to report: whoever clears the flag owns the episode's end.
+            if q.bytes.load(Ordering::SeqCst) <= q.low && q.congested.swap(false, Ordering::SeqCst)
+            {
+                return Ok(Sent::Queued);
+            }
+            q.wake.notify_one();
+        }
+        Ok(Sent::Congested)
     }
 
     /// Queues a protocol frame (cluster replies, handles, our own lifecycle messages): never
@@ -173,6 +231,22 @@ impl Sender {
             .bytes
             .fetch_add(frame.line.len(), Ordering::Relaxed);
         self.tx.send(frame).map_err(|_| SendError::Closed)
+    }
+
+    /// Stops reading this child's channel, so what it sends waits in its own process. Whatever
+    /// it sends waits, to every receiver: the socket is one stream, in the child's order. A
+    /// handle in flight to it is still answered: the channel reads on until its ACK.
+    pub fn pause_reading(&self) {
+        if !self.queue.paused.swap(true, Ordering::Relaxed) {
+            // Now rather than after the next read, which may be a while for a big writer.
+            self.queue.wake.notify_one();
+        }
+    }
+
+    pub fn resume_reading(&self) {
+        if self.queue.paused.swap(false, Ordering::Relaxed) {
+            self.queue.wake.notify_one();
+        }
     }
 }
 
@@ -189,9 +263,17 @@ where
     let queue = Arc::new(QueueState {
         bytes: AtomicUsize::new(0),
         cap: limits.max_queued,
+        high: limits.high_water,
+        low: limits.low_water.min(limits.high_water),
         overflowing: AtomicBool::new(false),
+        congested: AtomicBool::new(false),
+        stalled: AtomicBool::new(false),
+        paused: AtomicBool::new(false),
+        wake: Notify::new(),
     });
-    tokio::spawn(Conn::new(limits.max_line, queue.clone()).run(afd, rx, on_incoming));
+    tokio::spawn(
+        Conn::new(limits.max_line, queue.clone(), limits.stall_after).run(afd, rx, on_incoming),
+    );
     Ok(Sender { tx, queue })
 }
 
@@ -200,8 +282,14 @@ where
 pub struct Limits {
     /// Longest line accepted from the child; longer ones are dropped (and reported).
     pub max_line: usize,
-    /// Bytes of messages queued for the child before new ones are dropped.
+    /// Bytes of relayed messages queued for a stalled child before new ones are dropped.
     pub max_queued: usize,
+    /// Queued bytes past which the senders to the child are held back...
+    pub high_water: usize,
+    /// ...until the queue is back under this.
+    pub low_water: usize,
+    /// How long a congested child may take nothing before it counts as stalled.
+    pub stall_after: Duration,
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -211,6 +299,14 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Completes when the stall timer, if armed, fires.
+async fn stalled(stall: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match stall {
+        Some(s) => s.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 struct Conn {
@@ -228,6 +324,11 @@ struct Conn {
     queue: Arc<QueueState>,
     /// User messages of the current read, handed over together.
     batch: Lines,
+    stall_after: Duration,
+    /// Bytes written to the child so far: the progress a congested child is judged by.
+    written: u64,
+    /// The queue just went back under `low_water`: to be reported.
+    drained: bool,
 }
 
 /// Hands events to the channel's owner and makes sure `Closed` is reported exactly once: when
@@ -259,9 +360,12 @@ impl<F: FnMut(Incoming)> Drop for Reporter<F> {
 }
 
 impl Conn {
-    fn new(max_line: usize, queue: Arc<QueueState>) -> Self {
+    fn new(max_line: usize, queue: Arc<QueueState>, stall_after: Duration) -> Self {
         Conn {
             queue,
+            stall_after,
+            written: 0,
+            drained: false,
             batch: Lines::default(),
             lines: LineBuffer::new(max_line),
             fds: VecDeque::new(),
@@ -287,8 +391,16 @@ impl Conn {
         let mut on_incoming = |incoming: Incoming| reporter.report(incoming);
         let mut buf = vec![0u8; READ_CHUNK];
         let mut queue_open = true;
+        let queue = self.queue.clone();
+        let mut woken = std::pin::pin!(queue.wake.notified());
+        // Armed while congested and not stalled; pushed back by every write to the child.
+        let mut stall: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let reason = loop {
             self.fill(&mut rx);
+            if std::mem::take(&mut self.drained) {
+                stall = None;
+                on_incoming(Incoming::Drained);
+            }
             let want_write = self.out_pos < self.out.len();
             let can_take = queue_open && self.held.is_none() && !self.awaiting_ack;
             if !queue_open && !want_write && self.held.is_none() {
@@ -296,9 +408,20 @@ impl Conn {
                 // sees as a disconnect.
                 break None;
             }
+            // A handle in flight is answered in-band, behind whatever the child sent before
+            // the ACK: read on until it comes, or a paused child could hold up its own
+            // hand-over (and, through its queue, the senders waiting for it).
+            let read = !queue.paused.load(Ordering::Relaxed) || self.awaiting_ack;
+            if stall.is_none()
+                && queue.congested.load(Ordering::Relaxed)
+                && !queue.stalled.load(Ordering::Relaxed)
+            {
+                stall = Some(Box::pin(tokio::time::sleep(self.stall_after)));
+            }
+            let written = self.written;
             tokio::select! {
                 biased;
-                ready = afd.readable() => {
+                ready = afd.readable(), if read => {
                     let mut guard = match ready {
                         Ok(g) => g,
                         Err(e) => break Some(e.to_string()),
@@ -336,16 +459,39 @@ impl Conn {
                     }
                     None => queue_open = false,
                 },
+                () = &mut woken => woken.set(queue.wake.notified()),
+                () = stalled(&mut stall) => {
+                    stall = None;
+                    if queue.congested.load(Ordering::Relaxed) {
+                        queue.stalled.store(true, Ordering::Relaxed);
+                        on_incoming(Incoming::Stalled {
+                            queued: queue.bytes.load(Ordering::Relaxed),
+                        });
+                    }
+                }
+            }
+            if self.written != written {
+                if let Some(s) = stall.as_mut() {
+                    s.as_mut().reset(Instant::now() + self.stall_after);
+                }
             }
         };
         self.flush_batch(&mut on_incoming);
         on_incoming(Incoming::Closed { reason });
     }
 
-    fn dequeued(&self, len: usize) {
-        let before = self.queue.bytes.fetch_sub(len, Ordering::Relaxed);
-        if before.saturating_sub(len) <= self.queue.cap / 2 {
-            self.queue.overflowing.store(false, Ordering::Relaxed);
+    fn dequeued(&mut self, len: usize) {
+        let q = &*self.queue;
+        let after = q.bytes.fetch_sub(len, Ordering::SeqCst).saturating_sub(len);
+        if after <= q.cap / 2 {
+            q.overflowing.store(false, Ordering::Relaxed);
+        }
+        if after <= q.low
+            && q.congested.load(Ordering::Relaxed)
+            && q.congested.swap(false, Ordering::SeqCst)
+        {
+            q.stalled.store(false, Ordering::Relaxed);
+            self.drained = true;
         }
     }
 
@@ -409,6 +555,7 @@ impl Conn {
                         self.in_flight = Some(handle);
                     }
                     self.out_pos += n;
+                    self.written += n as u64;
                 }
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
@@ -558,6 +705,18 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_line: 1024 * 1024,
         max_queued: 1024 * 1024,
+        high_water: 512 * 1024,
+        low_water: 128 * 1024,
+        stall_after: Duration::from_secs(60),
+    };
+
+    /// Small queues, for the backpressure tests.
+    const SMALL: Limits = Limits {
+        max_line: 1024 * 1024,
+        max_queued: 64 * 1024,
+        high_water: 32 * 1024,
+        low_water: 8 * 1024,
+        stall_after: Duration::from_secs(60),
     };
 
     /// What the owner saw, with batches flattened so tests do not depend on read boundaries.
@@ -567,6 +726,8 @@ mod tests {
         Cluster(String),
         Malformed(String),
         Closed(Option<String>),
+        Drained,
+        Stalled,
     }
 
     fn flatten(incoming: Incoming) -> Vec<Ev> {
@@ -579,6 +740,8 @@ mod tests {
             Incoming::Cluster(line) => vec![Ev::Cluster(text(line))],
             Incoming::Malformed { reason } => vec![Ev::Malformed(reason)],
             Incoming::Closed { reason } => vec![Ev::Closed(reason)],
+            Incoming::Drained => vec![Ev::Drained],
+            Incoming::Stalled { .. } => vec![Ev::Stalled],
         }
     }
 
@@ -932,7 +1095,7 @@ mod tests {
     async fn an_over_long_line_is_skipped_without_being_buffered() {
         let mut h = Harness::open(Limits {
             max_line: 1024,
-            max_queued: LIMITS.max_queued,
+            ..LIMITS
         });
         h.peer.write(b"{\"before\":1}\n").await;
         assert_eq!(h.events.take(1).await, vec![msg("{\"before\":1}")]);
@@ -1132,46 +1295,158 @@ mod tests {
         assert_eq!(text(&h.peer.line().await), "{\"cmd\":\"NODE_HANDLE_NACK\"}");
     }
 
-    /// Sends numbered 4 KB messages, letting the channel task run after each, until `send`
-    /// reports `Full`; returns the lines it accepted, and what `Full` said.
-    async fn send_until_full(h: &Harness, from: usize) -> (Vec<String>, bool, usize) {
-        let pad = "x".repeat(4000);
-        let mut accepted = Vec::new();
+    /// A numbered 4 KB message.
+    fn numbered(n: usize) -> String {
+        format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(4000))
+    }
+
+    /// Sends numbered messages from `from` on, letting the channel task run after each, until
+    /// `stop` holds for what `send` returned; returns the lines it queued and that result.
+    async fn send_until(
+        h: &Harness,
+        from: usize,
+        stop: impl Fn(&Result<Sent, SendError>) -> bool,
+    ) -> (Vec<String>, Result<Sent, SendError>) {
+        let mut queued = Vec::new();
         loop {
-            assert!(accepted.len() < 10_000, "send never reported Full");
-            let line = format!("{{\"n\":{},\"pad\":\"{pad}\"}}", from + accepted.len());
-            match h.sender.send(Frame::new(line.clone().into_bytes())) {
-                Ok(()) => {
-                    accepted.push(line);
-                    // Let the channel task move the frame towards the socket.
-                    tokio::task::yield_now().await;
-                }
-                Err(SendError::Full { first, queued }) => return (accepted, first, queued),
-                Err(e) => panic!("{e:?}"),
+            assert!(queued.len() < 10_000, "send never got there");
+            let line = numbered(from + queued.len());
+            let res = h.sender.send(Frame::new(line.clone().into_bytes()));
+            if res.is_ok() {
+                queued.push(line);
             }
+            // Let the channel task move the frame towards the socket.
+            tokio::task::yield_now().await;
+            if stop(&res) {
+                return (queued, res);
+            }
+            res.expect("send");
         }
     }
 
     #[tokio::test]
-    async fn a_child_that_stops_reading_makes_send_drop_but_not_send_control() {
+    async fn a_slow_child_congests_its_queue_and_nothing_is_dropped_until_it_drains() {
+        let mut h = Harness::open(SMALL);
+        let mut sent = 0;
+        for episode in 0..2 {
+            // The peer reads nothing: the socket fills, then the writer's buffer, then the queue.
+            let (mut queued, _) = send_until(&h, sent, |r| *r == Ok(Sent::Congested)).await;
+            let bytes: usize = queued.iter().map(|l| l.len() + 1).sum();
+            assert!(bytes > WRITE_BATCH + SMALL.high_water, "{bytes}");
+            // Past the cap too: the child is slow, not stalled, so its senders are to be held
+            // back and nothing is dropped.
+            for _ in 0..2 * SMALL.max_queued / 4000 {
+                let line = numbered(sent + queued.len());
+                let res = h.sender.send(Frame::new(line.clone().into_bytes()));
+                assert_eq!(res, Ok(Sent::Congested), "episode {episode}");
+                queued.push(line);
+                tokio::task::yield_now().await;
+            }
+            assert!(h.sync().await.is_empty(), "episode {episode}");
+            // The peer reads again: everything arrives in order, and the queue reports that
+            // it went back under the low-water mark.
+            for line in &queued {
+                assert_eq!(text(&h.peer.line().await), line);
+            }
+            assert_eq!(h.events.take(1).await, vec![Ev::Drained]);
+            sent += queued.len();
+            assert_eq!(
+                h.sender.send(Frame::new(b"{\"again\":1}".to_vec())),
+                Ok(Sent::Queued)
+            );
+            assert_eq!(text(&h.peer.line().await), "{\"again\":1}");
+            assert!(h.sync().await.is_empty());
+            assert!(h.peer.idle());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_paused_channel_reads_nothing_until_resumed_then_everything_in_order() {
+        let mut h = Harness::open(LIMITS);
+        h.sender.pause_reading();
+        tokio::task::yield_now().await;
+        let stream: Vec<u8> = (0..100_000)
+            .flat_map(|n| format!("{{\"p\":{n}}}\n").into_bytes())
+            .collect();
+        // The child writes until its socket is full.
+        let mut written = 0;
+        loop {
+            match h.peer.sock.try_write(&stream[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(written < stream.len(), "the paused channel read everything");
+        }
+        // Nothing is read: the socket stays full and the owner gets nothing. (An absence can
+        // only be checked for a while; a channel that reads would have within milliseconds.)
+        let idle = tokio::time::timeout(Duration::from_millis(300), async {
+            tokio::join!(h.peer.sock.writable(), h.events.0.recv())
+        });
+        assert!(idle.await.is_err(), "the paused channel was read");
+        h.sender.resume_reading();
+        h.peer.write(&stream[written..]).await;
+        let expected: Vec<Ev> = (0..100_000)
+            .map(|n| msg(&format!("{{\"p\":{n}}}")))
+            .collect();
+        assert!(h.events.take(100_000).await == expected);
+    }
+
+    #[tokio::test]
+    async fn a_paused_channel_still_reads_the_ack_of_a_handle_in_flight() {
+        let mut h = Harness::open(LIMITS);
+        let (_r, w) = pipe();
+        h.sender.pause_reading();
+        let newconn = br#"{"cmd":"NODE_CLUSTER","act":"newconn","key":"k","seq":1}"#;
+        h.sender
+            .send_control(Frame::handle("net.Native", newconn, w))
+            .unwrap();
+        h.sender
+            .send(Frame::new(b"{\"after\":1}".to_vec()))
+            .unwrap();
+        assert!(text(&h.peer.line().await).starts_with("{\"cmd\":\"NODE_HANDLE\""));
+        assert_eq!(h.peer.fds.len(), 1);
+        h.peer
+            .write(b"{\"before_ack\":1}\n{\"cmd\":\"NODE_HANDLE_ACK\"}\n")
+            .await;
+        // The ACK was read although the channel is paused: the queue goes on.
+        assert_eq!(text(&h.peer.line().await), "{\"after\":1}");
+        // What the child sends next waits for the resume.
+        h.peer.write(b"{\"later\":1}\n").await;
+        h.sender.resume_reading();
+        assert_eq!(
+            h.events.take(2).await,
+            vec![msg("{\"before_ack\":1}"), msg("{\"later\":1}")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_congested_child_that_takes_nothing_stalls_then_drops_but_not_send_control() {
         let limits = Limits {
-            max_line: LIMITS.max_line,
-            max_queued: 64 * 1024,
+            stall_after: Duration::from_millis(200),
+            ..SMALL
         };
         let mut h = Harness::open(limits);
         let mut sent = 0;
         for episode in 0..2 {
-            // The peer reads nothing: the socket fills, then the writer's buffer, then the queue.
-            let (accepted, first, queued) = send_until_full(&h, sent).await;
-            sent += accepted.len();
-            assert!(
-                first,
-                "episode {episode}: the first drop is reported as such"
-            );
-            assert!(queued > 0 && queued <= limits.max_queued, "{queued}");
-            // The writer buffered up to its batch size before the queue began to fill.
-            let accepted_bytes: usize = accepted.iter().map(|l| l.len() + 1).sum();
-            assert!(accepted_bytes > WRITE_BATCH, "{accepted_bytes}");
+            let (mut accepted, _) = send_until(&h, sent, |r| *r == Ok(Sent::Congested)).await;
+            // The peer takes nothing for `stall_after`.
+            assert_eq!(h.events.take(1).await, vec![Ev::Stalled], "{episode}");
+            // From then on relayed messages over the cap are dropped, the first reported as
+            // such; the senders are no longer held back.
+            let (more, res) = send_until(&h, sent + accepted.len(), |r| r.is_err()).await;
+            match res {
+                Err(SendError::Full { first, queued }) => {
+                    assert!(
+                        first,
+                        "episode {episode}: the first drop is reported as such"
+                    );
+                    assert!(queued > 0 && queued <= limits.max_queued, "{queued}");
+                }
+                other => panic!("{other:?}"),
+            }
+            accepted.extend(more);
+            sent += accepted.len() + 1;
             // The same episode: reported once.
             for _ in 0..3 {
                 assert!(matches!(
@@ -1185,19 +1460,57 @@ mod tests {
                 .unwrap();
 
             // The peer reads again: everything accepted arrives, in order, then the control
-            // frame, and nothing that was dropped.
+            // frame, and nothing that was dropped; the queue drains.
             for line in &accepted {
                 assert_eq!(text(&h.peer.line().await), line);
             }
             assert_eq!(text(&h.peer.line().await), "{\"control\":1}");
-            // Drained: sending works again (and the next overflow is a new episode).
-            h.sender
-                .send(Frame::new(b"{\"again\":1}".to_vec()))
-                .unwrap();
+            assert_eq!(h.events.take(1).await, vec![Ev::Drained]);
+            // Drained: back to holding senders back rather than dropping.
+            assert_eq!(
+                h.sender.send(Frame::new(b"{\"again\":1}".to_vec())),
+                Ok(Sent::Queued)
+            );
             assert_eq!(text(&h.peer.line().await), "{\"again\":1}");
             assert!(h.sync().await.is_empty());
             assert!(h.peer.idle());
         }
+    }
+
+    #[tokio::test]
+    async fn a_child_that_reads_slowly_but_steadily_never_stalls() {
+        let limits = Limits {
+            max_line: LIMITS.max_line,
+            max_queued: 8 * 1024 * 1024,
+            high_water: 2 * 1024 * 1024,
+            low_water: 256 * 1024,
+            stall_after: Duration::from_secs(1),
+        };
+        let mut h = Harness::open(limits);
+        let (mut queued, _) = send_until(&h, 0, |r| *r == Ok(Sent::Congested)).await;
+        for _ in 0..512 {
+            let line = numbered(queued.len());
+            h.sender
+                .send(Frame::new(line.clone().into_bytes()))
+                .unwrap();
+            queued.push(line);
+        }
+        // About 1.6 MB/s: it takes seconds, several times `stall_after`, to drain, with pauses
+        // far shorter than it (the kernel makes a unix socket writable again only once most of
+        // its buffer is read, about 160 KB here).
+        let started = std::time::Instant::now();
+        for (i, line) in queued.iter().enumerate() {
+            assert_eq!(text(&h.peer.line().await), line);
+            if i % 4 == 3 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert!(
+            started.elapsed() > 2 * limits.stall_after,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(h.events.take(1).await, vec![Ev::Drained]);
     }
 
     fn closes(events: &[Incoming]) -> usize {

@@ -15,11 +15,13 @@ use crate::process::watchdog::Watchdog;
 use crate::protocol::START_GO_AHEAD;
 
 /// What one child's channel may make the master hold: its longest message (longer ones are
-/// dropped and reported) and the bytes queued for it while it does not read (then messages to
-/// it are dropped and reported).
+/// dropped and reported) and the backpressure on what is queued for it (see `relay.rs`).
 const CHANNEL_LIMITS: channel::Limits = channel::Limits {
     max_line: 16 * 1024 * 1024,
-    max_queued: 32 * 1024 * 1024,
+    max_queued: super::backpressure::MAX_QUEUED,
+    high_water: super::backpressure::HIGH_WATER,
+    low_water: super::backpressure::LOW_WATER,
+    stall_after: super::backpressure::STALL_AFTER,
 };
 
 pub(super) struct SpawnConfig {

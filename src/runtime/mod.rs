@@ -15,6 +15,7 @@
 //! - [`sticky`]: the sticky-mode listener and the hand-over of connections.
 //! - [`shutdown`]: terminating children (a channel lost, the close sequence).
 
+mod backpressure;
 mod children;
 mod control;
 mod handles;
@@ -309,6 +310,7 @@ pub(crate) fn start(
             notify_socket: systemd.notify_socket,
             watchdog_usec: systemd.watchdog_usec,
         }),
+        backpressure: Default::default(),
     };
     std::thread::Builder::new()
         .name("egg-cluster-rs".into())
@@ -343,6 +345,7 @@ struct Runtime {
     threads: Option<threads::ThreadHost>,
     /// Listeners and timers started on the runtime thread, once.
     ops_start: Option<OpsStart>,
+    backpressure: backpressure::Backpressure,
 }
 
 struct OpsStart {
@@ -462,13 +465,17 @@ impl Runtime {
             ChildEvent::Incoming(Incoming::Malformed { reason }) => {
                 self.dispatch(Event::Malformed { pid, reason })
             }
+            ChildEvent::Incoming(Incoming::Drained) => self.release_held(pid, false),
+            ChildEvent::Incoming(Incoming::Stalled { queued }) => self.on_stalled(pid, queued),
             ChildEvent::Incoming(Incoming::Closed { reason }) => {
                 tracing::debug!(pid, role = role.as_str(), ?reason, "channel closed");
+                self.release_held(pid, true);
                 self.handles.forget(pid);
                 self.dispatch(Event::ChannelClosed { pid, reason });
             }
             ChildEvent::Exited(info) => {
                 tracing::debug!(pid, role = role.as_str(), code = ?info.code, signal = ?info.signal_name(), "exited");
+                self.release_held(pid, true);
                 self.children.remove(pid);
                 self.handles.forget(pid);
                 self.ops.forget(pid);

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::Runtime;
 use crate::core::{Event, Target};
 use crate::ipc::channel::{self, Frame};
@@ -10,6 +12,9 @@ use crate::messenger::{self, Destination, Peers, Role};
 
 /// Per-receiver bytes gathered from one read: (pid, newline-terminated lines).
 type Outbox = Vec<(u32, Vec<u8>)>;
+
+/// Receivers whose queues are over the high-water mark after this read's messages.
+type Congested = SmallVec<[u32; 4]>;
 
 impl Runtime {
     /// Routes the messages `from` sent in one read. Messages for the agent and the app workers
@@ -23,6 +28,7 @@ impl Runtime {
         lines: impl IntoIterator<Item = &'l [u8]>,
     ) {
         let mut outbox: Outbox = Vec::new();
+        let mut congested = Congested::new();
         let mut events = Vec::new();
         let (mut relayed, mut relayed_bytes) = (0u64, 0u64);
         for line in lines {
@@ -61,7 +67,7 @@ impl Runtime {
                     }
                 }
                 Destination::Master => {
-                    self.flush(&mut outbox, &mut events);
+                    self.flush(&mut outbox, &mut events, &mut congested);
                     let line = routed.to_vec();
                     let (action, data) = routed.to_master.unwrap_or_default();
                     events.push(Event::ToMaster {
@@ -73,7 +79,7 @@ impl Runtime {
                     });
                 }
                 Destination::Parent => {
-                    self.flush(&mut outbox, &mut events);
+                    self.flush(&mut outbox, &mut events, &mut congested);
                     self.deliver_to_parent(routed.to_vec())
                 }
             }
@@ -85,24 +91,43 @@ impl Runtime {
                 }
             }
         }
-        self.flush(&mut outbox, &mut events);
+        self.flush(&mut outbox, &mut events, &mut congested);
         self.ops.relayed(pid, relayed, relayed_bytes);
+        if !congested.is_empty() && from != Role::Parent {
+            self.hold_back(pid, &congested);
+        }
         for event in events {
             self.dispatch(event);
         }
     }
 
-    fn flush(&self, outbox: &mut Outbox, events: &mut Vec<Event>) {
+    fn flush(&self, outbox: &mut Outbox, events: &mut Vec<Event>, congested: &mut Congested) {
         for (pid, bytes) in outbox.drain(..) {
+            let Some(proc) = self.children.get(pid) else {
+                continue;
+            };
             let frame = Frame {
                 line: channel::Bytes::Owned(bytes),
                 fd: None,
             };
-            events.extend(self.push(pid, frame, false));
+            match proc.sender.send(frame) {
+                Ok(channel::Sent::Queued) => {}
+                Ok(channel::Sent::Congested) => {
+                    if !congested.contains(&pid) {
+                        congested.push(pid);
+                    }
+                }
+                Err(channel::SendError::Full {
+                    first: true,
+                    queued,
+                }) => events.push(Event::NotReading { pid, queued }),
+                Err(_) => {}
+            }
         }
     }
 
-    /// One of the master's own messages (never dropped, unlike relayed ones).
+    /// One of the master's own messages: never dropped nor held back, unlike relayed ones (so
+    /// no event comes of it today).
     pub(super) fn send(&self, target: Target, mut line: Vec<u8>) -> Option<Event> {
         let pids = match target {
             Target::Parent => {
@@ -114,32 +139,17 @@ impl Runtime {
         };
         line.push(b'\n');
         let shared: Arc<[u8]> = line.into();
-        let mut event = None;
         for pid in pids {
             let frame = Frame {
                 line: channel::Bytes::Shared(shared.clone()),
                 fd: None,
             };
-            event = event.or(self.push(pid, frame, true));
+            if let Some(proc) = self.children.get(pid) {
+                // A closed channel is reported as such by the channel task.
+                let _ = proc.sender.send_control(frame);
+            }
         }
-        event
-    }
-
-    /// Queues `frame` for `pid`; a child that stopped reading is reported once.
-    fn push(&self, pid: u32, frame: Frame, control: bool) -> Option<Event> {
-        let proc = self.children.get(pid)?;
-        let sent = if control {
-            proc.sender.send_control(frame)
-        } else {
-            proc.sender.send(frame)
-        };
-        match sent {
-            Err(channel::SendError::Full {
-                first: true,
-                queued,
-            }) => Some(Event::NotReading { pid, queued }),
-            _ => None,
-        }
+        None
     }
 
     pub(super) fn deliver_to_parent(&self, line: Vec<u8>) {
