@@ -427,8 +427,17 @@ impl Conn {
                         Err(e) => break Some(e.to_string()),
                     };
                     match guard.try_io(|inner| self.read_once(inner.get_ref().as_raw_fd(), &mut buf)) {
-                        Ok(Ok(0)) => break None,
-                        Ok(Ok(n)) => self.on_bytes(&buf[..n], &mut on_incoming),
+                        Ok(Ok((0, _))) => break None,
+                        Ok(Ok((n, with_fds))) => {
+                            self.on_bytes(&buf[..n], &mut on_incoming);
+                            // A short read drained the socket (as tokio's own streams assume
+                            // with epoll): skip the read that would only say EAGAIN — one
+                            // syscall of every sticky hand-over's ACK. Not after fds: the
+                            // kernel ends a read at the message that carried them.
+                            if n < buf.len() && !with_fds {
+                                guard.clear_ready();
+                            }
+                        }
                         // The child closed its end with our bytes unread (it exited or was
                         // killed): an EOF, as for Node, not an error. Its own bytes came first.
                         Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => break None,
@@ -566,7 +575,8 @@ impl Conn {
         Ok(())
     }
 
-    fn read_once(&mut self, fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    /// One `recvmsg`: the bytes read, and whether fds came with them.
+    fn read_once(&mut self, fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, bool)> {
         let mut cmsg = nix::cmsg_space!([RawFd; 64]);
         let mut iov = [IoSliceMut::new(buf)];
         loop {
@@ -575,9 +585,11 @@ impl Conn {
                     if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
                         tracing::warn!("ipc: control data truncated, fds lost");
                     }
+                    let mut with_fds = false;
                     if let Ok(cmsgs) = msg.cmsgs() {
                         for c in cmsgs {
                             if let ControlMessageOwned::ScmRights(fds) = c {
+                                with_fds = true;
                                 // SAFETY: the kernel just created these fds for us.
                                 self.fds.extend(
                                     fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }),
@@ -585,7 +597,7 @@ impl Conn {
                             }
                         }
                     }
-                    return Ok(msg.bytes);
+                    return Ok((msg.bytes, with_fds));
                 }
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
