@@ -868,7 +868,7 @@ async function main() {
   const eggVersion = require(path.join(FRAMEWORK, 'package.json')).version;
   log(`${A_PACKAGE} ${eggClusterVersion} (A) vs egg-cluster-rs ${require(path.join(ROOT, 'package.json')).version} (B), egg ${eggVersion}, node ${process.version}, ${os.cpus().length} CPUs`);
   log(`load generator: ${gen.name} ${gen.version}${gen.name === 'autocannon' ? ' (wrk not found on PATH: `apt-get install wrk` for a lighter one)' : ''}`);
-  log(`${CFG.starts} start(s) each, figures 3-8 on the first ${CFG.workloadRounds}${QUICK ? ' (BENCH_QUICK)' : ''}; logs in ${tmpDir}`);
+  if (!CFG.scaleOnly) log(`${CFG.starts} start(s) each, figures 3-8 on the first ${CFG.workloadRounds}${QUICK ? ' (BENCH_QUICK)' : ''}; logs in ${tmpDir}`);
 
   const runs = [];
   const meta = {
