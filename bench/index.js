@@ -16,6 +16,9 @@
  * BENCH_SCRAPE=1        egg-cluster-rs only: serve `metrics` and measure relay throughput again
  *                       with a scraper GETting /metrics every 100 ms beside it (logged, in the JSON)
  * BENCH_EGG=4           the same app on egg 4, against @eggjs/cluster 3 (`npm run bench` runs both)
+ * BENCH_SCALE=1        also the 16-worker run (S1-S5: ready, RSS, broadcast, close); on by default
+ *                       in a full run, off with BENCH_QUICK; BENCH_SCALE=0 skips it, =only runs it alone
+ * BENCH_SCALE_WORKERS=N app workers of that run (default 16)
  * node bench/index.js --report bench/results/<file>.json   re-print the table of a past run
  *
  * See bench/README.md for what each figure is and how it is measured.
@@ -43,6 +46,7 @@ const FRAMEWORK = EGG === 4 ? path.join(ROOT, 'node_modules/egg4')
 const A_PACKAGE = EGG === 4 ? '@eggjs/cluster' : 'egg-cluster';
 
 const QUICK = !!process.env.BENCH_QUICK && process.env.BENCH_QUICK !== '0';
+const SCALE_ENV = process.env.BENCH_SCALE;
 const CFG = {
   quick: QUICK,
   workers: Number(process.env.BENCH_WORKERS) || 2,
@@ -73,6 +77,11 @@ const CFG = {
   reloadLoadS: QUICK ? 12 : 20,
   reloadAfterS: QUICK ? 1.5 : 2,
   reloadTimeoutMs: 60000,
+  // the 16-worker run: starts (each with a broadcast and a timed close), alternating A B
+  scale: SCALE_ENV === 'only' || (SCALE_ENV ? SCALE_ENV !== '0' : !QUICK),
+  scaleOnly: SCALE_ENV === 'only',
+  scaleWorkers: Number(process.env.BENCH_SCALE_WORKERS) || 16,
+  scaleStarts: QUICK ? 1 : 3,
   settleMs: 300, // pause after each master is gone, before the next starts
   quietPct: 15, // before each start, wait until others use at most this much of a core...
   quietWaitMs: QUICK ? 3000 : 10000, // ...but no longer than this
@@ -112,9 +121,10 @@ const nextRunId = tag => `${tag}-${process.pid}-${++seq}`;
 
 /** One master process (and its agent + app workers). */
 class Instance {
-  constructor(impl, { sticky = false } = {}) {
+  constructor(impl, { sticky = false, workers = CFG.workers } = {}) {
     this.impl = impl;
     this.sticky = sticky;
+    this.workers = workers;
     this.results = [];
     this.waiters = new Set();
     this.exited = null;
@@ -125,7 +135,7 @@ class Instance {
     const options = {
       baseDir: APP,
       framework: FRAMEWORK,
-      workers: CFG.workers,
+      workers: this.workers,
       port: this.port,
     };
     if (this.sticky) options.sticky = true;
@@ -186,8 +196,8 @@ class Instance {
       const otherProcs = Math.max(0, (m1.proc - m0.proc) - tree);
       this.startCpu = { wallMs, master: c.master, agent: c.agent, apps: c.apps, otherProcs, otherPct: otherProcs / wallMs * 100 };
     }
-    if (this.children.app.length !== CFG.workers || this.children.agent.length !== 1) {
-      throw new Error(`${this.impl}: expected 1 agent and ${CFG.workers} app workers, found ${JSON.stringify(this.children)}`);
+    if (this.children.app.length !== this.workers || this.children.agent.length !== 1) {
+      throw new Error(`${this.impl}: expected 1 agent and ${this.workers} app workers, found ${JSON.stringify(this.children)}`);
     }
     return this;
   }
@@ -296,7 +306,11 @@ class Instance {
     }
     const closeMs = performance.now() - t0;
     // the workers must be gone too: wait a little, then SIGKILL and report what was left
+    const workers = this.children ? [ ...this.children.agent, ...this.children.app ] : [];
     const deadline = Date.now() + 10000;
+    while (workers.some(proc.alive) && Date.now() < deadline) await sleep(10);
+    // SIGTERM -> the last agent or app worker gone (10 ms polling once the master has exited)
+    const workersGoneMs = workers.some(proc.alive) ? null : performance.now() - t0;
     while (tree.some(proc.alive) && Date.now() < deadline) await sleep(50);
     const leftovers = tree.filter(proc.alive);
     for (const pid of leftovers) {
@@ -307,7 +321,7 @@ class Instance {
       }
     }
     if (leftovers.length) log(`WARNING: ${this.impl}: processes left behind after the master exited: ${leftovers.join(', ')} (SIGKILLed)`);
-    return { closeMs, exit: this.exited, leftovers };
+    return { closeMs, workersGoneMs, exit: this.exited, leftovers };
   }
 
   killNow() {
@@ -407,7 +421,7 @@ async function broadcast(inst) {
       to: 'agent',
       data: {
         runId, size: CFG.bcastSize, window: CFG.bcastWindow, ackEvery: CFG.bcastAckEvery,
-        durationMs, workers: CFG.workers,
+        durationMs, workers: inst.workers,
       },
     });
     const [ res ] = await inst.collect(runId, 'bcast', 1, durationMs + 60000);
@@ -626,6 +640,36 @@ async function runReload(impl, round, gen) {
   return run;
 }
 
+/**
+ * The 16-worker run (S1-S5): a start, a broadcast from the agent to every app worker, then the
+ * close, timed from SIGTERM to the master's exit and to the last worker gone.
+ */
+async function runScale(impl, round) {
+  const inst = new Instance(impl, { workers: CFG.scaleWorkers });
+  const run = { impl, round, scale: true, workers: CFG.scaleWorkers };
+  run.before = await waitQuiet();
+  try {
+    await inst.start();
+    Object.assign(run, {
+      masterPid: inst.masterPid,
+      readyMs: inst.ready.readyMs,
+      startClusterMs: inst.ready.startClusterMs,
+      rssKiB: inst.rssKiB,
+      startCpu: inst.startCpu,
+    });
+    run.bcast = await broadcast(inst);
+    // the close is timed on an idle cluster, like the start
+    await waitQuiet(CFG.quietWindowMs);
+  } finally {
+    run.stop = await inst.stop();
+    await sleep(CFG.settleMs);
+  }
+  log(`${LABEL[impl]} ${CFG.scaleWorkers} workers round ${round}: ready in ${fmt(run.readyMs)} ms, master RSS ${fmt(run.rssKiB / 1024, 1)} MiB, ` +
+    `broadcast ${fmt(run.bcast.deliveredPerS)} delivered/s at ${fmt(run.bcast.masterCpuMsPer100k)} ms master CPU/100k, ` +
+    `close: master gone ${fmt(run.stop.closeMs)} ms, every worker gone ${fmt(run.stop.workersGoneMs)} ms`);
+  return run;
+}
+
 async function runSticky(impl, round, gen) {
   const inst = new Instance(impl, { sticky: true });
   const run = { impl, round, sticky: true, workers: CFG.workers };
@@ -682,15 +726,29 @@ const FIGURES = [
   { id: '9e', label: 'reload: app workers alive after (N wanted)', get: r => r.reloadLoad && r.reloadLoad.appsAfterCount, reload: true },
 ];
 
+// the scale run (BENCH_SCALE), its own table
+const SCALE_FIGURES = [
+  { id: 'S1', label: 'time to ready, fork -> bench-ready (ms)', get: r => r.readyMs },
+  { id: 'S1b', label: '  of which startCluster -> callback (ms)', get: r => r.startClusterMs },
+  { id: 'S2', label: 'master RSS at ready (MiB)', get: r => r.rssKiB / 1024, digits: 1 },
+  { id: 'S3', label: 'broadcast agent -> apps: delivered/s', get: r => r.bcast && r.bcast.deliveredPerS },
+  { id: 'S3b', label: 'broadcast: master CPU ms / 100k delivered', get: r => r.bcast && r.bcast.masterCpuMsPer100k },
+  { id: 'S4', label: 'close: SIGTERM -> master exit (ms)', get: r => r.stop && r.stop.closeMs },
+  { id: 'S4b', label: 'close: SIGTERM -> every worker gone (ms)', get: r => r.stop && r.stop.workersGoneMs },
+];
+
 function cell(s, digits) {
   if (!s) return '–';
   return `${fmt(s.median, digits)} [${fmt(s.min, digits)}–${fmt(s.max, digits)}]`;
 }
 
-function buildTable(runs) {
+function buildTable(allRuns, figures = FIGURES) {
   const rows = [];
+  // the scale runs have their own table
+  const runs = allRuns.filter(r => !!r.scale === (figures === SCALE_FIGURES));
+  if (!runs.length) return { rows, text: '' };
   const pick = (impl, f) => runs.filter(r => r.impl === impl && !!r.sticky === !!f.sticky && !!r.reload === !!f.reload);
-  for (const f of FIGURES) {
+  for (const f of figures) {
     // figure 9 only when it ran; with BENCH_RELOAD=only, figure 9 alone
     if (f.reload ? !runs.some(r => r.reload) : runs.every(r => r.reload)) continue;
     const a = summary(pick('egg-cluster', f).map(f.get));
@@ -736,9 +794,9 @@ function buildTable(runs) {
 /** How much of the measured windows the rest of the machine took (other processes, steal). */
 function noiseNotes(runs) {
   const lines = [];
-  for (const impl of [ 'egg-cluster', 'rs' ]) {
+  for (const [ impl, scale ] of [ [ 'egg-cluster', false ], [ 'rs', false ], [ 'egg-cluster', true ], [ 'rs', true ] ]) {
     const windows = [];
-    for (const r of runs.filter(x => x.impl === impl)) {
+    for (const r of runs.filter(x => x.impl === impl && !!x.scale === scale)) {
       if (r.startCpu) windows.push(r.startCpu);
       for (const w of Object.values(r.relay || {})) windows.push(w.cpu);
       for (const k of [ 'bcast', 'httpClose', 'httpKeepAlive', 'stickyClose' ]) if (r[k]) windows.push(r[k].cpu);
@@ -747,12 +805,12 @@ function noiseNotes(runs) {
     const other = summary(windows.map(w => w.otherPct));
     const steal = summary(windows.map(w => w.stealPct));
     const noisy = windows.filter(w => w.otherPct > 25).length;
-    lines.push(`  ${LABEL[impl].padEnd(15)} other processes median ${fmt(other.median, 0)}% max ${fmt(other.max, 0)}% of a core` +
+    lines.push(`  ${LABEL[impl].padEnd(15)}${scale ? ` (${CFG.scaleWorkers} workers)` : ''} other processes median ${fmt(other.median, 0)}% max ${fmt(other.max, 0)}% of a core` +
       `${steal ? `, steal median ${fmt(steal.median, 1)}%` : ''}; ${noisy} of ${windows.length} windows over 25%`);
   }
   const noisy = lines.some(l => !/ 0 of /.test(l));
   return [
-    'CPU used by the rest of the machine during the measured windows (starts, relay, broadcast, HTTP):',
+    'CPU used by the rest of the machine during the measured windows (starts, relay, broadcast, HTTP; the scale run: starts, broadcast):',
     ...lines,
     ...(noisy ? [ 'WARNING: the bench shared the machine with other work: figures are noisy, and more so for the side that got more of it (raw windows in the JSON, `cpu.otherPct`)' ] : []),
   ].join('\n');
@@ -810,7 +868,7 @@ async function main() {
   const eggVersion = require(path.join(FRAMEWORK, 'package.json')).version;
   log(`${A_PACKAGE} ${eggClusterVersion} (A) vs egg-cluster-rs ${require(path.join(ROOT, 'package.json')).version} (B), egg ${eggVersion}, node ${process.version}, ${os.cpus().length} CPUs`);
   log(`load generator: ${gen.name} ${gen.version}${gen.name === 'autocannon' ? ' (wrk not found on PATH: `apt-get install wrk` for a lighter one)' : ''}`);
-  log(`${CFG.starts} start(s) each, figures 3-8 on the first ${CFG.workloadRounds}${QUICK ? ' (BENCH_QUICK)' : ''}; logs in ${tmpDir}`);
+  if (!CFG.scaleOnly) log(`${CFG.starts} start(s) each, figures 3-8 on the first ${CFG.workloadRounds}${QUICK ? ' (BENCH_QUICK)' : ''}; logs in ${tmpDir}`);
 
   const runs = [];
   const meta = {
@@ -828,7 +886,7 @@ async function main() {
     config: CFG,
     timeToReady: 'driver: from fork() of bench/run-master.js to its bench-ready message; startClusterMs: inside the master, startCluster() -> callback',
   };
-  for (let round = 1; round <= CFG.starts; round++) {
+  for (let round = 1; round <= (CFG.scaleOnly ? 0 : CFG.starts); round++) {
     const withWorkloads = round <= CFG.workloadRounds;
     if (!CFG.reloadOnly) {
       for (const impl of [ IMPLS.A, IMPLS.B ]) {
@@ -843,10 +901,16 @@ async function main() {
       for (const impl of [ IMPLS.A, IMPLS.B ]) runs.push(await runReload(impl, round, gen));
     }
   }
+  if (CFG.scale) {
+    log(`${CFG.scaleWorkers}-worker run: ${CFG.scaleStarts} start(s) each, with a broadcast and a timed close`);
+    for (let round = 1; round <= CFG.scaleStarts; round++) {
+      for (const impl of [ IMPLS.A, IMPLS.B ]) runs.push(await runScale(impl, round));
+    }
+  }
 
   // the floor of figure 2: RSS of a bare `node` child with an IPC channel, as each master is
   const baseline = [];
-  for (let i = 0; i < (CFG.reloadOnly ? 0 : QUICK ? 1 : 3); i++) {
+  for (let i = 0; i < (CFG.reloadOnly || CFG.scaleOnly ? 0 : QUICK ? 1 : 3); i++) {
     const inst = new Instance('baseline');
     await inst.start();
     await sleep(200);
@@ -859,7 +923,7 @@ async function main() {
   fs.mkdirSync(RESULTS, { recursive: true });
   const file = path.join(RESULTS, `${started.toISOString().replace(/[:.]/g, '-')}.json`);
   meta.finished = new Date().toISOString();
-  fs.writeFileSync(file, JSON.stringify({ meta, summary: table.rows, runs }, null, 2));
+  fs.writeFileSync(file, JSON.stringify({ meta, summary: table.rows, scaleSummary: table.scaleRows, runs }, null, 2));
   process.stdout.write(`raw runs: ${path.relative(process.cwd(), file)}\n`);
   if (process.env.BENCH_KEEP_LOGS) process.stdout.write(`master logs: ${tmpDir}\n`);
   else fs.rmSync(tmpDir, { recursive: true, force: true });
@@ -869,6 +933,7 @@ async function main() {
 function report(meta, runs) {
   const { config: cfg, loadgen: gen } = meta;
   const table = buildTable(runs);
+  const scale = buildTable(runs, SCALE_FIGURES);
   const leftovers = runs.flatMap(r => (r.stop && r.stop.leftovers) || []);
   const out = [
     '',
@@ -879,18 +944,15 @@ function report(meta, runs) {
     ...(cfg.reload ? [ `reload (9): keep-alive, ${cfg.reloadConnections} connections${gen.name === 'autocannon' ? `, at most ${cfg.reloadRate} req/s` : ''}, ${cfg.reloadLoadS} s; ` +
       `reload triggered ${cfg.reloadAfterS} s in (rs: SIGUSR2, egg-cluster: reload-worker); times from the trigger, driver clock` ] : []),
     '',
-    table.text,
-    '',
-    'per-worker share of requests, each run (%):',
-    spreadNotes(runs),
-    '',
+    ...(table.text ? [ table.text, '', 'per-worker share of requests, each run (%):', spreadNotes(runs), '' ] : []),
+    ...(scale.text ? [ `${runs.find(r => r.scale).workers} app workers (the scale run: start, broadcast, close; ${cfg.scaleStarts} starts each, alternating A B):`, scale.text, '' ] : []),
     ...(meta.nodeBaselineRssMiB.length ? [ `for figure 2: a bare node process with an IPC channel (the floor of any master that is a Node process) has ${fmt(summary(meta.nodeBaselineRssMiB).median, 1)} MiB RSS` ] : []),
     ...reloadNotes(runs),
     noiseNotes(runs),
     `processes left behind: ${leftovers.length ? leftovers.join(', ') : 'none'}`,
   ].join('\n');
   process.stdout.write(`${out}\n`);
-  return table;
+  return { rows: table.rows, scaleRows: scale.rows };
 }
 
 function killAll() {

@@ -10,6 +10,9 @@
  *  - receive disconnect event, exit code 110 (maybe master exit in accident)
  */
 
+// first, so that everything the worker loads can come from the cache (Node >= 22)
+require('./compile_cache')(process.argv[2]);
+
 // $ node agent_worker.js options
 const options = JSON.parse(process.argv[2]);
 if (options.require) {

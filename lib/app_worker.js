@@ -14,6 +14,9 @@
  * `app.close()`, then exits.
  */
 
+// first, so that everything the worker loads can come from the cache (Node >= 22)
+require('./compile_cache')(process.argv[2]);
+
 // $ node app_worker.js options
 const options = JSON.parse(process.argv[2]);
 if (options.require) {

@@ -12,6 +12,9 @@
  *  - receive disconnect event, exit code 110 (maybe master exit in accident)
  */
 
+// first, so that everything the worker loads can come from the cache (Node >= 22)
+require('../compile_cache')(process.argv[2]);
+
 const gracefulExit = require('graceful-process');
 const { workerId, sigtermSelf } = require('../self');
 const { importModule } = require('@eggjs/utils');

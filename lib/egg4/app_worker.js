@@ -13,6 +13,9 @@
  *  - its messages to the master carry `senderWorkerId`.
  */
 
+// first, so that everything the worker loads can come from the cache (Node >= 22)
+require('../compile_cache')(process.argv[2]);
+
 const gracefulExit = require('graceful-process');
 const { workerId } = require('../self');
 const { importModule } = require('@eggjs/utils');
