@@ -198,9 +198,11 @@ fn decide(
         .filter(|raw| truthy(raw))
         .map(json::decode_string);
     if receiver.is_some() {
+        // A child first: in worker_threads mode children are named by thread id, and a master
+        // that is pid 1 (a container's entrypoint) shares its number with the agent thread.
         let target = match receiver_pid {
-            Some(pid) if pid == peers.master_pid => Role::Master,
             Some(pid) if peers.agent_pid == Some(pid) => Role::Agent,
+            Some(pid) if pid == peers.master_pid && !peers.apps.contains(&pid) => Role::Master,
             _ => Role::App,
         };
         to = Some(Some(std::borrow::Cow::Borrowed(target.as_str())));
@@ -394,6 +396,31 @@ mod tests {
             r(Role::Agent, r#"{"receiverPid":"012"}"#).dest,
             Destination::Apps(SmallVec::new())
         );
+    }
+
+    #[test]
+    fn a_child_named_like_the_master_pid_gets_its_messages() {
+        // worker_threads: children are named by thread id (the agent is thread 1), and a
+        // master that is a container's entrypoint is pid 1 (or, in a small pid namespace, 2).
+        let apps = [2u32, 3];
+        let peers = |master_pid| Peers {
+            master_pid,
+            agent_pid: Some(1),
+            apps: &apps,
+            receiver_worker_id: false,
+        };
+        let dest = |line: &str, master_pid| {
+            route(Role::App, line.as_bytes(), &peers(master_pid))
+                .unwrap()
+                .unwrap()
+                .dest
+        };
+        assert_eq!(dest(r#"{"receiverPid":"1"}"#, 1), Destination::Agent);
+        assert_eq!(
+            dest(r#"{"receiverPid":"2"}"#, 2),
+            Destination::Apps(SmallVec::from_slice(&[2]))
+        );
+        assert_eq!(dest(r#"{"receiverPid":"9"}"#, 9), Destination::Master);
     }
 
     #[test]
