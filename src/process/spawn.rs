@@ -91,6 +91,17 @@ pub fn spawn_node(spec: &SpawnSpec) -> io::Result<NodeChild> {
             } else if libc::dup2(child_fd, 3) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // Only 0-3 are the worker's: whatever the master itself inherited without CLOEXEC
+            // (a job runner's fd, a socket its supervisor passed) would otherwise live on in
+            // every worker. Marked CLOEXEC rather than closed, so that the pipe std uses to
+            // report a failed exec still works. A kernel before 5.11 (EINVAL/ENOSYS) leaves
+            // them as they are, as Node's own spawn does.
+            libc::syscall(
+                libc::SYS_close_range,
+                4u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             // No PR_SET_PDEATHSIG: when the master dies the child must see its channel close
             // first and take graceful-process's disconnect path, as under egg-cluster; the
             // watchdog (`process::watchdog`) kills whatever is left after the close timeout.
@@ -350,15 +361,19 @@ process.send({
             env: &[],
             cluster_id: None,
         };
-        // Taken before anything is spawned, so a leaky spawn cannot make its own fds "inherited".
+        // An fd this process holds without CLOEXEC, as a master may have inherited one: it must
+        // not reach the child either.
+        let mut leaky = [0i32; 2];
+        // SAFETY: pipe(2) writes two fds into the array; they are closed at the end.
+        assert_eq!(unsafe { libc::pipe(leaky.as_mut_ptr()) }, 0, "pipe");
         let inherited = inheritable_fds();
+        assert!(inherited.contains(&leaky[0]), "{inherited:?}");
         // A first child is alive, with our end of its channel open, when the second is spawned.
         let first = spawn_node(&spec).expect("spawn sleep");
         let second = spawn_node(&spec).expect("spawn sleep");
         let _guard = KillOnDrop(vec![pid_of(&first), pid_of(&second)]);
 
-        let mut allowed: BTreeSet<i32> = (0..=3).collect();
-        allowed.extend(&inherited);
+        let allowed: BTreeSet<i32> = (0..=3).collect();
         for child in [&first, &second] {
             let pid = pid_of(child);
             // spawn returns when the exec-error pipe closes, and exec closes CLOEXEC fds one at
@@ -372,8 +387,8 @@ process.send({
             }
             assert!(
                 fds.is_subset(&allowed),
-                "child {pid} has fds {fds:?}; allowed: 0-3 and those the tests inherited \
-                 without FD_CLOEXEC, {inherited:?}"
+                "child {pid} has fds {fds:?}; allowed: 0-3 (this process has {inherited:?} \
+                 without FD_CLOEXEC)"
             );
             let link = std::fs::read_link(format!("/proc/{pid}/fd/3")).expect("fd 3");
             assert!(
@@ -386,6 +401,11 @@ process.send({
             // SAFETY: signalling our own child.
             unsafe { libc::kill(pid_of(&child), libc::SIGKILL) };
             assert_eq!(wait(child.child).await.signal, Some(libc::SIGKILL));
+        }
+        // SAFETY: the pipe's two fds, opened above and used by nothing else.
+        unsafe {
+            libc::close(leaky[0]);
+            libc::close(leaky[1]);
         }
     }
 
