@@ -201,6 +201,8 @@ describe('operations', () => {
   it('/metrics is valid Prometheus text and its relay counters move; /healthz, /readyz; bad requests never hurt', async () => {
     const metricsPort = await getFreePort();
     const m = await startMaster('messenger', { metrics: { port: metricsPort } });
+    // where it is served, as a product line
+    await m.waitFor(new RegExp(`INFO \\d+ \\[master\\] serving /metrics, /healthz and /readyz on http://127\\.0\\.0\\.1:${metricsPort}$`, 'm'));
     await m.waitReady();
     await m.waitForMessages('app-hello', 2);
     await m.waitFor(h => h.messages.filter(msg => msg.action === 'agent-got' && msg.data.action === 'app-to-agent').length >= 2);

@@ -85,6 +85,8 @@ pub(crate) struct Config {
     pub(crate) threads: bool,
     /// worker_threads mode with `ports`: the port app thread slot `i` serves.
     pub(crate) slot_ports: Vec<u16>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`options.metrics`), as bound.
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub(crate) use crate::options::Dialect;

@@ -257,3 +257,22 @@ fn malformed_lines_are_counted() {
     assert_eq!(s.master.malformed, 1);
     assert_eq!(s.children[1].malformed, 1);
 }
+
+#[test]
+fn the_metrics_address_is_logged_at_start() {
+    let mut core = Core::new(
+        Config {
+            metrics_addr: Some("127.0.0.1:9100".parse().unwrap()),
+            ..cfg(1)
+        },
+        0,
+    );
+    let a = core.handle(Event::Start, 0);
+    assert!(a.contains(&Action::Log(
+        Level::Info,
+        "[master] serving /metrics, /healthz and /readyz on http://127.0.0.1:9100".into()
+    )));
+    let mut core = Core::new(cfg(1), 0);
+    let a = core.handle(Event::Start, 0);
+    assert!(!format!("{a:?}").contains("/metrics"));
+}

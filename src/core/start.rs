@@ -58,6 +58,12 @@ impl Core {
                 cfg.node_env.as_deref().unwrap_or("undefined")
             ),
         ));
+        if let Some(addr) = cfg.metrics_addr {
+            out.push(Action::Log(
+                Level::Info,
+                format!("[master] serving /metrics, /healthz and /readyz on http://{addr}"),
+            ));
+        }
         let id = self.children.next_id(Role::Agent);
         out.push(Action::SpawnAgent { id });
         let apps = self.new_app_ids(self.cfg.workers);

@@ -45,6 +45,7 @@ pub(super) fn cfg(workers: usize) -> Config {
         dialect: Dialect::Egg3,
         threads: false,
         slot_ports: Vec::new(),
+        metrics_addr: None,
     }
 }
 

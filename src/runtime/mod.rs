@@ -193,6 +193,14 @@ pub(crate) fn start(
         "start"
     );
     let settings = &opts.settings;
+    // Bound here, on the JS thread, so that a port in use fails `startCluster` at once.
+    let metrics = opts
+        .metrics
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| Error::io(format!("listen on options.metrics {addr}"), e))
+        })
+        .transpose()?;
     let cfg = core::Config {
         workers: opts.workers,
         framework_name: opts.framework_name.clone(),
@@ -232,15 +240,9 @@ pub(crate) fn start(
         } else {
             Vec::new()
         },
+        metrics_addr: metrics.as_ref().and_then(|l| l.local_addr().ok()),
     };
-    // Bound here, on the JS thread, so that a port in use fails `startCluster` at once.
-    let metrics = opts
-        .metrics
-        .map(|addr| {
-            std::net::TcpListener::bind(addr)
-                .map_err(|e| Error::io(format!("listen on options.metrics {addr}"), e))
-        })
-        .transpose()?;
+
     let systemd = settings.systemd.clone();
     let inherited = ops::take_listen_fds(systemd.listen_fds);
     let (control_path, uid) = control::socket_path(&launch.env, std::process::id());
