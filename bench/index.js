@@ -26,12 +26,12 @@
 
 const fs = require('fs');
 const os = require('os');
-const net = require('net');
 const path = require('path');
 const { fork, execFileSync } = require('child_process');
 const { performance } = require('perf_hooks');
 
 const proc = require('./lib/proc');
+const { freePort } = require('./lib/port');
 const loadgen = require('./lib/loadgen');
 const { summary } = require('./lib/stats');
 
@@ -105,16 +105,6 @@ function sleep(ms) {
   return new Promise(r => setTimeout(r, ms));
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 let seq = 0;
 const nextRunId = tag => `${tag}-${process.pid}-${++seq}`;

@@ -12,12 +12,12 @@
  */
 
 const fs = require('fs');
-const net = require('net');
 const os = require('os');
 const path = require('path');
 const { fork } = require('child_process');
 const { performance } = require('perf_hooks');
 const proc = require('./lib/proc');
+const { freePort } = require('./lib/port');
 const { summary } = require('./lib/stats');
 
 const ROOT = path.join(__dirname, '..');
@@ -27,16 +27,6 @@ const QUICK = !!process.env.BENCH_QUICK && process.env.BENCH_QUICK !== '0';
 const STARTS = QUICK ? 1 : 3;
 const LABEL = { 'egg-cluster': 'egg-cluster 2.5', rs: 'egg-cluster-rs' };
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function once(impl, mode, logDir) {
   const ports = [ await freePort(), await freePort() ];

@@ -51,6 +51,25 @@ pub(super) struct Proc {
     pub(super) thread_exit: Option<watch::Sender<Option<ExitInfo>>>,
 }
 
+impl Proc {
+    fn new(
+        role: Role,
+        sender: channel::Sender,
+        exited: watch::Receiver<Option<ExitInfo>>,
+        slot: Option<usize>,
+        thread_exit: Option<watch::Sender<Option<ExitInfo>>>,
+    ) -> Self {
+        Proc {
+            role,
+            sender,
+            exited,
+            slot,
+            reuse_port: false,
+            thread_exit,
+        }
+    }
+}
+
 /// How to stop a child: a process by signals, a thread by its handlers then `terminate()`.
 pub(super) enum Stop {
     Process(shutdown::Target),
@@ -176,17 +195,8 @@ impl Children {
             .map_err(|e| format!("cannot open the channel of thread {tid}: {e}"))?;
         tracing::debug!(tid, role = role.as_str(), ?slot, "thread adopted");
         let (exit_tx, exit_rx) = watch::channel(None);
-        self.procs.insert(
-            tid,
-            Proc {
-                role,
-                sender,
-                exited: exit_rx,
-                slot,
-                reuse_port: false,
-                thread_exit: Some(exit_tx),
-            },
-        );
+        self.procs
+            .insert(tid, Proc::new(role, sender, exit_rx, slot, Some(exit_tx)));
         Ok(())
     }
 
@@ -265,17 +275,8 @@ impl Children {
                 event: ChildEvent::Exited(info),
             });
         });
-        self.procs.insert(
-            pid,
-            Proc {
-                role,
-                sender,
-                exited: exit_rx,
-                slot,
-                reuse_port: false,
-                thread_exit: None,
-            },
-        );
+        self.procs
+            .insert(pid, Proc::new(role, sender, exit_rx, slot, None));
         Ok(Spawned {
             pid,
             debug_message: inspect_port.map(|port| debug_message(role, port, pid, self.cfg.egg4)),

@@ -75,13 +75,18 @@ impl ThreadStop {
             .is_ok();
         if !exited {
             tracing::debug!(tid = self.tid, "thread close timed out, worker.terminate()");
-            emit.emit(
-                "thread",
-                json!({ "op": "terminate", "threadId": self.tid }).to_string(),
-            );
+            terminate(emit.as_ref(), self.tid);
             let _ = self.exited.wait_for(Option::is_some).await;
         }
     }
+}
+
+/// Asks the JS thread for `worker.terminate()` of thread `tid`.
+fn terminate(emit: &dyn Emit, tid: u32) {
+    emit.emit(
+        "thread",
+        json!({ "op": "terminate", "threadId": tid }).to_string(),
+    );
 }
 
 impl Runtime {
@@ -220,12 +225,7 @@ impl Runtime {
         let pid = result.and_then(|tid| {
             self.children
                 .adopt_thread(role, tid, pending.slot, pending.master_end, &self.tx)
-                .inspect_err(|_| {
-                    self.emit.emit(
-                        "thread",
-                        json!({ "op": "terminate", "threadId": tid }).to_string(),
-                    );
-                })
+                .inspect_err(|_| terminate(self.emit.as_ref(), tid))
                 .map(|()| tid)
         });
         if role == Role::Agent {
