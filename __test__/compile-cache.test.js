@@ -6,9 +6,14 @@ const os = require('os');
 const path = require('path');
 const { REFERENCE, startMaster } = require('./helper');
 
-// Node >= 22's module.enableCompileCache in the worker scripts. CI and this suite run Node 20,
-// which has no such API, so a preloaded stand-in (fixtures/probes) records the calls.
-describe('compile cache (Node >= 22)', () => {
+const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
+// Node >= 22 has module.enableCompileCache; Node 20 has not, and the worker scripts leave it off.
+const HAS_API = NODE_MAJOR >= 22;
+
+// lib/compile_cache.js in the worker scripts. A preloaded probe (fixtures/probes) records each
+// call (role, directory, whether egg was already loaded); on Node >= 22 it calls the real API
+// through, on Node 20 it stands in for the missing one (so the call order is checked there too).
+describe(`compile cache (Node ${NODE_MAJOR}: ${HAS_API ? 'the real module.enableCompileCache' : 'no API, a stand-in records the calls'})`, () => {
   const probe = path.join(__dirname, 'fixtures', 'probes', 'fake-compile-cache.js');
   let out;
   beforeEach(function() {
@@ -23,9 +28,9 @@ describe('compile cache (Node >= 22)', () => {
     await m.waitFor('egg-ready', 60000);
     const dir = path.join(m.baseDir, 'run', 'compile-cache');
     assert.deepStrictEqual(calls().sort((a, b) => a.role.localeCompare(b.role)), [
-      { role: 'agent', dir, eggLoaded: false },
-      { role: 'app', dir, eggLoaded: false },
-      { role: 'app', dir, eggLoaded: false },
+      { role: 'agent', dir, eggLoaded: false, real: HAS_API },
+      { role: 'app', dir, eggLoaded: false, real: HAS_API },
+      { role: 'app', dir, eggLoaded: false, real: HAS_API },
     ]);
   });
 
@@ -33,5 +38,30 @@ describe('compile cache (Node >= 22)', () => {
     const m = await startMaster('basic', {}, { env: env({ EGG_CLUSTER_RS_COMPILE_CACHE: '0' }) });
     await m.waitFor('egg-ready', 60000);
     assert.deepStrictEqual(calls(), []);
+  });
+
+  it(HAS_API
+    ? 'the first start writes the cache, the second start of the same app reads it (Node\'s own debug output)'
+    : 'Node 20: no cache directory is created', async () => {
+    const first = await startMaster('basic', {}, { env: {} });
+    await first.waitFor('egg-ready', 60000);
+    first.kill('SIGTERM'); // Node writes the cache as each worker exits
+    assert.strictEqual((await first.waitExit(30000)).code, 0);
+    const cache = path.join(first.baseDir, 'run', 'compile-cache');
+    if (!HAS_API) {
+      assert(!fs.existsSync(cache), `${cache} exists on Node ${process.version}`);
+      return;
+    }
+    // one sub-directory per Node version and V8 flags, one file per compiled module
+    const versions = fs.readdirSync(cache);
+    assert(versions.some(d => d.startsWith(`${process.version}-`)), `cache dirs: ${versions}`);
+    const files = versions.reduce((n, d) => n + fs.readdirSync(path.join(cache, d)).length, 0);
+    assert(files > 100, `only ${files} cached modules in ${cache}`);
+
+    const second = await startMaster('basic', {}, { baseDir: first.baseDir, env: { NODE_DEBUG_NATIVE: 'COMPILE_CACHE' } });
+    await second.waitFor('egg-ready', 60000);
+    // "[compile cache] V8 code cache for CommonJS <file> was accepted" (Node 24+; 22: "cache for <file> was accepted")
+    const accepted = second.output.split('\n').filter(l => /^\[compile cache\] .*cache for .*[\\/]node_modules[\\/]egg[\\/].* was accepted/.test(l));
+    assert(accepted.length >= 3, `egg's modules read from the cache:\n${accepted.join('\n')}\n${second.tail(20)}`);
   });
 });

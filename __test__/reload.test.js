@@ -185,25 +185,26 @@ describe('live worker replacement (reload)', function() {
   });
 
   it('maxMemoryRestart: a worker grown over the limit is replaced, no failed request', async () => {
-    const m = await startMaster('reload', { workers: 2, maxMemoryRestart: '150M', memoryCheckInterval: 500 }, { env: PROD });
+    const m = await startMaster('reload', { workers: 2, maxMemoryRestart: '300M', memoryCheckInterval: 500 }, { env: PROD });
     const port = m.options.port;
     await m.waitReady();
     const before = sorted(m.workers().app);
 
-    // baseline RSS of both workers under the limit
+    // baseline RSS of both workers well under the limit (an idle worker of the fixture is about
+    // 70 MiB on Node 20 and 105 MiB on Node 24: the limit leaves room for every Node major)
     const seen = new Map();
     for (let i = 0; i < 100 && seen.size < 2; i++) {
       const r = JSON.parse((await get(port, '/rss')).body);
       seen.set(r.pid, r.rss);
     }
-    for (const [ pid, rss ] of seen) assert(rss < 100 * MIB, `baseline RSS of ${pid}: ${rss}`);
+    for (const [ pid, rss ] of seen) assert(rss < 200 * MIB, `baseline RSS of ${pid}: ${rss}`);
 
     const l = load(port, { keepAlive: 1, close: 1 });
     await l.until(r => r.length >= 10);
-    const grown = JSON.parse((await get(port, '/grow?mb=130')).body);
-    assert(grown.rss > 150 * MIB, `grown RSS ${grown.rss}`);
+    const grown = JSON.parse((await get(port, '/grow?mb=300')).body);
+    assert(grown.rss > 300 * MIB, `grown RSS ${grown.rss}`);
     const victim = grown.pid;
-    const line = await m.waitFor(masterLine(m, `app_worker#\\d+:${victim} uses \\d+ MiB of memory \\(RSS \\d+ bytes\\), over maxMemoryRestart 150 MiB \\(\\d+ bytes\\): replacing it`), 20000);
+    const line = await m.waitFor(masterLine(m, `app_worker#\\d+:${victim} uses \\d+ MiB of memory \\(RSS \\d+ bytes\\), over maxMemoryRestart 300 MiB \\(\\d+ bytes\\): replacing it`), 20000);
     assert(line);
     await m.waitFor(masterLine(m, `app_worker#\\d+:${victim} retired \\(code: 0, signal: null\\)`), 60000);
     const after = sorted(m.workers().app);
