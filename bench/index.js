@@ -1,5 +1,7 @@
 'use strict';
 
+require('./lib/node')(); // BENCH_NODE=<major>: the whole run on that Node
+
 /**
  * `npm run bench`: the same egg 3 app (bench/fixtures/app) under egg-cluster 2.5 (A, the
  * devDependency) and egg-cluster-rs (B), alternating A B A B on this machine; prints one table of
@@ -19,6 +21,8 @@
  * BENCH_SCALE=1        also the 16-worker run (S1-S5: ready, RSS, broadcast, close); on by default
  *                       in a full run, off with BENCH_QUICK; BENCH_SCALE=0 skips it, =only runs it alone
  * BENCH_SCALE_WORKERS=N app workers of that run (default 16)
+ * BENCH_NODE=24        run everything on that Node major (installed from the npm registry)
+ * BENCH_COMPILE_CACHE=0  egg-cluster-rs's workers without the compile cache (Node >= 22)
  * node bench/index.js --report bench/results/<file>.json   re-print the table of a past run
  *
  * See bench/README.md for what each figure is and how it is measured.
@@ -145,6 +149,7 @@ class Instance {
         EGG_SERVER_ENV: 'prod',
         NODE_ENV: 'production',
         BENCH_TMP: tmpDir,
+        ...(process.env.BENCH_COMPILE_CACHE === '0' ? { EGG_CLUSTER_RS_COMPILE_CACHE: '0' } : {}),
       },
     });
     fs.closeSync(fd);

@@ -1,5 +1,7 @@
 'use strict';
 
+require('./lib/node')(); // BENCH_NODE=<major>: the whole run on that Node
+
 /**
  * Where the time to ready goes: `node bench/start-breakdown.js` starts the bench app (2 app
  * workers, as figure 1) under egg-cluster 2.5 and egg-cluster-rs, alternating, with

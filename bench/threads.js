@@ -1,5 +1,7 @@
 'use strict';
 
+require('./lib/node')(); // BENCH_NODE=<major>: the whole run on that Node
+
 /**
  * `npm run bench:threads`: startMode 'worker_threads' beside 'process', for egg-cluster 2.5 and
  * egg-cluster-rs, on the bench app (bench/fixtures/app) with 2 app workers (threads mode: `ports`
