@@ -29,7 +29,7 @@ const INIT_CWD = process.cwd();
 // export once, so it does load egg; a plain `require` does not.)
 //
 // Which egg: in the workers, the one the master resolved for the app (EGG_CLUSTER_RS_EGG: egg 3
-// or egg 4, see README "egg 4"); elsewhere the `egg` this package resolves.
+// or egg 4, see docs/guide.md "egg 4"); elsewhere the `egg` this package resolves.
 const egg = new Proxy({}, {
   get(_, name) {
     return require(process.env.EGG_CLUSTER_RS_EGG || 'egg')[name];

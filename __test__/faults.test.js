@@ -560,7 +560,7 @@ describe('faults', () => {
   });
 
   it('bad input from a child never takes the master down', async function() {
-    // egg-cluster dies on some of these (see README "Differences")
+    // egg-cluster dies on some of these (see docs/differences.md)
     if (REFERENCE) this.skip();
     const CLOSE_TIMEOUT = 2000;
     const m = await startMaster('faults', {}, { env: { ...PROD, EGG_APP_CLOSE_TIMEOUT: CLOSE_TIMEOUT } });

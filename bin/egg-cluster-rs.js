@@ -5,7 +5,7 @@
  * egg-cluster-rs reload [--title=T]       rolling reload of the app workers (SIGUSR2)
  * egg-cluster-rs scale up|down [--title=T] add / retire one app worker (SIGTTIN / SIGTTOU)
  * egg-cluster-rs status [--title=T] [--pid=N] [--json]   the cluster's status, from the master's
- *                                          control socket (same user only, see README "Operations")
+ *                                          control socket (same user only, see docs/operations.md)
  *
  * Finds the master like `egg-scripts stop` does: `ps -wweo "pid,args"`, node
  * processes whose args include `start-cluster` (and `"title":"T"` with --title),
