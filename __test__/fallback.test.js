@@ -9,7 +9,7 @@ const assert = require('assert');
 const fs = require('fs');
 const path = require('path');
 const {
-  ROOT, FIXTURES, TMP, copyFixture, getFreePort, runScript, findProcesses, waitDead, get,
+  ROOT, FIXTURES, TMP, copyFixture, getFreePort, runScript, findProcesses, waitDead, get, track,
 } = require('./helper');
 
 const RUNNER = path.join(FIXTURES, 'fallback_start.js');
@@ -117,6 +117,41 @@ describe('fallback: no native binary', () => {
     const stop = runScript(EGG_SCRIPTS, [ 'stop', `--title=${title}`, '--timeout=1000' ], { marker: title, home: baseDir });
     assert.strictEqual((await stop.waitExit(60000)).code, 0, stop.tail());
     await waitDead(procs.map(p => p.pid), 10000);
+  });
+
+  it('egg-mock 5: mm.cluster({ customEgg: <the package> }) on egg 3', async () => {
+    const mm = require('egg-mock');
+    const baseDir = track(copyFixture('basic'));
+    const app = mm.cluster({ baseDir, customEgg: pkg, workers: 1, port: await getFreePort(), cache: false, coverage: false });
+    try {
+      await app.ready();
+      await app.httpRequest().get('/').expect(200).expect('hi, egg');
+      assert.strictEqual((app.stdout.match(WARNING) || []).length, 1, app.stdout);
+      assert.match(app.stdout, /starting the JS master egg-cluster /);
+    } finally {
+      await app.close();
+    }
+    await waitDead(findProcesses(baseDir).map(p => p.pid), 10000);
+  });
+
+  it('@eggjs/mock 6: mm.cluster({ framework: <the package> }) runs on the app\'s egg 4', async () => {
+    const { mm } = require('@eggjs/mock');
+    // as an egg 4 app installed from npm: egg 4 is its node_modules/egg (the package's own egg
+    // is egg 3, a devDependency, and must not be picked)
+    const baseDir = track(copyFixture('egg4-app'));
+    fs.mkdirSync(path.join(baseDir, 'node_modules'));
+    fs.symlinkSync(EGG4, path.join(baseDir, 'node_modules/egg'));
+    const app = mm.cluster({ baseDir, framework: pkg, workers: 1, port: await getFreePort(), cache: false, coverage: false });
+    try {
+      await app.ready();
+      await app.httpRequest().get('/').expect(200).expect(res => assert.strictEqual(res.body.egg, pkg));
+      assert.strictEqual((app.stdout.match(WARNING) || []).length, 1, app.stdout);
+      assert.match(app.stdout, /starting the JS master @eggjs\/cluster /);
+      assert.match(app.stdout, /\[master\] egg-cluster-rs started on/);
+    } finally {
+      await app.close();
+    }
+    await waitDead(findProcesses(baseDir).map(p => p.pid), 10000);
   });
 
   it('EGG_CLUSTER_RS_REQUIRE_NATIVE=1 makes it an error', async () => {
