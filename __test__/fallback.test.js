@@ -154,11 +154,16 @@ describe('fallback: no native binary', () => {
     await waitDead(findProcesses(baseDir).map(p => p.pid), 10000);
   });
 
-  it('EGG_CLUSTER_RS_REQUIRE_NATIVE=1 makes it an error', async () => {
-    const m = await start('basic', {}, { EGG_CLUSTER_RS_REQUIRE_NATIVE: '1' });
-    assert.strictEqual((await m.waitExit(30000)).code, 3, m.tail());
-    assert.match(m.stderr, new RegExp(`^createCluster threw ERR_EGG_CLUSTER_NO_NATIVE: EGG_CLUSTER_RS_REQUIRE_NATIVE is set and ${REASON}$`, 'm'));
-    assert.deepStrictEqual(warnings(m), []);
+  it('EGG_CLUSTER_RS_REQUIRE_NATIVE=1 makes it an error: egg-scripts start exits non-zero', async () => {
+    const baseDir = copyFixture('basic');
+    const start = runScript(EGG_SCRIPTS, [ 'start', `--framework=${pkg}`, `--port=${await getFreePort()}`, '--workers=1', baseDir ], {
+      marker: baseDir, home: baseDir, env: { EGG_CLUSTER_RS_REQUIRE_NATIVE: '1' },
+    });
+    assert.strictEqual((await start.waitExit(60000)).code, 1, start.tail());
+    assert.match(start.stderr, new RegExp(`^Error: EGG_CLUSTER_RS_REQUIRE_NATIVE is set and ${REASON}$`, 'm'));
+    assert.match(start.stderr, /code: 'ERR_EGG_CLUSTER_NO_NATIVE'/);
+    assert.deepStrictEqual(warnings(start), []);
+    assert.deepStrictEqual(findProcesses(baseDir), []);
   });
 
   it('a native-only option is an error naming it', async () => {
