@@ -111,7 +111,11 @@ export interface ReadyInfo {
   protocol: 'http' | 'https';
 }
 
-/** The Promise returned by {@link createCluster}. */
+/**
+ * The Promise returned by {@link createCluster}. Where no native binary loads (docs/platforms.md)
+ * it resolves with `undefined`, `master` is the JS master (egg-cluster / @eggjs/cluster) and
+ * `reload()`, `status()` (rejected) and `scale()` (thrown) fail with `ERR_EGG_CLUSTER_NATIVE_ONLY`.
+ */
 export interface ClusterPromise extends Promise<ReadyInfo> {
   /**
    * Emits the `{ to: 'master' }` messages (from the workers or the parent) that the
@@ -196,6 +200,11 @@ export interface ReloadResult {
  * An async function (egg 4's launchers require one): bad options reject it with an `Error`
  * with `code: 'ERR_EGG_CLUSTER_OPTIONS'`. Once every app worker listens, `callback()` is
  * called with no argument (egg-cluster's form) and the Promise resolves.
+ *
+ * Where no native binary loads (macOS, Windows, an unsupported libc), it starts the JS master the
+ * app's egg depends on instead — egg-cluster (egg 3) or @eggjs/cluster (egg 4) — after one warning
+ * line; native-only options are errors (`ERR_EGG_CLUSTER_NATIVE_ONLY`), and so is the fallback
+ * itself with `EGG_CLUSTER_RS_REQUIRE_NATIVE=1` (`ERR_EGG_CLUSTER_NO_NATIVE`). See docs/platforms.md.
  *
  * There is no error path after the options: as with egg-cluster and @eggjs/cluster, a start
  * that fails (the agent or an app worker dies before ready, a start timeout) logs why and

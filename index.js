@@ -14,7 +14,8 @@
  *
  * Requiring this file is cheap: egg is only loaded when one of its exports is
  * read (workers do, the master never does) and the native addon is only loaded
- * by startCluster().
+ * by startCluster(). Where no binary loads, startCluster() starts the JS master of the app's egg
+ * instead (lib/fallback.js).
  */
 
 const path = require('path');
@@ -97,7 +98,10 @@ exports.createCluster = function createCluster(options, callback) {
   const os = require('os');
   const v8 = require('v8');
   const EventEmitter = require('events');
-  const native = require('./native.js');
+  const fallback = require('./lib/fallback');
+  const native = fallback.loadNative();
+  // no binary for this platform: the app's own JS master (docs/platforms.md)
+  if (!native) return fallback.createCluster(options, callback, __dirname);
 
   const emitter = new EventEmitter();
   let onThread;

@@ -124,6 +124,16 @@ function main(argv) {
   }
 
   const [ cmd, sub, ...rest ] = args._;
+  if ([ 'status', 'reload', 'scale' ].includes(cmd)) {
+    // a master started here without the binary is the app's JS master (lib/fallback.js): it
+    // neither catches these signals nor has a control socket
+    const fallback = require('../lib/fallback');
+    if (!fallback.loadNative()) {
+      console.error(`egg-cluster-rs: ${cmd} needs the native master, and ${fallback.whyNoNative()}: ` +
+        'masters here run the JS master (egg-cluster / @eggjs/cluster), which has no rolling reload, scaling or status (see docs/platforms.md)');
+      return 1;
+    }
+  }
   if (cmd === 'status' && sub === undefined) return status(args);
   let signal;
   let what;
