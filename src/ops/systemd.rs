@@ -124,10 +124,10 @@ impl Notifier {
         })
     }
 
-    pub(crate) fn send(&self, msg: &str) {
-        if let Err(e) = self.sock.send_to_addr(msg.as_bytes(), &self.addr) {
-            tracing::debug!(error = %e, msg, "sd_notify failed");
-        }
+    pub(crate) fn send(&self, msg: &str) -> std::io::Result<()> {
+        self.sock
+            .send_to_addr(msg.as_bytes(), &self.addr)
+            .map(|_| ())
     }
 }
 

@@ -34,6 +34,8 @@ pub(super) struct SpawnConfig {
     pub(super) agent_debug_port: u16,
     /// How long children that outlive the master get before the watchdog SIGKILLs them.
     pub(super) watchdog_grace: std::time::Duration,
+    /// For what degrades the master (no watchdog).
+    pub(super) logger: std::sync::Arc<crate::log::Logger>,
     /// egg 4: the `debug` message also names the child by `workerId`.
     pub(super) egg4: bool,
 }
@@ -112,7 +114,9 @@ impl Children {
                     tracing::debug!(pid = w.pid(), grace = ?self.cfg.watchdog_grace, "watchdog started");
                     self.watchdog = Some(w);
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot start the watchdog"),
+                Err(e) => self.cfg.logger.warn(&format!(
+                    "[master] cannot start the watchdog (/bin/sh: {e}): if this master is killed, workers whose event loop is blocked may outlive it and keep the port"
+                )),
             }
         }
         if let Some(w) = &mut self.watchdog {
