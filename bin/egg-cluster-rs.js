@@ -71,6 +71,18 @@ function uidOf(pid) {
   }
 }
 
+/**
+ * @param {number} pid -
+ * @return {string} its arguments, space-separated ('' when gone)
+ */
+function cmdlineOf(pid) {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+  } catch (_) {
+    return '';
+  }
+}
+
 const SIGNUM = { SIGUSR2: 12, SIGTTIN: 21, SIGTTOU: 22 };
 
 /**
@@ -115,6 +127,24 @@ function findMasters(title) {
   return out;
 }
 
+/**
+ * @param {string} cmd - a master's arguments
+ * @return {string} its title and baseDir when egg-scripts passed them, else the arguments
+ */
+function describeMaster(cmd) {
+  try {
+    // egg-scripts: `... start-cluster {"title":...,"baseDir":...} --title=T`
+    const opts = JSON.parse(cmd.slice(cmd.indexOf('{', cmd.indexOf('start-cluster')), cmd.lastIndexOf('}') + 1));
+    const parts = [];
+    if (opts.title) parts.push(`--title=${opts.title}`);
+    if (opts.baseDir) parts.push(opts.baseDir);
+    if (parts.length) return parts.join('  ');
+  } catch (_) {
+    // not egg-scripts' JSON: the arguments as they are
+  }
+  return cmd.length > 200 ? cmd.slice(0, 197) + '...' : cmd;
+}
+
 function main(argv) {
   let args;
   try {
@@ -154,6 +184,13 @@ function main(argv) {
       console.error(`egg-cluster-rs: pid ${args.pid} is not a process of yours`);
       return 1;
     }
+    // A mistyped pid must not get SIGUSR2 (another node app may well catch it): the pid must
+    // be a master by its arguments or by its control socket.
+    const cmd = cmdlineOf(args.pid);
+    if (!cmd.includes('start-cluster') && !controlSocket(args.pid)) {
+      console.error(`egg-cluster-rs: pid ${args.pid} is not an egg-cluster-rs master (no "start-cluster" in its arguments, no control socket)`);
+      return 1;
+    }
     masters = [{ pid: args.pid }];
   } else {
     masters = findMasters(args.title);
@@ -163,7 +200,7 @@ function main(argv) {
     }
     if (masters.length > 1 && args.title === undefined) {
       console.error(`egg-cluster-rs: ${masters.length} masters found; pick one with --title=T or --pid=N (nothing was signalled):\n` +
-        masters.map(m => `  pid ${m.pid}  ${m.cmd.length > 160 ? m.cmd.slice(0, 157) + '...' : m.cmd}`).join('\n'));
+        masters.map(m => `  pid ${m.pid}  ${describeMaster(m.cmd)}`).join('\n'));
       return 1;
     }
   }
@@ -237,6 +274,22 @@ function alive(pid) {
 }
 
 /**
+ * @param {number} pid -
+ * @return {string|undefined} the control socket of the master `pid` of this user, if any
+ */
+function controlSocket(pid) {
+  const uid = process.getuid();
+  return socketPaths(pid).find(p => {
+    try {
+      const st = fs.lstatSync(p);
+      return st.isSocket() && st.uid === uid;
+    } catch (_) {
+      return false;
+    }
+  });
+}
+
+/**
  * Asks the master `pid` for its status over its control socket.
  * @param {number} pid -
  * @param {number} [timeout] -
@@ -245,14 +298,7 @@ function alive(pid) {
 async function askStatus(pid, timeout = 5000) {
   const net = require('net');
   const uid = process.getuid();
-  const sock = socketPaths(pid).find(p => {
-    try {
-      const st = fs.lstatSync(p);
-      return st.isSocket() && st.uid === uid;
-    } catch (_) {
-      return false;
-    }
-  });
+  const sock = controlSocket(pid);
   if (!sock) {
     if (!alive(pid)) throw new Error(`master pid ${pid} is not running`);
     throw new Error(`master pid ${pid} has no control socket (not an egg-cluster-rs master of yours, or started before status existed)`);
