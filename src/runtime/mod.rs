@@ -280,10 +280,11 @@ pub(crate) fn start(
             options_json,
             is_debug: opts.is_debug,
             agent_debug_port: settings.agent_debug_port,
-            watchdog_grace: settings
+            app_grace: settings
                 .app_close_timeout
                 .limit
-                .max(settings.agent_close_timeout.limit),
+                .min(crate::process::watchdog::APP_GRACE),
+            agent_grace: settings.agent_close_timeout.limit,
             egg4: opts.dialect == core::Dialect::Egg4,
             logger: logger.clone(),
         }),
