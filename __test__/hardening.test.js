@@ -8,8 +8,9 @@ const assert = require('assert');
 const fs = require('fs');
 const path = require('path');
 const {
-  ROOT, TMP, LOG_PREFIX, copyFixture, getFreePort, startMaster, runScript, findProcesses, waitDead, get,
+  ROOT, TMP, LOG_PREFIX, copyFixture, getFreePort, startMaster, runScript, findProcesses, waitDead, get, logTime,
 } = require('./helper');
+const { Load } = require('./load');
 
 const CLI = path.join(ROOT, 'bin/egg-cluster-rs.js');
 const EGG_SCRIPTS = require.resolve('egg-scripts/bin/egg-scripts.js');
@@ -214,5 +215,61 @@ describe('operations hardening', () => {
         await waitDead(findProcesses(d.baseDir).map(p => p.pid), 15000);
       }
     }
+  });
+
+  for (const [ mode, opts ] of [[ 'shared socket', {} ], [ 'sticky', { sticky: true } ]]) {
+    it(`shutdownDelay under load (${mode}): /readyz 503 from the signal on, no connection refused during the delay, then the usual close`, async () => {
+      const DELAY = 3000;
+      const metricsPort = await getFreePort();
+      const m = await startMaster('reload', { ...opts, workers: 2, shutdownDelay: DELAY, metrics: { port: metricsPort } }, { env: PROD });
+      await m.waitReady();
+      const port = m.options.port;
+      assert.strictEqual((await get(metricsPort, '/readyz')).status, 200);
+      const load = new Load(port, { keepAlive: 2, close: 2 });
+      try {
+        await load.until(r => r.filter(x => x.pid).length >= 20);
+        m.kill('SIGTERM');
+        const delayLine = (await m.waitFor(new RegExp(
+          `^.* INFO ${m.pid} \\[master\\] shutdownDelay: not ready any more, the workers serve for another ${DELAY}ms before the close$`, 'm')))[0];
+        const delayFrom = logTime(delayLine);
+        // not ready from the first moment, and all along the delay
+        const readyz = [];
+        let closeLine;
+        while (!(closeLine = m.lines(/\[master\] send kill SIGTERM to app workers/)[0])) {
+          const res = await get(metricsPort, '/readyz');
+          readyz.push({ status: res.status, t: Date.now() });
+        }
+        const closeFrom = logTime(closeLine);
+        assert(closeFrom - delayFrom >= DELAY - 50, `the close began ${closeFrom - delayFrom}ms after the signal`);
+        assert(readyz.length >= 3, JSON.stringify(readyz));
+        assert.deepStrictEqual(readyz.filter(r => r.status !== 503 && r.t < closeFrom), [], JSON.stringify(readyz));
+        // served throughout the delay, nothing refused or failed
+        const during = load.results.filter(r => r.t >= delayFrom && r.t < closeFrom);
+        assert(during.filter(r => r.pid).length >= 20, `${during.length} requests during the delay`);
+        assert.deepStrictEqual(during.filter(r => r.error).slice(0, 10), [], m.tail(40));
+        assert.deepStrictEqual(load.results.filter(r => r.error && r.t < closeFrom).slice(0, 10), []);
+      } finally {
+        await load.stop();
+      }
+      const exit = await m.waitExit(30000);
+      assert.deepStrictEqual(exit, { code: 0, signal: null }, m.tail());
+    });
+  }
+
+  it('shutdownDelay: a second signal ends the delay; a bad value fails the start naming it', async () => {
+    const m = await startMaster('basic', { workers: 1, shutdownDelay: 60000 }, { env: PROD });
+    await m.waitReady();
+    m.kill('SIGTERM');
+    await m.waitFor(/shutdownDelay: not ready any more, the workers serve for another 60000ms/);
+    m.kill('SIGINT');
+    await m.waitFor(new RegExp(`INFO ${m.pid} \\[master\\] SIGINT during the shutdown delay: closing now$`, 'm'));
+    assert.deepStrictEqual(await m.waitExit(30000), { code: 0, signal: null }, m.tail());
+
+    const bad = await startMaster('basic', { workers: 1, shutdownDelay: '5s' }, { env: PROD });
+    assert.strictEqual((await bad.waitExit()).code, 1);
+    assert.match(bad.output, /options\.shutdownDelay should be a non-negative integer \(ms\), got "5s"/);
+    const badEnv = await startMaster('basic', { workers: 1 }, { env: { ...PROD, EGG_CLUSTER_RS_SHUTDOWN_DELAY: '-1' } });
+    assert.strictEqual((await badEnv.waitExit()).code, 1);
+    assert.match(badEnv.output, /EGG_CLUSTER_RS_SHUTDOWN_DELAY should be a non-negative integer \(ms\), got "-1"/);
   });
 });

@@ -238,6 +238,7 @@ pub(crate) fn start(
             Vec::new()
         },
         metrics_addr: metrics.as_ref().and_then(|l| l.local_addr().ok()),
+        shutdown_delay: opts.shutdown_delay,
     };
 
     let systemd = settings.systemd.clone();
