@@ -93,6 +93,13 @@ export interface ClusterOptions {
   /** How often the app workers' RSS is checked, in ms. Default: 30000. */
   memoryCheckInterval?: number;
   /**
+   * After SIGTERM/SIGINT/SIGQUIT, how long (ms) the workers go on accepting and serving before
+   * the close begins; `/readyz` answers 503 from the signal on. For Kubernetes rolling updates
+   * (the endpoints are updated a few seconds after the SIGTERM). A second signal ends the
+   * delay. Default: `EGG_CLUSTER_RS_SHUTDOWN_DELAY`, else 0 (egg's behaviour).
+   */
+  shutdownDelay?: number;
+  /**
    * Serve `/metrics` (Prometheus), `/healthz` and `/readyz` from the master itself on this
    * address (`host` defaults to `127.0.0.1`). Off unless set.
    */

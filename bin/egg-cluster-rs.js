@@ -2,14 +2,15 @@
 'use strict';
 
 /**
- * egg-cluster-rs reload [--title=T]       rolling reload of the app workers (SIGUSR2)
- * egg-cluster-rs scale up|down [--title=T] add / retire one app worker (SIGTTIN / SIGTTOU)
+ * egg-cluster-rs reload [--title=T] [--pid=N]       rolling reload of the app workers (SIGUSR2)
+ * egg-cluster-rs scale up|down [--title=T] [--pid=N] add / retire one app worker (SIGTTIN / SIGTTOU)
  * egg-cluster-rs status [--title=T] [--pid=N] [--json]   the cluster's status, from the master's
  *                                          control socket (same user only, see docs/operations.md)
  *
  * Finds the master like `egg-scripts stop` does: `ps -wweo "pid,args"`, node
  * processes whose args include `start-cluster` (and `"title":"T"` with --title),
- * restricted to the current user's processes.
+ * restricted to the current user's processes. reload and scale signal one master: with
+ * several found and neither --title nor --pid, they list them and do nothing.
  */
 
 const fs = require('fs');
@@ -17,20 +18,24 @@ const path = require('path');
 const { execFileSync } = require('child_process');
 
 const USAGE = `Usage:
-  egg-cluster-rs reload [--title=T]        rolling reload: replace the app workers one at a time (SIGUSR2)
-  egg-cluster-rs scale up|down [--title=T] add (SIGTTIN) / retire (SIGTTOU) one app worker
+  egg-cluster-rs reload [--title=T] [--pid=N]
+                                           rolling reload: replace the app workers one at a time (SIGUSR2)
+  egg-cluster-rs scale up|down [--title=T] [--pid=N]
+                                           add (SIGTTIN) / retire (SIGTTOU) one app worker
   egg-cluster-rs status [--title=T] [--pid=N] [--json]
                                            the master's status: its phase and each worker's
                                            state, restarts, last exit, RSS, CPU and counters
 
 Options:
   --title=T    only the master started with egg-scripts start --title=T
-  --pid=N      status: the master with this pid (any egg-cluster-rs master, not only egg-scripts')
+  --pid=N      the master with this pid (any egg-cluster-rs master of yours, not only egg-scripts')
   --json       status: print the snapshot as JSON
   -h, --help   show this help
 
 The master is found as \`egg-scripts stop\` finds it: a node process of the
-current user whose arguments contain "start-cluster" (and "title":"T").`;
+current user whose arguments contain "start-cluster" (and "title":"T").
+reload and scale refuse to guess: when several masters match and neither
+--title nor --pid was given, they list them and signal none.`;
 
 function parseArgs(argv) {
   const out = { _: [], title: undefined, help: false, json: false, pid: undefined };
@@ -63,6 +68,18 @@ function uidOf(pid) {
     return m ? Number(m[1]) : null;
   } catch (_) {
     return null;
+  }
+}
+
+/**
+ * @param {number} pid -
+ * @return {string} its arguments, space-separated ('' when gone)
+ */
+function cmdlineOf(pid) {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+  } catch (_) {
+    return '';
   }
 }
 
@@ -110,6 +127,24 @@ function findMasters(title) {
   return out;
 }
 
+/**
+ * @param {string} cmd - a master's arguments
+ * @return {string} its title and baseDir when egg-scripts passed them, else the arguments
+ */
+function describeMaster(cmd) {
+  try {
+    // egg-scripts: `... start-cluster {"title":...,"baseDir":...} --title=T`
+    const opts = JSON.parse(cmd.slice(cmd.indexOf('{', cmd.indexOf('start-cluster')), cmd.lastIndexOf('}') + 1));
+    const parts = [];
+    if (opts.title) parts.push(`--title=${opts.title}`);
+    if (opts.baseDir) parts.push(opts.baseDir);
+    if (parts.length) return parts.join('  ');
+  } catch (_) {
+    // not egg-scripts' JSON: the arguments as they are
+  }
+  return cmd.length > 200 ? cmd.slice(0, 197) + '...' : cmd;
+}
+
 function main(argv) {
   let args;
   try {
@@ -148,10 +183,36 @@ function main(argv) {
     return 2;
   }
 
-  const masters = findMasters(args.title);
-  if (!masters.length) {
-    console.error(`egg-cluster-rs: no running egg-cluster-rs master found${args.title !== undefined ? ` with --title=${args.title}` : ''} (looked for your "start-cluster" processes)`);
-    return 1;
+  let masters;
+  if (args.pid !== undefined) {
+    const uid = uidOf(args.pid);
+    if (uid === null) {
+      console.error(`egg-cluster-rs: no process with pid ${args.pid}`);
+      return 1;
+    }
+    if (typeof process.getuid === 'function' && uid !== process.getuid()) {
+      console.error(`egg-cluster-rs: pid ${args.pid} is not a process of yours`);
+      return 1;
+    }
+    // A mistyped pid must not get SIGUSR2 (another node app may well catch it): the pid must
+    // be a master by its arguments or by its control socket.
+    const cmd = cmdlineOf(args.pid);
+    if (!cmd.includes('start-cluster') && !controlSocket(args.pid)) {
+      console.error(`egg-cluster-rs: pid ${args.pid} is not an egg-cluster-rs master (no "start-cluster" in its arguments, no control socket)`);
+      return 1;
+    }
+    masters = [{ pid: args.pid }];
+  } else {
+    masters = findMasters(args.title);
+    if (!masters.length) {
+      console.error(`egg-cluster-rs: no running egg-cluster-rs master found${args.title !== undefined ? ` with --title=${args.title}` : ''} (looked for your "start-cluster" processes)`);
+      return 1;
+    }
+    if (masters.length > 1 && args.title === undefined) {
+      console.error(`egg-cluster-rs: ${masters.length} masters found; pick one with --title=T or --pid=N (nothing was signalled):\n` +
+        masters.map(m => `  pid ${m.pid}  ${describeMaster(m.cmd)}`).join('\n'));
+      return 1;
+    }
   }
   const signalled = [];
   for (const { pid } of masters) {
@@ -187,9 +248,55 @@ function socketPaths(pid) {
   const xdg = process.env.XDG_RUNTIME_DIR;
   if (xdg && xdg.startsWith('/')) out.push(path.join(xdg, 'egg-cluster-rs', `${pid}.sock`));
   for (const tmp of [ process.env.TMPDIR, '/tmp' ]) {
-    if (tmp && tmp.startsWith('/')) out.push(path.join(tmp, `egg-cluster-rs-${uid}`, `${pid}.sock`));
+    if (!tmp || !tmp.startsWith('/')) continue;
+    out.push(path.join(tmp, `egg-cluster-rs-${uid}`, `${pid}.sock`));
+    // The private fallback (mkdtemp) a master uses when the usual directory is not its own.
+    let names = [];
+    try {
+      names = fs.readdirSync(tmp).filter(n => n.startsWith(`egg-cluster-rs-${uid}.`)).sort();
+    } catch (_) {
+      // an unreadable tmp dir has no fallback of ours
+    }
+    for (const name of names) {
+      const dir = path.join(tmp, name);
+      try {
+        const st = fs.lstatSync(dir);
+        if (st.isDirectory() && st.uid === uid && (st.mode & 0o077) === 0) out.push(path.join(dir, `${pid}.sock`));
+      } catch (_) {
+        // gone meanwhile
+      }
+    }
   }
   return [ ...new Set(out) ];
+}
+
+/**
+ * @param {number} pid -
+ * @return {boolean} whether a process with this pid exists (of any user)
+ */
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code === 'EPERM';
+  }
+}
+
+/**
+ * @param {number} pid -
+ * @return {string|undefined} the control socket of the master `pid` of this user, if any
+ */
+function controlSocket(pid) {
+  const uid = process.getuid();
+  return socketPaths(pid).find(p => {
+    try {
+      const st = fs.lstatSync(p);
+      return st.isSocket() && st.uid === uid;
+    } catch (_) {
+      return false;
+    }
+  });
 }
 
 /**
@@ -201,15 +308,11 @@ function socketPaths(pid) {
 async function askStatus(pid, timeout = 5000) {
   const net = require('net');
   const uid = process.getuid();
-  const sock = socketPaths(pid).find(p => {
-    try {
-      const st = fs.lstatSync(p);
-      return st.isSocket() && st.uid === uid;
-    } catch (_) {
-      return false;
-    }
-  });
-  if (!sock) throw new Error(`master pid ${pid} has no control socket (not an egg-cluster-rs master of yours, or started before status existed)`);
+  const sock = controlSocket(pid);
+  if (!sock) {
+    if (!alive(pid)) throw new Error(`master pid ${pid} is not running`);
+    throw new Error(`master pid ${pid} has no control socket (not an egg-cluster-rs master of yours, or started before status existed)`);
+  }
   const text = await new Promise((resolve, reject) => {
     const conn = net.connect(sock);
     let data = '';
@@ -219,6 +322,21 @@ async function askStatus(pid, timeout = 5000) {
     conn.on('data', chunk => { data += chunk; });
     conn.on('end', () => resolve(data));
     conn.on('error', reject);
+  }).catch(err => {
+    if (err.code !== 'ECONNREFUSED') throw err;
+    // Nobody listens: the master died without removing its socket (SIGKILL, OOM killer).
+    if (alive(pid)) throw new Error(`master pid ${pid} is running but does not answer on ${sock} (connection refused)`);
+    let removed = false;
+    try {
+      const st = fs.lstatSync(sock);
+      if (st.isSocket() && st.uid === uid) {
+        fs.unlinkSync(sock);
+        removed = true;
+      }
+    } catch (_) {
+      // removed by someone else meanwhile
+    }
+    throw new Error(`master pid ${pid} is gone (no such process)${removed ? `; removed its stale control socket ${sock}` : ''}`);
   });
   const snapshot = JSON.parse(text);
   if (snapshot.error) throw new Error(`master pid ${pid}: ${snapshot.error}`);

@@ -111,6 +111,10 @@ impl Logger {
         self.emit(Level::Info, msg);
     }
 
+    pub fn warn(&self, msg: &str) {
+        self.emit(Level::Warn, msg);
+    }
+
     pub fn error(&self, msg: &str) {
         self.emit(Level::Error, msg);
     }

@@ -1,8 +1,13 @@
 //! Closing on SIGINT/SIGQUIT/SIGTERM, in egg-cluster's `_doClose` order: every app worker
 //! (SIGTERM, SIGKILL after the app close timeout), then the agent (the same with its own
 //! timeout), then exit 0. A second signal changes nothing.
+//!
+//! With a `shutdownDelay` (Kubernetes keeps routing to a terminating pod for a few seconds
+//! after its SIGTERM), the close waits that long first: the master stops being ready at once
+//! (`/readyz` 503, systemd `STOPPING=1`) while the workers go on accepting and serving. A second
+//! signal during the delay ends it: the close begins at once.
 
-use super::{Action, Core, Group, MasterPhase};
+use super::{Action, Core, Group, MasterPhase, Timer};
 use crate::log::Level;
 
 impl Core {
@@ -15,6 +20,14 @@ impl Core {
         mem_free: u64,
         out: &mut Vec<Action>,
     ) {
+        if self.phase == MasterPhase::ShutdownDelay {
+            out.push(Action::Log(
+                Level::Info,
+                format!("[master] {signal} during the shutdown delay: closing now"),
+            ));
+            self.close_apps(out);
+            return;
+        }
         if self.closing() {
             return;
         }
@@ -31,7 +44,29 @@ impl Core {
             out,
             format!("[master] process info: heap_limit {heap_limit}, heap_used {heap_used}"),
         );
-        self.begin_close(out);
+        let delay = self.cfg.shutdown_delay;
+        if delay.is_zero() {
+            self.begin_close(out);
+            return;
+        }
+        self.phase = MasterPhase::ShutdownDelay;
+        for app in self.children.apps_mut() {
+            app.disable_refork = true;
+        }
+        info(
+            out,
+            format!(
+                "[master] shutdownDelay: not ready any more, the workers serve for another {}ms before the close",
+                delay.as_millis()
+            ),
+        );
+        out.push(Action::After(delay, Timer::ShutdownDelay));
+    }
+
+    pub(super) fn on_shutdown_delay_over(&mut self, out: &mut Vec<Action>) {
+        if self.phase == MasterPhase::ShutdownDelay {
+            self.close_apps(out);
+        }
     }
 
     /// egg-cluster's `close()`: what a signal does after its lines, and what a debugger's
@@ -40,6 +75,11 @@ impl Core {
         if self.closing() {
             return;
         }
+        self.close_apps(out);
+    }
+
+    /// The close proper: the app workers first.
+    fn close_apps(&mut self, out: &mut Vec<Action>) {
         self.phase = MasterPhase::Closing;
         for app in self.children.apps_mut() {
             app.disable_refork = true;

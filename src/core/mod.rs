@@ -87,6 +87,9 @@ pub(crate) struct Config {
     pub(crate) slot_ports: Vec<u16>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (`options.metrics`), as bound.
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+    /// `shutdownDelay`: after SIGTERM, how long the workers go on serving (not ready) before
+    /// the close begins.
+    pub(crate) shutdown_delay: Duration,
 }
 
 pub(crate) use crate::options::Dialect;
@@ -119,6 +122,8 @@ pub(crate) enum Timer {
     /// A reload step's replacement must serve by now (the step's number).
     ReloadTimeout(u64),
     MemoryCheck,
+    /// The shutdown delay is over: the close begins.
+    ShutdownDelay,
 }
 
 /// The two steps of the close sequence.
@@ -313,6 +318,8 @@ enum MasterPhase {
     BindingSticky,
     /// Ready was reported.
     Up,
+    /// A signal came with a `shutdownDelay`: not ready, the workers serve on until it ends.
+    ShutdownDelay,
     /// A signal came: children are being terminated.
     Closing,
     /// [`Action::Exit`] was given: nothing more happens.
@@ -450,6 +457,7 @@ impl Core {
             Event::Terminated(group) => self.on_terminated(group, &mut out),
             Event::Timer(Timer::ReloadTimeout(seq)) => self.on_reload_timeout(seq, &mut out),
             Event::Timer(Timer::MemoryCheck) => self.on_memory_check(&mut out),
+            Event::Timer(Timer::ShutdownDelay) => self.on_shutdown_delay_over(&mut out),
             Event::Reload(reason) => self.on_reload(reason, now, &mut out),
             Event::Scale(scale) => self.on_scale(scale, &mut out),
             Event::MemorySample(samples) => self.on_memory(samples, now, &mut out),
@@ -543,7 +551,10 @@ impl Core {
     }
 
     fn closing(&self) -> bool {
-        matches!(self.phase, MasterPhase::Closing | MasterPhase::Exited)
+        matches!(
+            self.phase,
+            MasterPhase::ShutdownDelay | MasterPhase::Closing | MasterPhase::Exited
+        )
     }
 
     fn started(&self) -> bool {

@@ -146,7 +146,9 @@ impl Core {
             MasterPhase::Starting | MasterPhase::BindingSticky => OpsPhase::Starting,
             MasterPhase::Up if self.reload.is_some() => OpsPhase::Reloading,
             MasterPhase::Up => OpsPhase::Ready,
-            MasterPhase::Closing | MasterPhase::Exited => OpsPhase::Closing,
+            MasterPhase::ShutdownDelay | MasterPhase::Closing | MasterPhase::Exited => {
+                OpsPhase::Closing
+            }
         }
     }
 

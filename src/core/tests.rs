@@ -46,6 +46,7 @@ pub(super) fn cfg(workers: usize) -> Config {
         threads: false,
         slot_ports: Vec::new(),
         metrics_addr: None,
+        shutdown_delay: Duration::ZERO,
     }
 }
 
@@ -713,6 +714,89 @@ fn spawn_failures_before_ready_exit_1() {
     assert!(has_log(&a, "[master] failed to spawn app_worker#9: EAGAIN"));
     assert_eq!(a.last(), Some(&Action::Exit(1)));
     drop(core);
+}
+
+fn signal(name: &str) -> Event {
+    Event::Signal {
+        name: name.into(),
+        heap_limit: 0.0,
+        heap_used: 0.0,
+        mem_total: 0,
+        mem_free: 0,
+    }
+}
+
+fn terminates_apps(actions: &[Action]) -> bool {
+    actions.contains(&Action::TerminateGroup {
+        group: Group::Apps,
+        pids: vec![app_pid(0), app_pid(1)],
+        limit: Duration::from_secs(5),
+    })
+}
+
+#[test]
+fn a_shutdown_delay_ends_readiness_at_once_and_closes_after_it_or_at_a_second_signal() {
+    for second_signal in [false, true] {
+        let (mut core, _) = started_with(Config {
+            shutdown_delay: Duration::from_millis(4000),
+            ..cfg(2)
+        });
+        let a = core.handle(signal("SIGTERM"), 300);
+        assert!(has_log(
+            &a,
+            "[master] shutdownDelay: not ready any more, the workers serve for another 4000ms before the close"
+        ));
+        assert!(a.contains(&Action::After(
+            Duration::from_millis(4000),
+            Timer::ShutdownDelay
+        )));
+        assert!(!terminates_apps(&a), "{a:?}");
+        assert!(a
+            .iter()
+            .any(|x| matches!(x, Action::Notify(n) if n.phase == Some(OpsPhase::Closing))));
+        assert!(!core.status().master.ready);
+        // A worker that dies meanwhile is not replaced.
+        let a = core.handle(
+            Event::Exited {
+                pid: app_pid(1),
+                code: Some(1),
+                signal: None,
+            },
+            400,
+        );
+        assert!(!a
+            .iter()
+            .any(|x| matches!(x, Action::After(..) | Action::SpawnApps { .. })));
+        let a = if second_signal {
+            let a = core.handle(signal("SIGINT"), 500);
+            assert!(has_log(
+                &a,
+                "[master] SIGINT during the shutdown delay: closing now"
+            ));
+            a
+        } else {
+            core.handle(Event::Timer(Timer::ShutdownDelay), 4300)
+        };
+        assert!(has_log(
+            &a,
+            "[master] send kill SIGTERM to app workers, will exit with code:0 after 5000ms"
+        ));
+        assert!(a.contains(&Action::TerminateGroup {
+            group: Group::Apps,
+            pids: vec![app_pid(0)],
+            limit: Duration::from_secs(5),
+        }));
+        // Once closing, neither the timer nor a signal starts it again.
+        for e in [Event::Timer(Timer::ShutdownDelay), signal("SIGTERM")] {
+            assert!(!core
+                .handle(e, 4400)
+                .iter()
+                .any(|x| matches!(x, Action::TerminateGroup { .. })));
+        }
+    }
+    // Without a delay the close begins at once.
+    let (mut core, _) = started(2);
+    assert!(terminates_apps(&core.handle(signal("SIGTERM"), 300)));
 }
 
 #[test]

@@ -327,6 +327,8 @@ struct Conn {
     stall_after: Duration,
     /// Bytes written to the child so far: the progress a congested child is judged by.
     written: u64,
+    /// A read lost fds (more than fit our control buffer): reported after its bytes.
+    fds_lost: bool,
     /// The queue just went back under `low_water`: to be reported.
     drained: bool,
 }
@@ -365,6 +367,7 @@ impl Conn {
             queue,
             stall_after,
             written: 0,
+            fds_lost: false,
             drained: false,
             batch: Lines::default(),
             lines: LineBuffer::new(max_line),
@@ -430,6 +433,11 @@ impl Conn {
                         Ok(Ok((0, _))) => break None,
                         Ok(Ok((n, with_fds))) => {
                             self.on_bytes(&buf[..n], &mut on_incoming);
+                            if std::mem::take(&mut self.fds_lost) {
+                                on_incoming(Incoming::Malformed {
+                                    reason: "fds lost: more arrived with one message than the 64 a read takes (control data truncated)".into(),
+                                });
+                            }
                             // A short read drained the socket (as tokio's own streams assume
                             // with epoll): skip the read that would only say EAGAIN — one
                             // syscall of every sticky hand-over's ACK. Not after fds: the
@@ -583,7 +591,7 @@ impl Conn {
             match recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
                 Ok(msg) => {
                     if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-                        tracing::warn!("ipc: control data truncated, fds lost");
+                        self.fds_lost = true;
                     }
                     let mut with_fds = false;
                     if let Ok(cmsgs) = msg.cmsgs() {
@@ -1336,6 +1344,29 @@ mod tests {
             h.events.take(2).await,
             vec![msg("{\"a\":1}"), msg("{\"b\":2}")]
         );
+    }
+
+    #[tokio::test]
+    async fn fds_beyond_a_reads_control_buffer_are_reported_lost() {
+        let mut h = Harness::open(LIMITS);
+        let pipes: Vec<_> = (0..80).map(|_| pipe()).collect();
+        let fds: Vec<RawFd> = pipes.iter().map(|(_, w)| w.as_raw_fd()).collect();
+        let raw = h.peer.sock.as_raw_fd();
+        sendmsg::<()>(
+            raw,
+            &[IoSlice::new(b"{\"a\":1}\n")],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .expect("peer sendmsg");
+        let evs = h.events.take(2).await;
+        assert_eq!(evs[0], msg("{\"a\":1}"));
+        assert!(
+            matches!(&evs[1], Ev::Malformed(r) if r.contains("fds lost")),
+            "{evs:?}"
+        );
+        assert!(h.sync().await.is_empty());
     }
 
     /// A numbered 4 KB message.

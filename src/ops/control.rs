@@ -3,6 +3,11 @@
 //! enter (`$XDG_RUNTIME_DIR/egg-cluster-rs`, else `<tmpdir>/egg-cluster-rs-<uid>`, mode 0700),
 //! is itself mode 0600, and the master checks the peer's uid (`SO_PEERCRED`) too.
 //! `bin/egg-cluster-rs.js` computes the same path.
+//!
+//! Another local user can squat the tmp directory's name before us (`/tmp` is shared); the
+//! master then falls back to a directory `mkdtemp` made for it in the same tmp dir,
+//! `egg-cluster-rs-<uid>.XXXXXX`, which only the user can have created with that owner and
+//! mode; the CLI looks there too.
 
 use std::path::PathBuf;
 
@@ -10,18 +15,36 @@ use std::path::PathBuf;
 pub(crate) fn dir<'a>(var: impl Fn(&str) -> Option<&'a str>, uid: u32) -> PathBuf {
     match var("XDG_RUNTIME_DIR").filter(|d| d.starts_with('/')) {
         Some(d) => PathBuf::from(d).join("egg-cluster-rs"),
-        None => {
-            let tmp = var("TMPDIR")
-                .filter(|d| d.starts_with('/'))
-                .unwrap_or("/tmp");
-            PathBuf::from(tmp).join(format!("egg-cluster-rs-{uid}"))
-        }
+        None => tmp_dir(var).join(format!("egg-cluster-rs-{uid}")),
     }
 }
 
-/// The socket of the master `pid`.
-pub(crate) fn path<'a>(var: impl Fn(&str) -> Option<&'a str>, uid: u32, pid: u32) -> PathBuf {
-    dir(var, uid).join(format!("{pid}.sock"))
+/// The name of master `pid`'s socket in [`dir`].
+pub(crate) fn socket_name(pid: u32) -> String {
+    format!("{pid}.sock")
+}
+
+/// The pid of a socket named by [`socket_name`]; `None` for any other name.
+pub(crate) fn socket_pid(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(".sock")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The tmp dir the fallback directories live in.
+pub(crate) fn tmp_dir<'a>(var: impl Fn(&str) -> Option<&'a str>) -> PathBuf {
+    PathBuf::from(
+        var("TMPDIR")
+            .filter(|d| d.starts_with('/'))
+            .unwrap_or("/tmp"),
+    )
+}
+
+/// The name prefix of the fallback directories of `uid` (the `mkdtemp` template minus `XXXXXX`).
+pub(crate) fn fallback_prefix(uid: u32) -> String {
+    format!("egg-cluster-rs-{uid}.")
 }
 
 /// The one request the socket understands is a line naming what is wanted.
@@ -32,6 +55,10 @@ pub(crate) fn request_ok(line: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn path<'a>(var: impl Fn(&str) -> Option<&'a str>, uid: u32, pid: u32) -> PathBuf {
+        dir(var, uid).join(socket_name(pid))
+    }
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a str> {
         move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
@@ -56,6 +83,19 @@ mod tests {
             PathBuf::from("/var/tmp/egg-cluster-rs-7/1.sock")
         );
         assert!(request_ok(b"status\n"));
+        assert_eq!(socket_pid("42.sock"), Some(42));
+        for bad in [
+            "42",
+            ".sock",
+            "042.sock",
+            "4x.sock",
+            "-1.sock",
+            "99999999999.sock",
+        ] {
+            assert_eq!(socket_pid(bad), None, "{bad}");
+        }
+        assert_eq!(fallback_prefix(7), "egg-cluster-rs-7.");
+        assert_eq!(tmp_dir(env(&[("TMPDIR", "rel")])), PathBuf::from("/tmp"));
         assert!(!request_ok(b"reload\n"));
     }
 }

@@ -124,10 +124,10 @@ impl Notifier {
         })
     }
 
-    pub(crate) fn send(&self, msg: &str) {
-        if let Err(e) = self.sock.send_to_addr(msg.as_bytes(), &self.addr) {
-            tracing::debug!(error = %e, msg, "sd_notify failed");
-        }
+    pub(crate) fn send(&self, msg: &str) -> std::io::Result<()> {
+        self.sock
+            .send_to_addr(msg.as_bytes(), &self.addr)
+            .map(|_| ())
     }
 }
 
@@ -228,7 +228,10 @@ mod tests {
         let name = format!("egg-cluster-rs-test-{}", std::process::id());
         let rx = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
             .unwrap();
-        Notifier::new(&format!("@{name}")).unwrap().send("READY=1");
+        Notifier::new(&format!("@{name}"))
+            .unwrap()
+            .send("READY=1")
+            .unwrap();
         let mut buf = [0u8; 64];
         let n = rx.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");

@@ -106,6 +106,9 @@ pub struct Options {
     pub max_memory_restart: Option<u64>,
     /// `memoryCheckInterval`: how often the RSS is sampled (default 30 s).
     pub memory_check_interval: Duration,
+    /// `shutdownDelay` (else `EGG_CLUSTER_RS_SHUTDOWN_DELAY`, else 0): how long the workers
+    /// serve on after SIGTERM, not ready, before the close.
+    pub shutdown_delay: Duration,
     /// The environment variables the master reads, parsed.
     pub settings: Settings,
     /// `metrics: { port, host }`: where `/metrics`, `/healthz` and `/readyz` are served.
@@ -366,6 +369,14 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
             .ok_or_else(|| invalid("options.memoryCheckInterval", "a positive integer (ms)", v))?,
     };
 
+    let shutdown_delay = match raw.get("shutdownDelay") {
+        None | Some(Value::Null) => settings.shutdown_delay.unwrap_or(Duration::ZERO),
+        Some(v) => v
+            .as_u64()
+            .map(Duration::from_millis)
+            .ok_or_else(|| invalid("options.shutdownDelay", "a non-negative integer (ms)", v))?,
+    };
+
     let metrics = ops::parse_metrics(raw.get("metrics"))?;
     if threads && max_memory_restart.is_some() {
         // A thread's memory is the master process's: there is no RSS of its own to watch.
@@ -408,6 +419,7 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         reuse_port,
         max_memory_restart,
         memory_check_interval,
+        shutdown_delay,
         settings,
         metrics,
         threads,
@@ -757,6 +769,40 @@ mod tests {
             e.starts_with("options.memoryCheckInterval should be"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn shutdown_delay_from_the_option_else_the_env() {
+        let tmp = app();
+        let with = |options: Value, env: &[(&str, &str)]| {
+            let mut i = input(&tmp, options);
+            i.env = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            parse(i).map(|o| o.shutdown_delay)
+        };
+        assert_eq!(with(json!({}), &[]).unwrap(), Duration::ZERO);
+        let env = [("EGG_CLUSTER_RS_SHUTDOWN_DELAY", "7000")];
+        assert_eq!(with(json!({}), &env).unwrap(), Duration::from_secs(7));
+        assert_eq!(
+            with(json!({ "shutdownDelay": 3000 }), &env).unwrap(),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            with(json!({ "shutdownDelay": 0 }), &env).unwrap(),
+            Duration::ZERO
+        );
+        for bad in [json!(-1), json!("5s"), json!(1.5), json!(true)] {
+            let e = with(json!({ "shutdownDelay": bad }), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("options.shutdownDelay should be"), "{e}");
+        }
+        let e = with(json!({}), &[("EGG_CLUSTER_RS_SHUTDOWN_DELAY", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("EGG_CLUSTER_RS_SHUTDOWN_DELAY"), "{e}");
     }
 
     #[test]

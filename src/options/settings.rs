@@ -40,6 +40,8 @@ pub struct Settings {
     pub refork_duration_ms: u64,
     /// `EGG_CLUSTER_RS_HEALTH_INTERVAL` (10000 ms): how often the children are health-checked.
     pub health_interval: Duration,
+    /// `EGG_CLUSTER_RS_SHUTDOWN_DELAY` (ms): `shutdownDelay` when the option is not given.
+    pub shutdown_delay: Option<Duration>,
     /// `EGG_CLUSTER_RS_FAULT_INJECTION=1`: lets the test suite make the master panic on purpose.
     pub fault_injection: bool,
     /// systemd's `NOTIFY_SOCKET`, `WATCHDOG_USEC`, `LISTEN_FDS` (those meant for this process).
@@ -117,6 +119,13 @@ impl Settings {
                 )?
                 .unwrap_or(60_000),
             ),
+            shutdown_delay: strict(
+                env,
+                "EGG_CLUSTER_RS_SHUTDOWN_DELAY",
+                "a non-negative integer (ms)",
+                |_: &u64| true,
+            )?
+            .map(Duration::from_millis),
             fault_injection: env
                 .get("EGG_CLUSTER_RS_FAULT_INJECTION")
                 .is_some_and(|v| v == "1"),
@@ -210,6 +219,7 @@ mod tests {
                 refork_limit: 60,
                 refork_duration_ms: 60_000,
                 health_interval: Duration::from_millis(10_000),
+                shutdown_delay: None,
                 fault_injection: false,
                 systemd: Default::default(),
             }
@@ -304,6 +314,16 @@ mod tests {
             (
                 "EGG_CLUSTER_RS_REFORK_DURATION",
                 "1e3",
+                "a non-negative integer (ms)",
+            ),
+            (
+                "EGG_CLUSTER_RS_SHUTDOWN_DELAY",
+                "5s",
+                "a non-negative integer (ms)",
+            ),
+            (
+                "EGG_CLUSTER_RS_SHUTDOWN_DELAY",
+                "-1",
                 "a non-negative integer (ms)",
             ),
             (

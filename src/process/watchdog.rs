@@ -7,9 +7,15 @@
 //! port, and the next start fails with EADDRINUSE. Hence a watchdog that needs nothing from the
 //! child: a `/bin/sh` per master reading `pid start-time` lines on a pipe. The master holds the
 //! only write end (CLOEXEC, so no child inherits it), so EOF on the pipe means the master is
-//! gone, whatever killed it. The watchdog then gives the children the close timeout to leave by
-//! themselves and SIGKILLs those still alive. A pid counts only if `/proc/<pid>/stat` still
+//! gone, whatever killed it. The watchdog then gives each child its grace to leave by itself
+//! and SIGKILLs it if it is still alive then. A pid counts only if `/proc/<pid>/stat` still
 //! shows the start time recorded at spawn, so a recycled pid is never hit.
+//!
+//! The grace is per child because the disconnect paths differ: an app worker (a cluster
+//! worker) leaves at once — Node's cluster child calls `process.exit` on an unexpected
+//! disconnect, no close hook runs — so all it needs is to reach its next event-loop turn, and
+//! any longer wait only keeps the port from the next master ([`APP_GRACE`]). The agent runs
+//! `agent.close()` on its way out and gets the agent close timeout, as in a normal close.
 //!
 //! Why not `PR_SET_PDEATHSIG`: it fires at once, before the disconnect path (SIGTERM turned the
 //! disconnect lines into SIGTERM lines), and with SIGKILL it would give a healthy child no time
@@ -23,35 +29,38 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-/// `$1`: the grace period in ms. Input: `pid start-time` lines until EOF.
+/// How long an app worker that outlives the master gets to leave by itself (see above): a
+/// healthy one is gone within milliseconds; this is for one whose event loop is late, not
+/// for one that does not run it at all.
+pub const APP_GRACE: Duration = Duration::from_millis(1000);
+
+/// Input: `pid start-time grace-ms` lines until EOF. Each pid still alive (same start time)
+/// after its grace, counted in 100 ms ticks from the EOF, is SIGKILLed.
 const SCRIPT: &str = r#"
 set -f
-grace=$1
 watched=
-while read -r pid start; do watched="$watched $pid:$start"; done
-survivors() {
+while read -r pid start grace; do watched="$watched $pid:$start:$(( (grace + 99) / 100 ))"; done
+tick=0
+while :; do
   left=
   for entry in $watched; do
     pid=${entry%%:*}
+    rest=${entry#*:}
+    ticks=${rest#*:}
     stat=
     { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || continue
     set -- ${stat##*) }
     [ "$1" = Z ] && continue
     shift 19
-    [ "$1" = "${entry#*:}" ] && left="$left $entry"
+    [ "$1" = "${rest%%:*}" ] || continue
+    if [ "$tick" -ge "$ticks" ]; then kill -9 "$pid" 2>/dev/null; continue; fi
+    left="$left $entry"
   done
   watched=$left
-}
-ticks=$(( (grace + 99) / 100 ))
-while :; do
-  survivors
   [ -z "$watched" ] && exit 0
-  [ "$ticks" -le 0 ] && break
-  ticks=$((ticks - 1))
+  tick=$((tick + 1))
   sleep 0.1
 done
-for entry in $watched; do kill -9 "${entry%%:*}" 2>/dev/null; done
-exit 0
 "#;
 
 pub struct Watchdog {
@@ -60,13 +69,12 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts the watchdog; children that outlive the master get `grace` to leave by themselves.
-    pub fn spawn(grace: Duration) -> io::Result<Watchdog> {
+    /// Starts the watchdog.
+    pub fn spawn() -> io::Result<Watchdog> {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(SCRIPT)
             .arg("egg-cluster-rs-watchdog")
-            .arg(grace.as_millis().to_string())
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .stdin(Stdio::piped())
@@ -96,16 +104,17 @@ impl Watchdog {
         self.child.id()
     }
 
-    /// Has the watchdog kill `pid` if it outlives the master. The start time is read now, so
-    /// call it right after the spawn.
-    pub fn watch(&mut self, pid: u32) -> io::Result<()> {
+    /// Has the watchdog kill `pid` if it outlives the master by more than `grace`. The start
+    /// time is read now, so call it right after the spawn.
+    pub fn watch(&mut self, pid: u32, grace: Duration) -> io::Result<()> {
         let start = start_time(pid)
             .ok_or_else(|| io::Error::other(format!("no /proc/{pid}/stat start time")))?;
-        self.record(pid, start)
+        self.record(pid, start, grace)
     }
 
-    fn record(&mut self, pid: u32, start: u64) -> io::Result<()> {
-        self.pipe.write_all(format!("{pid} {start}\n").as_bytes())
+    fn record(&mut self, pid: u32, start: u64, grace: Duration) -> io::Result<()> {
+        self.pipe
+            .write_all(format!("{pid} {start} {}\n", grace.as_millis()).as_bytes())
     }
 
     /// What the master's death does: closes the pipe. Returns the watchdog to wait for.
@@ -162,12 +171,13 @@ mod tests {
 
     #[test]
     fn a_child_that_outlives_the_master_is_sigkilled_after_the_grace() {
-        let mut wd = Watchdog::spawn(Duration::from_millis(600)).expect("watchdog");
+        let mut wd = Watchdog::spawn().expect("watchdog");
         // `sleep` ignores nothing; what matters is that it does not leave by itself, as a
         // worker stuck in a CPU loop would not.
         let mut stuck = sleeper("30");
         let _guard = guard(&[&stuck, &wd.child]);
-        wd.watch(stuck.id()).expect("watch");
+        wd.watch(stuck.id(), Duration::from_millis(600))
+            .expect("watch");
         // Nothing happens while the master lives.
         assert_eq!(wait_for(&mut stuck, Duration::from_millis(800)), None);
 
@@ -186,10 +196,11 @@ mod tests {
 
     #[test]
     fn children_that_leave_in_time_are_spared_and_the_watchdog_exits_with_them() {
-        let mut wd = Watchdog::spawn(Duration::from_secs(20)).expect("watchdog");
+        let mut wd = Watchdog::spawn().expect("watchdog");
         let mut leaving = sleeper("0.3");
         let _guard = guard(&[&leaving, &wd.child]);
-        wd.watch(leaving.id()).expect("watch");
+        wd.watch(leaving.id(), Duration::from_secs(20))
+            .expect("watch");
         let closed = Instant::now();
         let mut wd = wd.close();
         let status = wait_for(&mut leaving, Duration::from_secs(5)).expect("exited");
@@ -201,12 +212,13 @@ mod tests {
 
     #[test]
     fn a_pid_with_another_start_time_is_not_killed() {
-        let mut wd = Watchdog::spawn(Duration::from_millis(200)).expect("watchdog");
+        let mut wd = Watchdog::spawn().expect("watchdog");
         let mut other = sleeper("30");
         let _guard = guard(&[&other, &wd.child]);
         let start = start_time(other.id()).expect("start time");
         // As if `other` had taken the pid of a child that died earlier.
-        wd.record(other.id(), start + 1).expect("record");
+        wd.record(other.id(), start + 1, Duration::from_millis(200))
+            .expect("record");
         let mut wd = wd.close();
         assert!(wait_for(&mut wd, Duration::from_secs(5)).is_some());
         assert_eq!(
@@ -220,7 +232,7 @@ mod tests {
 
     #[test]
     fn ctrl_c_to_the_group_leaves_the_watchdog_alone() {
-        let mut wd = Watchdog::spawn(Duration::from_millis(100)).expect("watchdog");
+        let mut wd = Watchdog::spawn().expect("watchdog");
         let _guard = guard(&[&wd.child]);
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             // SAFETY: signalling our own child.
@@ -232,6 +244,32 @@ mod tests {
             wait_for(&mut wd, Duration::from_secs(5)).and_then(|s| s.code()),
             Some(0)
         );
+    }
+
+    #[test]
+    fn each_child_is_killed_after_its_own_grace() {
+        let mut wd = Watchdog::spawn().expect("watchdog");
+        let mut short = sleeper("30");
+        let mut long = sleeper("30");
+        let _guard = guard(&[&short, &long, &wd.child]);
+        wd.watch(short.id(), Duration::from_millis(300))
+            .expect("watch");
+        wd.watch(long.id(), Duration::from_millis(1500))
+            .expect("watch");
+        let closed = Instant::now();
+        let mut wd = wd.close();
+        let status = wait_for(&mut short, Duration::from_secs(5)).expect("short killed");
+        let took = closed.elapsed();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+            "{took:?}"
+        );
+        assert_eq!(long.try_wait().expect("try_wait"), None, "killed early");
+        let status = wait_for(&mut long, Duration::from_secs(5)).expect("long killed");
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(closed.elapsed() >= Duration::from_millis(1500));
+        assert!(wait_for(&mut wd, Duration::from_secs(2)).is_some());
     }
 
     #[test]

@@ -33,7 +33,12 @@ pub(super) struct SpawnConfig {
     /// `EGG_AGENT_DEBUG_PORT`.
     pub(super) agent_debug_port: u16,
     /// How long children that outlive the master get before the watchdog SIGKILLs them.
-    pub(super) watchdog_grace: std::time::Duration,
+    /// How long a child that outlives the master gets to leave by itself, by role (see
+    /// [`crate::process::watchdog`]).
+    pub(super) app_grace: std::time::Duration,
+    pub(super) agent_grace: std::time::Duration,
+    /// For what degrades the master (no watchdog).
+    pub(super) logger: std::sync::Arc<crate::log::Logger>,
     /// egg 4: the `debug` message also names the child by `workerId`.
     pub(super) egg4: bool,
 }
@@ -104,19 +109,25 @@ impl Children {
     }
 
     /// Tells the watchdog about a new child, starting the watchdog first if need be.
-    fn watch(&mut self, pid: u32) {
+    fn watch(&mut self, pid: u32, role: Role) {
         if !self.watchdog_tried {
             self.watchdog_tried = true;
-            match Watchdog::spawn(self.cfg.watchdog_grace) {
+            match Watchdog::spawn() {
                 Ok(w) => {
-                    tracing::debug!(pid = w.pid(), grace = ?self.cfg.watchdog_grace, "watchdog started");
+                    tracing::debug!(pid = w.pid(), "watchdog started");
                     self.watchdog = Some(w);
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot start the watchdog"),
+                Err(e) => self.cfg.logger.warn(&format!(
+                    "[master] cannot start the watchdog (/bin/sh: {e}): if this master is killed, workers whose event loop is blocked may outlive it and keep the port"
+                )),
             }
         }
         if let Some(w) = &mut self.watchdog {
-            if let Err(e) = w.watch(pid) {
+            let grace = match role {
+                Role::Agent => self.cfg.agent_grace,
+                _ => self.cfg.app_grace,
+            };
+            if let Err(e) = w.watch(pid, grace) {
                 // A child that exits at once has no /proc entry left: nothing to watch.
                 tracing::debug!(pid, error = %e, "not watched");
             }
@@ -244,7 +255,7 @@ impl Children {
         };
         let child = spawn::spawn_node(&spec).map_err(|e| e.to_string())?;
         let pid = child.child.id();
-        self.watch(pid);
+        self.watch(pid, role);
         tracing::debug!(
             pid,
             role = role.as_str(),

@@ -13,40 +13,192 @@ use tokio::sync::mpsc;
 use super::Input;
 use crate::ops::control;
 
-/// Binds the socket of this master; `None` (and a diagnostic) when the directory is not safe
-/// or not writable — the master runs on without it.
-pub(super) fn bind(path: &Path, uid: u32) -> Option<std::os::unix::net::UnixListener> {
-    let dir = path.parent()?;
-    let made = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir);
-    let safe = made.is_ok()
-        && std::fs::symlink_metadata(dir)
-            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0);
-    if !safe {
-        tracing::warn!(dir = %dir.display(), "control socket: directory missing or not private, CLI status disabled");
-        return None;
+/// This master's control socket, bound.
+pub(super) struct Bound {
+    pub(super) listener: std::os::unix::net::UnixListener,
+    pub(super) path: PathBuf,
+    pub(super) uid: u32,
+}
+
+/// Binds the socket of master `pid`, in the usual directory or, when that one is not ours
+/// (squatted), in a private fallback. What degrades the socket goes to `warnings` (product log
+/// lines): `None` means the master runs on without one.
+pub(super) fn bind(
+    env: &[(String, String)],
+    pid: u32,
+    warnings: &mut Vec<String>,
+) -> Option<Bound> {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let usual = control::dir(var, uid);
+    let dir = if make_private_dir(&usual, uid) {
+        usual
+    } else {
+        match fallback_dir(&control::tmp_dir(var), uid) {
+            Ok(dir) => {
+                warnings.push(format!(
+                    "[master] control socket: {} is not a private directory of uid {uid} (another user's, or not a directory): using {} instead",
+                    usual.display(),
+                    dir.display()
+                ));
+                dir
+            }
+            Err(e) => {
+                warnings.push(format!(
+                    "[master] control socket disabled: {} is not a private directory of uid {uid} and no fallback could be made ({e}); `egg-cluster-rs status` cannot reach this master",
+                    usual.display()
+                ));
+                return None;
+            }
+        }
+    };
+    let removed = remove_stale(&dir, uid, pid);
+    if removed > 0 {
+        tracing::debug!(removed, dir = %dir.display(), "stale control sockets removed");
     }
+    let path = dir.join(control::socket_name(pid));
     // A leftover of a dead master with our pid (pids are reused).
-    let _ = std::fs::remove_file(path);
-    match std::os::unix::net::UnixListener::bind(path) {
-        Ok(l) => {
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-            Some(l)
+    let _ = std::fs::remove_file(&path);
+    match std::os::unix::net::UnixListener::bind(&path) {
+        Ok(listener) => {
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            Some(Bound {
+                listener,
+                path,
+                uid,
+            })
         }
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "control socket");
+            warnings.push(format!(
+                "[master] control socket disabled: cannot bind {}: {e}; `egg-cluster-rs status` cannot reach this master",
+                path.display()
+            ));
             None
         }
     }
 }
 
-pub(super) fn socket_path(env: &[(String, String)], pid: u32) -> (PathBuf, u32) {
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
-    let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    (control::path(var, uid, pid), uid)
+/// Whether `dir` is (after creating it if missing) a real directory of `uid` that nobody else
+/// can enter.
+fn make_private_dir(dir: &Path, uid: u32) -> bool {
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    is_private_dir(dir, uid)
+}
+
+fn is_private_dir(dir: &Path, uid: u32) -> bool {
+    std::fs::symlink_metadata(dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0)
+}
+
+/// A private directory of `uid` under `tmp`: one an earlier master made, else a new one.
+/// `mkdtemp` creates it 0700 under a name nobody could have taken, so another user's
+/// directories of the same prefix are merely skipped.
+fn fallback_dir(tmp: &Path, uid: u32) -> std::io::Result<PathBuf> {
+    let prefix = control::fallback_prefix(uid);
+    let mut ours: Vec<PathBuf> = std::fs::read_dir(tmp)?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .map(|e| e.path())
+        .filter(|p| is_private_dir(p, uid))
+        .collect();
+    ours.sort();
+    if let Some(dir) = ours.into_iter().next() {
+        return Ok(dir);
+    }
+    mkdtemp(&tmp.join(format!("{prefix}XXXXXX")))
+}
+
+fn mkdtemp(template: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut buf = std::ffi::CString::new(template.as_os_str().as_bytes())?.into_bytes_with_nul();
+    // SAFETY: `buf` is a NUL-terminated template that mkdtemp rewrites in place.
+    if unsafe { libc::mkdtemp(buf.as_mut_ptr().cast()) }.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.pop();
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+}
+
+/// Removes the sockets of masters that died without removing theirs (SIGKILL, OOM): a socket
+/// of `uid` named after a pid that no longer exists and on which nobody listens. The connect
+/// covers a master of another pid namespace sharing the directory (its pid means nothing
+/// here); the inode is checked again right before the unlink so that a socket a new master
+/// just bound under a recycled pid is left alone. Returns how many were removed.
+fn remove_stale(dir: &Path, uid: u32, own_pid: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.filter_map(|e| e.ok()) {
+        let Some(pid) = entry.file_name().to_str().and_then(control::socket_pid) else {
+            continue;
+        };
+        if pid == own_pid {
+            continue;
+        }
+        let path = entry.path();
+        if is_stale(&path, pid, uid) {
+            let _ = std::fs::remove_file(&path);
+            removed += 1;
+        }
+    }
+    removed
+}
+
+fn is_stale(path: &Path, pid: u32, uid: u32) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(before) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !before.file_type().is_socket() || before.uid() != uid || pid_alive(pid) {
+        return false;
+    }
+    if !connect_refused(path) {
+        return false;
+    }
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|after| after.ino() == before.ino() && after.dev() == before.dev())
+}
+
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // EPERM: alive, another user's.
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// A non-blocking connect: a live listener with a full backlog says EAGAIN, not refused, and
+/// must not stall the start.
+fn connect_refused(path: &Path) -> bool {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let Ok(addr) = UnixAddr::new(path) else {
+        return false;
+    };
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    matches!(
+        connect(fd.as_raw_fd(), &addr),
+        Err(nix::errno::Errno::ECONNREFUSED)
+    )
 }
 
 pub(super) fn serve(

@@ -21,6 +21,7 @@ mod control;
 mod handles;
 mod metrics;
 mod ops;
+mod pid_file;
 mod relay;
 mod shutdown;
 pub(crate) mod sticky;
@@ -174,11 +175,7 @@ pub(crate) fn start(
 ) -> Result<MasterHandle> {
     let start_time = now_ms();
     if let Some(pid_file) = &opts.pid_file {
-        if let Some(dir) = pid_file.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io(format!("create pidFile dir {}", dir.display()), e))?;
-        }
-        std::fs::write(pid_file, std::process::id().to_string())
+        pid_file::write(pid_file, std::process::id())
             .map_err(|e| Error::io(format!("write pidFile {}", pid_file.display()), e))?;
     }
     let (cluster_port, sticky_worker_port) =
@@ -241,13 +238,16 @@ pub(crate) fn start(
             Vec::new()
         },
         metrics_addr: metrics.as_ref().and_then(|l| l.local_addr().ok()),
+        shutdown_delay: opts.shutdown_delay,
     };
 
     let systemd = settings.systemd.clone();
-    let inherited = ops::take_listen_fds(systemd.listen_fds);
-    let (control_path, uid) = control::socket_path(&launch.env, std::process::id());
-    let control = control::bind(&control_path, uid);
-    let control_path = control.as_ref().map(|_| control_path);
+    // What degrades the master at start, for the product log after the start lines.
+    let mut warnings = Vec::new();
+    let inherited = ops::take_listen_fds(systemd.listen_fds, &mut warnings);
+    let control = control::bind(&launch.env, std::process::id(), &mut warnings);
+    let control_path = control.as_ref().map(|c| c.path.clone());
+    let ops_runtime = ops::OpsRuntime::new(systemd.notify_socket.as_deref(), &mut warnings);
     let mut env = launch.env.clone();
     env.retain(|(k, _)| !crate::ops::systemd::CHILD_ENV_REMOVED.contains(&k.as_str()));
     if settings.node_env.as_deref() == Some("production") {
@@ -281,11 +281,13 @@ pub(crate) fn start(
             options_json,
             is_debug: opts.is_debug,
             agent_debug_port: settings.agent_debug_port,
-            watchdog_grace: settings
+            app_grace: settings
                 .app_close_timeout
                 .limit
-                .max(settings.agent_close_timeout.limit),
+                .min(crate::process::watchdog::APP_GRACE),
+            agent_grace: settings.agent_close_timeout.limit,
             egg4: opts.dialect == core::Dialect::Egg4,
+            logger: logger.clone(),
         }),
         handles: handles::Handles::new(opts.reuse_port, opts.is_production, inherited),
         sticky_key: opts.sticky_key.clone().map(|source| {
@@ -302,15 +304,16 @@ pub(crate) fn start(
         parent_connected: true,
         egg4: opts.dialect == core::Dialect::Egg4,
         master_pid: std::process::id(),
-        ops: ops::OpsRuntime::new(systemd.notify_socket.as_deref()),
+        ops: ops_runtime,
         threads: opts
             .threads
             .then(|| threads::ThreadHost::new(opts.ports.clone())),
         ops_start: Some(OpsStart {
             metrics,
-            control: control.map(|l| (l, uid)),
+            control,
             notify_socket: systemd.notify_socket,
             watchdog_usec: systemd.watchdog_usec,
+            warnings,
         }),
         backpressure: Default::default(),
     };
@@ -352,9 +355,11 @@ struct Runtime {
 
 struct OpsStart {
     metrics: Option<std::net::TcpListener>,
-    control: Option<(std::os::unix::net::UnixListener, u32)>,
+    control: Option<control::Bound>,
     notify_socket: Option<String>,
     watchdog_usec: Option<u64>,
+    /// Product log lines (WARN) of what did not come up, written after the start lines.
+    warnings: Vec<String>,
 }
 
 impl Runtime {
@@ -372,16 +377,21 @@ impl Runtime {
             }
         };
         rt.block_on(async move {
+            let mut warnings = Vec::new();
             if let Some(start) = self.ops_start.take() {
                 if let Some(listener) = start.metrics {
                     metrics::serve(listener, self.tx.clone());
                 }
-                if let Some((listener, uid)) = start.control {
-                    control::serve(listener, uid, self.tx.clone());
+                if let Some(c) = start.control {
+                    control::serve(c.listener, c.uid, self.tx.clone());
                 }
                 ops::start_watchdog(start.notify_socket.as_deref(), start.watchdog_usec);
+                warnings = start.warnings;
             }
             self.guarded(|rt| rt.dispatch(Event::Start));
+            for line in &warnings {
+                self.logger.warn(line);
+            }
             while let Some(input) = rx.recv().await {
                 self.guarded(|rt| rt.on_input(input));
             }

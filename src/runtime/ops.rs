@@ -30,14 +30,18 @@ pub(super) struct OpsRuntime {
     waiters: HashMap<u64, Waiter>,
     next_waiter: u64,
     notifier: Option<systemd::Notifier>,
+    /// A failed notice was reported on the product log: once is enough.
+    notify_failed: bool,
 }
 
 impl OpsRuntime {
-    pub(super) fn new(notify_socket: Option<&str>) -> Self {
+    pub(super) fn new(notify_socket: Option<&str>, warnings: &mut Vec<String>) -> Self {
         let notifier = notify_socket.and_then(|s| match systemd::Notifier::new(s) {
             Ok(n) => Some(n),
             Err(e) => {
-                tracing::warn!(error = %e, socket = s, "NOTIFY_SOCKET unusable");
+                warnings.push(format!(
+                    "[master] NOTIFY_SOCKET={s} unusable ({e}): systemd gets no READY=1, STATUS or WATCHDOG=1 from this master"
+                ));
                 None
             }
         });
@@ -49,6 +53,7 @@ impl OpsRuntime {
             waiters: HashMap::new(),
             next_waiter: 0,
             notifier,
+            notify_failed: false,
         }
     }
 
@@ -150,13 +155,21 @@ impl Runtime {
         None
     }
 
-    pub(super) fn notify(&self, notice: Notice) {
-        if let Some(n) = &self.ops.notifier {
-            n.send(&systemd::message(
-                &notice,
-                self.master_pid,
-                systemd::monotonic_usec(),
-            ));
+    pub(super) fn notify(&mut self, notice: Notice) {
+        let Some(n) = &self.ops.notifier else {
+            return;
+        };
+        let msg = systemd::message(&notice, self.master_pid, systemd::monotonic_usec());
+        if let Err(e) = n.send(&msg) {
+            // The notices are datagrams to a path: a wrong or vanished NOTIFY_SOCKET shows only
+            // here, and systemd would wait for READY=1 until its start timeout.
+            if !self.ops.notify_failed {
+                self.ops.notify_failed = true;
+                self.logger.warn(&format!(
+                    "[master] NOTIFY_SOCKET unusable: cannot send {} to systemd: {e} (further failures are not logged)",
+                    msg.lines().next().unwrap_or_default()
+                ));
+            }
         }
     }
 }
@@ -175,7 +188,8 @@ pub(super) fn start_watchdog(notify_socket: Option<&str>, usec: Option<u64>) {
         let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
-            notifier.send("WATCHDOG=1");
+            // A failure was reported by the first notice that failed.
+            let _ = notifier.send("WATCHDOG=1");
         }
     });
 }
@@ -189,13 +203,15 @@ pub(super) struct Inherited {
 /// Takes fds 3.. (`LISTEN_FDS` of them) over: CLOEXEC at once, so no child inherits them (a
 /// child's channel is its fd 3), and listening. TCP sockets are kept by port; others are
 /// closed with a note.
-pub(super) fn take_listen_fds(count: usize) -> Vec<Inherited> {
+pub(super) fn take_listen_fds(count: usize, warnings: &mut Vec<String>) -> Vec<Inherited> {
     use nix::sys::socket::{getsockname, getsockopt, listen, sockopt, Backlog, SockaddrStorage};
     let mut out = Vec::new();
     for raw in systemd::LISTEN_FDS_START..systemd::LISTEN_FDS_START + count as i32 {
         // SAFETY: F_SETFD on a descriptor number; fails harmlessly if it is not open.
         if unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
-            tracing::warn!(fd = raw, "LISTEN_FDS: fd not open");
+            warnings.push(format!(
+                "[master] LISTEN_FDS: fd {raw} is not open, ignored (the workers bind their ports themselves)"
+            ));
             continue;
         }
         // SAFETY: systemd passed this descriptor to us and nothing else in the process owns it.
@@ -206,12 +222,16 @@ pub(super) fn take_listen_fds(count: usize) -> Vec<Inherited> {
                 .or_else(|| a.as_sockaddr_in6().map(|a| a.port()))
         });
         let Some(port) = port else {
-            tracing::warn!(fd = raw, "LISTEN_FDS: not a TCP socket, ignored");
+            warnings.push(format!(
+                "[master] LISTEN_FDS: fd {raw} is not a TCP socket, closed and ignored"
+            ));
             continue;
         };
         if !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
             if let Err(e) = Backlog::new(511).and_then(|b| listen(&fd, b)) {
-                tracing::warn!(fd = raw, error = %e, "LISTEN_FDS: cannot listen");
+                warnings.push(format!(
+                    "[master] LISTEN_FDS: cannot listen on fd {raw} (port {port}): {e}; ignored"
+                ));
                 continue;
             }
         }

@@ -134,13 +134,16 @@ const ACCEPT_BURST: usize = 64;
 /// Accepts on the (listening, non-blocking) `listener` until `deliver` returns false. Each
 /// wake-up drains the accept queue in one burst with raw `accept4` (the accepted sockets are
 /// never registered with our reactor: they only pass through), so a connection costs two
-/// syscalls here.
-pub fn accept_loop<F>(
+/// syscalls here. `on_error` hears of the failures that make it back off (EMFILE and the
+/// like).
+pub fn accept_loop<F, E>(
     listener: OwnedFd,
     mut deliver: F,
+    mut on_error: E,
 ) -> std::io::Result<impl std::future::Future<Output = ()>>
 where
     F: FnMut(Vec<(OwnedFd, IpAddr)>) -> bool,
+    E: FnMut(&std::io::Error),
 {
     // SAFETY: the listener is an open socket owned by the AsyncFd for its whole life.
     let afd = unsafe { AsyncFd::register(listener) }.map_err(|e| e.into_parts().1)?;
@@ -163,7 +166,7 @@ where
                     Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
                     // EMFILE and friends: back off briefly instead of spinning.
                     Err(e) => {
-                        tracing::warn!("sticky accept: {e}");
+                        on_error(&e);
                         backoff = true;
                         break;
                     }
@@ -254,23 +257,44 @@ impl super::Runtime {
         tracing::debug!(port, "sticky listener up");
         let tx = self.tx.clone();
         let key = self.sticky_key.clone();
-        tokio::spawn(accept_loop(fd, move |accepted| {
-            match &key {
-                None => tx.send(super::Input::StickyConnections(accepted)).is_ok(),
-                // Reading the key may wait on the client: one task per connection, so a silent
-                // client delays only itself.
-                Some(key) => {
-                    for (fd, peer) in accepted {
-                        let (key, tx) = (key.clone(), tx.clone());
-                        tokio::spawn(async move {
-                            let (fd, ip) = peek_key(fd, peer, &key).await;
-                            let _ = tx.send(super::Input::StickyConnections(vec![(fd, ip)]));
-                        });
-                    }
-                    !tx.is_closed()
+        let logger = self.logger.clone();
+        let mut last_warned: Option<(std::time::Instant, u64)> = None;
+        // The loop retries every 50 ms: one line per 10 s, with how many failures it stands for.
+        let on_error = move |e: &std::io::Error| {
+            let now = std::time::Instant::now();
+            match &mut last_warned {
+                Some((at, n)) if now.duration_since(*at) < Duration::from_secs(10) => *n += 1,
+                _ => {
+                    let more = last_warned.map_or(0, |(_, n)| n);
+                    logger.warn(&format!(
+                        "[master] sticky: cannot accept connections on port {port}: {e}; retrying every 50ms{}",
+                        if more > 0 { format!(" ({more} more failures since the last line)") } else { String::new() }
+                    ));
+                    last_warned = Some((now, 0));
                 }
             }
-        })?);
+        };
+        tokio::spawn(accept_loop(
+            fd,
+            move |accepted| {
+                match &key {
+                    None => tx.send(super::Input::StickyConnections(accepted)).is_ok(),
+                    // Reading the key may wait on the client: one task per connection, so a silent
+                    // client delays only itself.
+                    Some(key) => {
+                        for (fd, peer) in accepted {
+                            let (key, tx) = (key.clone(), tx.clone());
+                            tokio::spawn(async move {
+                                let (fd, ip) = peek_key(fd, peer, &key).await;
+                                let _ = tx.send(super::Input::StickyConnections(vec![(fd, ip)]));
+                            });
+                        }
+                        !tx.is_closed()
+                    }
+                }
+            },
+            on_error,
+        )?);
         Ok(())
     }
 
