@@ -21,3 +21,14 @@ exports.sigtermSelf = function sigtermSelf() {
     setImmediate(() => process.emit('SIGTERM', 'SIGTERM'));
   }
 };
+
+// A worker whose boot fails must exit, whatever the framework did about unhandled rejections:
+// egg 3 logs them and carries on, which would leave the master waiting for a worker that never
+// starts. (egg 4's workers load the framework asynchronously, so a constructor's throw becomes
+// a rejection.)
+exports.exitOnBootFailure = function exitOnBootFailure(boot) {
+  boot.catch(err => {
+    console.error(err);
+    process.exit(1);
+  });
+};

@@ -17,7 +17,7 @@
 require('../compile_cache')(process.argv[2]);
 
 const gracefulExit = require('graceful-process');
-const { workerId } = require('../self');
+const { workerId, exitOnBootFailure } = require('../self');
 const { importModule } = require('@eggjs/utils');
 const debug = require('util').debuglog('egg-cluster:app_worker');
 const ConsoleLogger = require('egg-logger').EggConsoleLogger;
@@ -101,7 +101,7 @@ function startApp() {
   });
 }
 
-main();
+exitOnBootFailure(main());
 
 function createApplication() {
   debug('new Application with options %j', options);
