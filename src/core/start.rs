@@ -404,7 +404,9 @@ impl Core {
                 "[master] {} started at {}, remain {remain} ({}ms)",
                 app.name(),
                 port.map_or("undefined".to_string(), |p| p.to_string()),
-                now.saturating_sub(self.apps_fork_time)
+                // The worker's own start: since egg-cluster forked its batch (an early
+                // worker waited for the go-ahead), or since its own spawn (a replacement).
+                now.saturating_sub(app.spawned_at.max(self.apps_fork_time))
             ),
         );
         if self.all_started {
