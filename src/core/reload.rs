@@ -110,12 +110,14 @@ impl Core {
                 serving.iter().map(|c| c.pid).collect()
             }
         };
-        // egg-cluster's line for `reload-worker` (@eggjs/cluster's names the count).
+        // egg-cluster's line for `reload-worker` (@eggjs/cluster's names the count). egg-cluster
+        // logs it at DEBUG in the local env, which hides it exactly where dev reloads happen;
+        // ours is INFO everywhere (docs/fidelity.md, differences).
         let line = match self.cfg.dialect {
             super::Dialect::Egg3 => "[master] reload workers...".to_string(),
             super::Dialect::Egg4 => format!("[master] reload {} workers...", self.workers),
         };
-        self.verbose(out, line);
+        out.push(Action::Log(Level::Info, line));
         out.push(Action::Log(
             Level::Info,
             format!(
@@ -219,6 +221,7 @@ impl Core {
             if self.children.get(new).is_some() {
                 if let Some(c) = self.children.get_mut(new) {
                     c.phase = Phase::Retiring;
+                    c.exited_after_disconnect = true;
                 }
                 out.push(Action::Terminate {
                     pid: new,
@@ -291,6 +294,9 @@ impl Core {
         };
         c.phase = Phase::Retiring;
         c.disable_refork = true;
+        // The master itself lets it go, as egg-cluster's reload does with `worker.disconnect()`,
+        // which sets cluster's `exitedAfterDisconnect` (egg-cluster's `suicide`).
+        c.exited_after_disconnect = true;
         let name = c.name();
         self.verbose(
             out,

@@ -182,10 +182,11 @@ impl Core {
             Batch::Early => {}
             Batch::Start | Batch::Replace | Batch::Scale => self.log_app_starts(&new_pids, out),
             Batch::Refork => {
+                let count = self.cfork_refork_count();
                 for pid in &new_pids {
                     out.push(Action::Cfork(
                         true,
-                        format!("new worker:{pid} fork (state: none)"),
+                        format!("new worker:{pid} fork (state: none{count})"),
                     ));
                 }
                 self.log_app_starts(&new_pids, out);

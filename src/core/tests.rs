@@ -961,6 +961,11 @@ fn rolling_reload_replaces_one_slot_at_a_time() {
 
     spawned_replacement(&mut core, 3, 0, 30, 1003);
     let a = core.handle(listening(30, 7001), 1100);
+    // Its start counts from its own spawn, not from the first batch's.
+    assert!(has_log(
+        &a,
+        "[master] app_worker#3:30 started at 7001, remain 0 (97ms)"
+    ));
     // It serves: it alone gets egg-ready, and its predecessor retires (drained by SIGTERM).
     assert!(sends(&a).contains(&(
         Target::Child(30),
@@ -985,6 +990,15 @@ fn rolling_reload_replaces_one_slot_at_a_time() {
     assert!(has_log(
         &a,
         "don't fork, because worker:20 will be kill soon"
+    ));
+    // The master let it go, as egg-cluster's `worker.disconnect()` does: suicide.
+    assert!(has_log(
+        &a,
+        "[master] app_worker#1:20 disconnect, suicide: true"
+    ));
+    assert!(has_log(
+        &a,
+        "worker:20 disconnect (exitedAfterDisconnect: true"
     ));
     assert!(!a.iter().any(|x| matches!(
         x,
@@ -1229,3 +1243,25 @@ fn a_debugged_master_closes_when_an_app_worker_is_sigkilled() {
 }
 mod egg4;
 mod threads;
+
+/// egg-cluster logs `reload workers...` at DEBUG in the local env, where egg-development's
+/// reloads happen: ours is INFO, so a dev reload shows.
+#[test]
+fn a_dev_reload_says_so_at_info_in_the_local_env() {
+    let mut c = cfg(1);
+    c.is_production = false;
+    c.verbose = Level::Debug;
+    let mut core = released(c);
+    core.handle(listening(20, 7001), 10);
+    let a = core.handle(
+        to_master(Role::Agent, AGENT, MasterAction::ReloadWorker, None),
+        1000,
+    );
+    assert!(
+        a.contains(&Action::Log(
+            Level::Info,
+            "[master] reload workers...".into()
+        )),
+        "{a:?}"
+    );
+}
