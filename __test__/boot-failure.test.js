@@ -1,7 +1,8 @@
 'use strict';
 
 const assert = require('assert');
-const { TS, startMaster, waitDead, findProcesses } = require('./helper');
+const path = require('path');
+const { TS, FIXTURES, startMaster, waitDead, findProcesses } = require('./helper');
 
 // startCluster's callback and Promise: fixtures/start.js reports them to the test process
 // (startCluster-callback, startCluster-resolved, startCluster-rejected); a failed start must fire
@@ -37,5 +38,39 @@ describe('boot failure', () => {
     assert(!m.messages.some(msg => msg.action === 'egg-ready'));
     assertNoStartReport(m);
     await waitDead(findProcesses(m.baseDir).map(p => p.pid), 10000);
+  });
+
+  // issue #22: the dialect comes from what egg is, and a boot error ends the start in either.
+  describe('a framework named egg that is not egg itself', () => {
+    async function bootFailure(fixture, framework, re) {
+      const m = await startMaster(fixture, { framework: path.join(FIXTURES, framework) }, { env: { EGG_SERVER_ENV: 'prod' } });
+      const exit = await m.waitExit(60000);
+      assert.deepStrictEqual(exit, { code: 1, signal: null }, m.tail());
+      assert.match(m.stderr, new RegExp(`${TS}ERROR ${m.pid} \\[master\\] ${re} start fail, exiting with code:1$`, 'm'), m.tail());
+      assert.match(m.stderr, new RegExp(`${TS}ERROR ${m.pid} \\[master\\] exit with code:1$`, 'm'));
+      assertNoStartReport(m);
+      await waitDead(findProcesses(m.baseDir).map(p => p.pid), 10000);
+      return m;
+    }
+
+    it('a wrapper named egg 9.9.9 over egg 3 gets the egg 3 dialect: an agent boot error exits 1', async () => {
+      const m = await bootFailure('agent-throw', 'wrapped-egg', 'agent_worker#1:\\d+');
+      assert.match(m.stderr, /agent boom at boot/);
+      // egg 3's start line, not egg 4's (" 🥚🥚🥚🥚")
+      assert.match(m.stdout, new RegExp(`${TS}INFO ${m.pid} \\[master\\] =================== egg start =====================$`, 'm'), m.tail());
+      assert.match(m.stdout, new RegExp(`\\[master\\] egg version 9\\.9\\.9$`, 'm'));
+    });
+
+    it('under the wrong dialect (egg 4 workers over egg 3) an agent boot error still exits 1', async () => {
+      const m = await bootFailure('agent-throw', 'mislabeled-egg', 'agent_worker#1:\\d+');
+      assert.match(m.stdout, /egg start 🥚🥚🥚🥚/, 'the egg 4 dialect, as the wrapper claims');
+      assert.match(m.stderr, /agent boom at boot/);
+    });
+
+    it('under the wrong dialect (egg 4 workers over egg 3) an app worker boot error still exits 1', async () => {
+      const m = await bootFailure('app-throw', 'mislabeled-egg', 'app_worker#\\d+:\\d+');
+      assert.match(m.stdout, /egg start 🥚🥚🥚🥚/, 'the egg 4 dialect, as the wrapper claims');
+      assert.match(m.stderr, /app boom at boot/);
+    });
   });
 });

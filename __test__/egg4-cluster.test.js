@@ -73,6 +73,19 @@ const got = (who, action, where) => h => h.messages.filter(msg =>
     await stop(m);
   });
 
+  it('local: a dead app worker is not reforked, with the lines of @eggjs/cluster 3\'s cfork 2 (slave fields, reforkCount)', async () => {
+    const { m, appPids } = await start({ workers: 2 }, { EGG_SERVER_ENV: 'local' });
+    const cfork = text => new RegExp(`^\\[[\\d-]+ [\\d:.]+\\] \\[cfork:master:${m.pid}\\] ${text}$`, 'm');
+    process.kill(appPids[0], 'SIGKILL');
+    await m.waitFor(h => cfork('don\'t fork new work \\(refork: false, reforkCount: 0\\)').test(h.stderr), 20000);
+    await m.waitFor(h => cfork(`worker:${appPids[0]} exit \\(code: null, exitedAfterDisconnect: false, state: dead, isDead: true, isExpected: (?:true|false), worker\\.disableRefork: false, isSlave: false, slaveIndex: \\)`).test(h.stderr), 20000);
+    const diedUnexpected = m.stderr.match(/WorkerDiedUnexpectedError: worker:\d+ died unexpected \(.*\)$/m);
+    if (diedUnexpected) assert.match(diedUnexpected[0], /, state: dead, isSalve: false, salveIndex: \)$/);
+    assert.doesNotMatch(m.stderr, /\(refork: false\)$/m);
+    assert.strictEqual((await get(m.options.port, '/')).status, 200);
+    await stop(m);
+  });
+
   it('messenger: app <-> agent, broadcasts, parent <-> workers, egg-pids, sendTo by worker id, to master', async () => {
     const { m, appPids, agentPid } = await start();
     const [ a, b ] = appPids;

@@ -28,7 +28,11 @@ module.exports = function startAgent(Agent, options, send) {
     throw err;
   }
 
+  let failed = false;
   function startErrorHandler(err) {
+    // once: a failed boot may both emit `error` and fail `ready`
+    if (failed) return;
+    failed = true;
     consoleLogger.error(err);
     consoleLogger.error('[agent_worker] start error, exiting with code:1');
     // graceful-process runs agent.close() before the exit
@@ -36,8 +40,9 @@ module.exports = function startAgent(Agent, options, send) {
   }
 
   agent.ready(err => {
-    // don't send started message to master when start error
-    if (err) return;
+    // don't send started message to master when start error; and exit even if the framework
+    // failed `ready` without an `error` event
+    if (err) return startErrorHandler(err);
 
     agent.removeListener('error', startErrorHandler);
     send({ action: 'agent-start', to: 'master' });

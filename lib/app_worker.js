@@ -26,6 +26,7 @@ if (options.require) {
 
 const gracefulExit = require('graceful-process');
 const debug = require('util').debuglog('egg-cluster:app_worker');
+const { reportBootError } = require('./self');
 const ConsoleLogger = require('egg-logger').EggConsoleLogger;
 
 const consoleLogger = new ConsoleLogger({
@@ -72,6 +73,7 @@ function startApp() {
   app.ready(err => {
     if (err) {
       consoleLogger.error(err);
+      reportBootError(m => process.send(m), err, options.baseDir);
       consoleLogger.error('[app_worker] start error, exiting with code:1');
       exitProcess();
       return;
@@ -100,6 +102,7 @@ function createApplication() {
     return new Application(options);
   } catch (err) {
     consoleLogger.error(err);
+    reportBootError(m => process.send(m), err, options.baseDir);
     throw err;
   }
 }

@@ -21,3 +21,56 @@ exports.sigtermSelf = function sigtermSelf() {
     setImmediate(() => process.emit('SIGTERM', 'SIGTERM'));
   }
 };
+
+// A worker whose boot fails must exit, whatever the framework did about unhandled rejections:
+// egg 3 logs them and carries on, which would leave the master waiting for a worker that never
+// starts. (egg 4's workers load the framework asynchronously, so a constructor's throw becomes
+// a rejection.)
+exports.exitOnBootFailure = function exitOnBootFailure(boot) {
+  boot.catch(err => {
+    console.error(err);
+    process.exit(1);
+  });
+};
+
+/**
+ * egg-cluster-rs: an app worker's failed boot, told to the master just before the exit, so that
+ * a failed reload can name the file and the error (the master gets the exit code only). The
+ * file: the one egg's loader failed to load (`[egg-core] load file: <file>, error: ...`, egg 4's
+ * `[@eggjs/core] ...`), with the line a SyntaxError's stack starts with; else the first frame in
+ * the app's own code.
+ * @param {Function} send - the worker's send to the master
+ * @param {Error} err - the boot error
+ * @param {string} baseDir - the app's
+ */
+exports.reportBootError = function reportBootError(send, err, baseDir) {
+  try {
+    const stack = err && typeof err.stack === 'string' ? err.stack : '';
+    let message = err && err.message !== undefined ? String(err.message) : String(err);
+    let file;
+    const loaded = /^\[[^\]]+\] load file: (.+?), error: ([\s\S]*)$/.exec(message);
+    if (loaded) {
+      file = loaded[1];
+      message = loaded[2];
+    }
+    // a SyntaxError's stack begins with "<file>:<line>", the source line and a caret
+    const at = /^(\/[^\n]+?):(\d+)\n/.exec(stack);
+    if (at && (!file || at[1] === file)) {
+      file = `${at[1]}:${at[2]}`;
+    }
+    if (!file) {
+      for (const frame of stack.split('\n')) {
+        const f = /\(?((?:\/)[^()\s]+?):(\d+):\d+\)?$/.exec(frame.trim());
+        if (f && f[1].startsWith(baseDir) && !f[1].includes('/node_modules/')) {
+          file = `${f[1]}:${f[2]}`;
+          break;
+        }
+      }
+    }
+    const name = err && err.name ? err.name : 'Error';
+    const error = `${name}: ${message}`;
+    send({ to: 'master', action: 'egg-cluster-rs:boot-error', data: { error, file } });
+  } catch {
+    // the report is a courtesy: the exit is what counts
+  }
+};

@@ -12,7 +12,7 @@
 // first, so that everything the worker loads can come from the cache (Node >= 22)
 require('../compile_cache')(process.argv[2]);
 
-const { workerId } = require('../self');
+const { workerId, exitOnBootFailure } = require('../self');
 const { importModule } = require('@eggjs/utils');
 
 function send(message) {
@@ -30,4 +30,4 @@ async function main() {
   require('../agent_start')(Agent, options, send);
 }
 
-main();
+exitOnBootFailure(main());

@@ -17,7 +17,7 @@
 require('../compile_cache')(process.argv[2]);
 
 const gracefulExit = require('graceful-process');
-const { workerId } = require('../self');
+const { workerId, exitOnBootFailure, reportBootError } = require('../self');
 const { importModule } = require('@eggjs/utils');
 const debug = require('util').debuglog('egg-cluster:app_worker');
 const ConsoleLogger = require('egg-logger').EggConsoleLogger;
@@ -66,6 +66,7 @@ function startApp() {
   app.ready(err => {
     if (err) {
       consoleLogger.error(err);
+      reportBootError(send, err, options.baseDir);
       consoleLogger.error('[app_worker] start error, exiting with code:1');
       exitProcess();
       return;
@@ -101,7 +102,7 @@ function startApp() {
   });
 }
 
-main();
+exitOnBootFailure(main());
 
 function createApplication() {
   debug('new Application with options %j', options);
@@ -109,6 +110,7 @@ function createApplication() {
     return new Application(options);
   } catch (err) {
     consoleLogger.error(err);
+    reportBootError(send, err, options.baseDir);
     throw err;
   }
 }

@@ -58,6 +58,9 @@ pub(crate) struct Child {
     pub(crate) disable_refork: bool,
     /// cfork already decided about this worker's refork (at its disconnect).
     pub(crate) refork_handled: bool,
+    /// What it told about its failed boot (`egg-cluster-rs:boot-error`): the error, and the
+    /// file when known.
+    pub(crate) boot_error: Option<(String, Option<String>)>,
     /// Malformed messages so far, so a flood is logged at 1..16, 32, 64, ... only.
     pub(crate) malformed: u64,
 }
@@ -75,6 +78,7 @@ impl Child {
             exited_after_disconnect: false,
             disable_refork: false,
             refork_handled: false,
+            boot_error: None,
             malformed: 0,
         }
     }

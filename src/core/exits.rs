@@ -71,10 +71,11 @@ impl Core {
         out.push(Action::Cfork(
             loud,
             format!(
-                "worker:{pid} disconnect (exitedAfterDisconnect: {}, state: {}, isDead: false, worker.disableRefork: {})",
+                "worker:{pid} disconnect (exitedAfterDisconnect: {}, state: {}, isDead: false, worker.disableRefork: {}{})",
                 app.exited_after_disconnect,
                 app.phase.cluster_state(),
-                app.disable_refork
+                app.disable_refork,
+                self.cfork_slave(", isSlave: false, slaveIndex: ")
             ),
         ));
         if app.disable_refork {
@@ -96,10 +97,13 @@ impl Core {
     pub(super) fn refork_decision(&mut self, uptime: u64, now: u64, out: &mut Vec<Action>) {
         match self.refork.decide(now, uptime) {
             Decision::Now => self.refork_app(out),
-            Decision::Never => out.push(Action::Cfork(
-                true,
-                "don't fork new work (refork: false)".to_string(),
-            )),
+            Decision::Never => {
+                let count = self.cfork_refork_count();
+                out.push(Action::Cfork(
+                    true,
+                    format!("don't fork new work (refork: false{count})"),
+                ))
+            }
             Decision::After(ms) => {
                 out.push(Action::Cfork(
                     true,
@@ -117,6 +121,23 @@ impl Core {
                 ));
                 out.push(Action::After(Duration::from_millis(ms), Timer::ReforkApp));
             }
+        }
+    }
+
+    /// What @eggjs/cluster 3's cfork 2 adds to a cfork 1 line: the slave worker fields (we fork
+    /// no slaves).
+    fn cfork_slave(&self, fields: &'static str) -> &'static str {
+        match self.cfg.dialect {
+            super::Dialect::Egg3 => "",
+            super::Dialect::Egg4 => fields,
+        }
+    }
+
+    /// cfork 2's `, reforkCount: N` (the refork attempts it remembers), egg 4 only.
+    pub(super) fn cfork_refork_count(&self) -> String {
+        match self.cfg.dialect {
+            super::Dialect::Egg3 => String::new(),
+            super::Dialect::Egg4 => format!(", reforkCount: {}", self.refork.count()),
         }
     }
 
@@ -181,11 +202,12 @@ impl Core {
         out.push(Action::Cfork(
             loud,
             format!(
-                "worker:{pid} exit (code: {}, exitedAfterDisconnect: {}, state: dead, isDead: true, isExpected: {}, worker.disableRefork: {})",
+                "worker:{pid} exit (code: {}, exitedAfterDisconnect: {}, state: dead, isDead: true, isExpected: {}, worker.disableRefork: {}{})",
                 js_opt(code),
                 app.exited_after_disconnect,
                 app.refork_handled,
-                app.disable_refork
+                app.disable_refork,
+                self.cfork_slave(", isSlave: false, slaveIndex: ")
             ),
         ));
         if self.closing() {
@@ -211,12 +233,14 @@ impl Core {
             out.push(Action::Cfork(
                 true,
                 format!(
-                    "(total {} disconnect, {} unexpected exit) WorkerDiedUnexpectedError: worker:{pid} died unexpected (code: {}, signal: {}, exitedAfterDisconnect: {}, state: dead)",
+                    "(total {} disconnect, {} unexpected exit) WorkerDiedUnexpectedError: worker:{pid} died unexpected (code: {}, signal: {}, exitedAfterDisconnect: {}, state: dead{})",
                     self.disconnect_count,
                     self.unexpected_count,
                     js_opt(code),
                     signal.unwrap_or("null"),
-                    app.exited_after_disconnect
+                    app.exited_after_disconnect,
+                    // sic: cfork 2's spelling
+                    self.cfork_slave(", isSalve: false, salveIndex: ")
                 ),
             ));
         }

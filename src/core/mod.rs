@@ -356,6 +356,8 @@ pub(crate) struct Core {
     reload: Option<reload::Reload>,
     /// Numbers reload steps, so a stale timeout is recognised.
     step_seq: u64,
+    /// Why the last reload failed, until one succeeds (which then says it recovered).
+    reload_failed: Option<String>,
     /// The last routes published, and how many times they changed.
     routes: Routes,
     routes_seq: u64,
@@ -390,6 +392,7 @@ impl Core {
             workers: cfg.workers,
             reload: None,
             step_seq: 0,
+            reload_failed: None,
             ops: ops::OpsState::default(),
             cfg,
         }
@@ -505,6 +508,7 @@ impl Core {
             MasterAction::InjectPanic if self.cfg.fault_injection => {
                 panic!("injected fault (EGG_CLUSTER_RS_FAULT_INJECTION)")
             }
+            MasterAction::BootError if from == Role::App => self.on_boot_error(pid, &data(), out),
             MasterAction::ClusterStatus => {
                 let to = if pid == 0 {
                     Target::Parent
@@ -514,6 +518,7 @@ impl Core {
                 self.on_status_request(ops::StatusTo::Message(to), out)
             }
             MasterAction::ReusePortListening
+            | MasterAction::BootError
             | MasterAction::InjectPanic
             | MasterAction::AppStart
             | MasterAction::Other => out.push(Action::EmitMaster(line)),

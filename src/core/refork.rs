@@ -50,6 +50,11 @@ impl ReforkPolicy {
         self.backoff_ms
     }
 
+    /// cfork 2's `reforkCount`: the refork attempts it remembers (at most `limit`).
+    pub fn count(&self) -> usize {
+        self.times.len()
+    }
+
     /// A worker died unexpectedly after `uptime_ms` of serving (0 if it never did).
     pub fn decide(&mut self, now: u64, uptime_ms: u64) -> Decision {
         if !self.enabled {

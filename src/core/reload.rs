@@ -110,12 +110,14 @@ impl Core {
                 serving.iter().map(|c| c.pid).collect()
             }
         };
-        // egg-cluster's line for `reload-worker` (@eggjs/cluster's names the count).
+        // egg-cluster's line for `reload-worker` (@eggjs/cluster's names the count). egg-cluster
+        // logs it at DEBUG in the local env, which hides it exactly where dev reloads happen;
+        // ours is INFO everywhere (docs/fidelity.md, differences).
         let line = match self.cfg.dialect {
             super::Dialect::Egg3 => "[master] reload workers...".to_string(),
             super::Dialect::Egg4 => format!("[master] reload {} workers...", self.workers),
         };
-        self.verbose(out, line);
+        out.push(Action::Log(Level::Info, line));
         out.push(Action::Log(
             Level::Info,
             format!(
@@ -195,6 +197,16 @@ impl Core {
                 now.saturating_sub(reload.started_at)
             ),
         ));
+        if let Some(failed) = self.reload_failed.take() {
+            if !reload.replaced.is_empty() {
+                out.push(Action::Log(
+                    Level::Info,
+                    format!(
+                        "[master] reload recovered: the app workers run the current code again (the previous reload failed: {failed})"
+                    ),
+                ));
+            }
+        }
         let data =
             json!({"ok": true, "reason": reload.reason.as_str(), "replaced": reload.replaced});
         self.reload_done(data, out);
@@ -203,11 +215,45 @@ impl Core {
         }
     }
 
-    /// The reload stops: the old workers keep serving, nothing is retried.
-    fn fail_reload(&mut self, error: String, out: &mut Vec<Action>) {
+    /// The reload stops: the old workers keep serving, nothing is retried. `boot` is what the
+    /// replacement told about its failed boot: in the local env (a dev reload after an edit)
+    /// the failure is shown as a block naming the file and the error, as it would otherwise
+    /// be one line among egg's and the old code would go on answering unnoticed.
+    fn fail_reload(
+        &mut self,
+        mut error: String,
+        boot: Option<&(String, Option<String>)>,
+        out: &mut Vec<Action>,
+    ) {
         let Some(reload) = self.reload.take() else {
             return;
         };
+        if let Some((boot_error, file)) = boot {
+            let first = boot_error.lines().next().unwrap_or_default();
+            error = match file {
+                Some(file) => format!("{error}: {first} ({file})"),
+                None => format!("{error}: {first}"),
+            };
+            if !self.cfg.is_production {
+                let mut block = String::from(
+                    "[master] ==================== reload failed ====================\n\
+                     The app workers still run the code from before the change.\n",
+                );
+                if let Some(file) = file {
+                    block.push_str(&format!("  file:  {file}\n"));
+                }
+                block.push_str(&format!(
+                    "  error: {}\n",
+                    boot_error.trim_end().replace('\n', "\n         ")
+                ));
+                block.push_str(
+                    "Fix it and save: the next change reloads the workers again.\n\
+                     ===========================================================",
+                );
+                out.push(Action::Log(Level::Error, block));
+            }
+        }
+        self.reload_failed = Some(error.clone());
         out.push(Action::Log(
             Level::Error,
             format!(
@@ -219,6 +265,7 @@ impl Core {
             if self.children.get(new).is_some() {
                 if let Some(c) = self.children.get_mut(new) {
                     c.phase = Phase::Retiring;
+                    c.exited_after_disconnect = true;
                 }
                 out.push(Action::Terminate {
                     pid: new,
@@ -256,7 +303,7 @@ impl Core {
             Ok(pid) => step.new = Some(*pid),
             Err(e) => {
                 let e = format!("cannot spawn app_worker#{}: {e}", app.id);
-                self.fail_reload(e, out);
+                self.fail_reload(e, None, out);
             }
         }
     }
@@ -291,6 +338,9 @@ impl Core {
         };
         c.phase = Phase::Retiring;
         c.disable_refork = true;
+        // The master itself lets it go, as egg-cluster's reload does with `worker.disconnect()`,
+        // which sets cluster's `exitedAfterDisconnect` (egg-cluster's `suicide`).
+        c.exited_after_disconnect = true;
         let name = c.name();
         self.verbose(
             out,
@@ -323,7 +373,7 @@ impl Core {
                 super::js_opt(code),
                 signal.unwrap_or("null")
             );
-            self.fail_reload(e, out);
+            self.fail_reload(e, app.boot_error.as_ref(), out);
             return true;
         }
         if step.old == app.pid {
@@ -347,6 +397,29 @@ impl Core {
         false
     }
 
+    /// An app worker tells why its boot failed, just before it exits (`{error, file}`).
+    pub(super) fn on_boot_error(
+        &mut self,
+        pid: u32,
+        data: &serde_json::Value,
+        out: &mut Vec<Action>,
+    ) {
+        let text = |key: &str| {
+            data.get(key)
+                .and_then(serde_json::Value::as_str)
+                .filter(|s| !s.is_empty())
+                // A report, not a log dump: bounded.
+                .map(|s| s.chars().take(4000).collect::<String>())
+        };
+        let Some(error) = text("error") else {
+            self.on_malformed(pid, "egg-cluster-rs:boot-error without an error", out);
+            return;
+        };
+        if let Some(c) = self.children.get_mut(pid) {
+            c.boot_error = Some((error, text("file")));
+        }
+    }
+
     /// The step's replacement did not serve in time.
     pub(super) fn on_reload_timeout(&mut self, seq: u64, out: &mut Vec<Action>) {
         let Some(step) = self.reload.as_ref().and_then(|r| r.step.as_ref()) else {
@@ -363,7 +436,7 @@ impl Core {
             "{who} did not listen within {}ms",
             self.cfg.reload_timeout.as_millis()
         );
-        self.fail_reload(e, out);
+        self.fail_reload(e, None, out);
     }
 
     /// A retiring worker (scaled down, or failed replacement) exited.

@@ -182,10 +182,11 @@ impl Core {
             Batch::Early => {}
             Batch::Start | Batch::Replace | Batch::Scale => self.log_app_starts(&new_pids, out),
             Batch::Refork => {
+                let count = self.cfork_refork_count();
                 for pid in &new_pids {
                     out.push(Action::Cfork(
                         true,
-                        format!("new worker:{pid} fork (state: none)"),
+                        format!("new worker:{pid} fork (state: none{count})"),
                     ));
                 }
                 self.log_app_starts(&new_pids, out);
@@ -404,7 +405,9 @@ impl Core {
                 "[master] {} started at {}, remain {remain} ({}ms)",
                 app.name(),
                 port.map_or("undefined".to_string(), |p| p.to_string()),
-                now.saturating_sub(self.apps_fork_time)
+                // The worker's own start: since egg-cluster forked its batch (an early
+                // worker waited for the go-ahead), or since its own spawn (a replacement).
+                now.saturating_sub(app.spawned_at.max(self.apps_fork_time))
             ),
         );
         if self.all_started {

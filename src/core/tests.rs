@@ -1045,6 +1045,11 @@ fn rolling_reload_replaces_one_slot_at_a_time() {
 
     spawned_replacement(&mut core, 3, 0, 30, 1003);
     let a = core.handle(listening(30, 7001), 1100);
+    // Its start counts from its own spawn, not from the first batch's.
+    assert!(has_log(
+        &a,
+        "[master] app_worker#3:30 started at 7001, remain 0 (97ms)"
+    ));
     // It serves: it alone gets egg-ready, and its predecessor retires (drained by SIGTERM).
     assert!(sends(&a).contains(&(
         Target::Child(30),
@@ -1069,6 +1074,15 @@ fn rolling_reload_replaces_one_slot_at_a_time() {
     assert!(has_log(
         &a,
         "don't fork, because worker:20 will be kill soon"
+    ));
+    // The master let it go, as egg-cluster's `worker.disconnect()` does: suicide.
+    assert!(has_log(
+        &a,
+        "[master] app_worker#1:20 disconnect, suicide: true"
+    ));
+    assert!(has_log(
+        &a,
+        "worker:20 disconnect (exitedAfterDisconnect: true"
     ));
     assert!(!a.iter().any(|x| matches!(
         x,
@@ -1313,3 +1327,88 @@ fn a_debugged_master_closes_when_an_app_worker_is_sigkilled() {
 }
 mod egg4;
 mod threads;
+
+/// egg-cluster logs `reload workers...` at DEBUG in the local env, where egg-development's
+/// reloads happen: ours is INFO, so a dev reload shows.
+#[test]
+fn a_dev_reload_says_so_at_info_in_the_local_env() {
+    let mut c = cfg(1);
+    c.is_production = false;
+    c.verbose = Level::Debug;
+    let mut core = released(c);
+    core.handle(listening(20, 7001), 10);
+    let a = core.handle(
+        to_master(Role::Agent, AGENT, MasterAction::ReloadWorker, None),
+        1000,
+    );
+    assert!(
+        a.contains(&Action::Log(
+            Level::Info,
+            "[master] reload workers...".into()
+        )),
+        "{a:?}"
+    );
+}
+
+/// A dev reload whose replacement fails at boot: the worker's report names the file and the
+/// error in a block (local env), and the next reload that succeeds says it recovered.
+#[test]
+fn a_failed_dev_reload_is_loud_and_its_recovery_said() {
+    let mut c = cfg(1);
+    c.is_production = false;
+    let mut core = released(c);
+    core.handle(listening(20, 7001), 10);
+    core.handle(
+        to_master(Role::Agent, AGENT, MasterAction::ReloadWorker, None),
+        1000,
+    );
+    spawned_replacement(&mut core, 2, 0, 30, 1001);
+    let report =
+        r#"{"error":"SyntaxError: Unexpected token ';'","file":"/app/controller/home.js:7"}"#;
+    let a = core.handle(
+        to_master(Role::App, 30, MasterAction::BootError, Some(report)),
+        1100,
+    );
+    assert!(a.is_empty(), "{a:?}");
+    let a = core.handle(
+        Event::Exited {
+            pid: 30,
+            code: Some(1),
+            signal: None,
+        },
+        1200,
+    );
+    assert!(
+        a.contains(&Action::Log(
+            Level::Error,
+            "[master] ==================== reload failed ====================\n\
+         The app workers still run the code from before the change.\n  \
+         file:  /app/controller/home.js:7\n  \
+         error: SyntaxError: Unexpected token ';'\n\
+         Fix it and save: the next change reloads the workers again.\n\
+         ==========================================================="
+                .into()
+        )),
+        "{a:?}"
+    );
+    assert!(has_log(&a, "[master] rolling reload (reload-worker) failed: the new app_worker#2:30 exited before it listened (code: 1, signal: null): SyntaxError: Unexpected token ';' (/app/controller/home.js:7); the old app workers keep serving"));
+
+    // A report without an error is dropped as malformed.
+    let a = core.handle(
+        to_master(Role::App, 20, MasterAction::BootError, Some("{}")),
+        1300,
+    );
+    assert!(has_log(
+        &a,
+        "dropped a malformed message from app_worker#1:20"
+    ));
+
+    core.handle(
+        to_master(Role::Agent, AGENT, MasterAction::ReloadWorker, None),
+        2000,
+    );
+    spawned_replacement(&mut core, 3, 0, 40, 2001);
+    core.handle(listening(40, 7001), 2100);
+    let a = exited(&mut core, 20, 2200);
+    assert!(has_log(&a, "[master] reload recovered: the app workers run the current code again (the previous reload failed: the new app_worker#2:30 exited"), "{a:?}");
+}

@@ -77,6 +77,8 @@ pub(crate) fn render(s: &Snapshot) -> String {
         "Seconds since the master started",
         fgauge(m.uptime_ms as f64 / 1000.0),
     );
+    // The label sets in the order each family should list them (see `in_order`).
+    let mut order: Vec<String> = Vec::new();
     let phase: Family<PhaseLabel, Gauge> = Family::default();
     for p in [
         OpsPhase::Starting,
@@ -84,6 +86,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
         OpsPhase::Reloading,
         OpsPhase::Closing,
     ] {
+        order.push(format!("phase=\"{}\"", p.as_str()));
         phase
             .get_or_create(&PhaseLabel {
                 phase: p.as_str().into(),
@@ -136,6 +139,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
         bytes: Family::default(),
         sticky: Family::default(),
     };
+    order.push("role=\"master\",id=\"0\"".into());
     procs.add(
         &Proc {
             role: "master".into(),
@@ -150,6 +154,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
             role: c.core.role.into(),
             id: c.core.id.to_string(),
         };
+        order.push(format!("role=\"{}\",id=\"{}\"", p.role, p.id));
         procs.add(&p, c.rss, c.cpu, &c.counters);
         restarts.get_or_create(&p).inc_by(c.core.restarts);
         started
@@ -191,6 +196,39 @@ pub(crate) fn render(s: &Snapshot) -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);
+    in_order(&out, &order)
+}
+
+/// A `Family` keeps its label sets in a `HashMap`, so each scrape would list them in another
+/// order: the samples of each family are put in `order` (the master, then the children in
+/// spawn order; the phases in their own order), so that scrapes compare line by line.
+fn in_order(text: &str, order: &[String]) -> String {
+    let key = |line: &str| {
+        let labels = line
+            .split_once('{')
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map_or("", |(labels, _)| labels);
+        order.iter().position(|l| l == labels).unwrap_or(usize::MAX)
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut samples: Vec<&str> = Vec::new();
+    let flush = |samples: &mut Vec<&str>, out: &mut String| {
+        samples.sort_by_key(|l| key(l));
+        for l in samples.drain(..) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            flush(&mut samples, &mut out);
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            samples.push(line);
+        }
+    }
+    flush(&mut samples, &mut out);
     out
 }
 
@@ -276,6 +314,43 @@ mod tests {
         // No CPU figure for a process /proc could not tell about.
         assert!(!text.contains("egg_cluster_process_cpu_percent{role=\"app\""));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn label_sets_come_in_a_stable_order() {
+        let mut s = snapshot(OpsPhase::Ready, true);
+        let child = s.children[0].clone();
+        for id in [3, 4, 5, 6, 7, 8, 9, 10, 11] {
+            let mut c = child.clone();
+            c.core.id = id;
+            s.children.push(c);
+        }
+        let text = render(&s);
+        // Every scrape the same (each render builds new `HashMap`s with new random seeds).
+        for _ in 0..20 {
+            assert_eq!(render(&s), text);
+        }
+        let rss: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("egg_cluster_process_resident_memory_bytes{"))
+            .map(|l| &l[l.find('{').unwrap()..l.find('}').unwrap() + 1])
+            .collect();
+        let mut expected = vec!["{role=\"master\",id=\"0\"}".to_string()];
+        expected.extend((2..=11).map(|id| format!("{{role=\"app\",id=\"{id}\"}}")));
+        assert_eq!(rss, expected);
+        let phases: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("egg_cluster_phase{"))
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                "egg_cluster_phase{phase=\"starting\"} 0",
+                "egg_cluster_phase{phase=\"ready\"} 1",
+                "egg_cluster_phase{phase=\"reloading\"} 0",
+                "egg_cluster_phase{phase=\"closing\"} 0",
+            ]
+        );
     }
 
     #[test]

@@ -131,39 +131,82 @@ pub enum Dialect {
     Egg4,
 }
 
-/// The egg the app runs on, and so the dialect: the framework itself when it is egg; else the
-/// framework's own `node_modules/egg` (a framework built on egg); else `egg` looked up like a
-/// framework name from the app. This package as the framework re-exports whichever egg the app
-/// has, so for it the framework's own copy (a devDependency) is skipped. No egg found: egg 3.
+/// The egg the app runs on, and so the dialect. The egg: the framework itself when its package is
+/// named `egg`; else the `egg` the framework would `require()` (from its own directory up); else
+/// `egg` looked up like a framework name from the app. This package as the framework re-exports
+/// whichever egg the app has, so for it the framework's own copy (a devDependency) is skipped.
+/// The dialect is what that egg loads (see [`dialect_of_egg`]). No egg found: egg 3.
 pub(crate) fn resolve_egg(
     framework: &Path,
     framework_name: &str,
-    framework_version: &str,
     base_dir: &Path,
     input: &OptionsInput,
 ) -> (Option<PathBuf>, Dialect) {
-    if framework_name == "egg" {
-        return (Some(framework.to_path_buf()), dialect_of(framework_version));
-    }
-    // Through symlinks: an app's `node_modules/egg-cluster-rs` may be a link to this package.
-    let real = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| normalize(p));
-    let own = resolve(&input.cwd, &input.package_dir);
-    let mut dirs = Vec::new();
-    if real(framework) != real(&own) {
-        dirs.push(framework.join("node_modules"));
-    }
-    dirs.extend(module_dirs(base_dir, input));
-    for dir in dirs {
-        let egg = normalize(&dir.join("egg"));
-        if let Ok(pkg) = read_json(&egg.join("package.json")) {
-            let version = pkg.get("version").and_then(Value::as_str).unwrap_or("");
-            return (Some(egg), dialect_of(version));
+    let egg = if framework_name == "egg" {
+        Some(framework.to_path_buf())
+    } else {
+        let mut dirs = Vec::new();
+        if real(framework) != real(&resolve(&input.cwd, &input.package_dir)) {
+            dirs.extend(node_module_paths(&real(framework)));
         }
+        dirs.extend(module_dirs(base_dir, input));
+        dirs.into_iter()
+            .map(|dir| normalize(&dir.join("egg")))
+            .find(|egg| egg.join("package.json").is_file())
+    };
+    match egg {
+        Some(egg) => {
+            let dialect = dialect_of_egg(&egg);
+            (Some(egg), dialect)
+        }
+        None => (None, Dialect::Egg3),
     }
-    (None, Dialect::Egg3)
 }
 
-/// egg 4 and later speak @eggjs/cluster's protocol.
+/// Through symlinks: an app's `node_modules/egg-cluster-rs` may be a link to this package, and
+/// Node resolves a package's own `require()`s from its real path.
+fn real(p: &Path) -> PathBuf {
+    fs::canonicalize(p).unwrap_or_else(|_| normalize(p))
+}
+
+/// A package named `egg` may be egg itself or a wrapper over it (a fork, a test harness's
+/// stand-in, a re-published build, each with a version of its own). What decides is the cluster
+/// package the real egg starts its cluster with: egg 3 depends on `egg-cluster`, egg 4 on
+/// `@eggjs/cluster`. A package that depends on neither is followed to the `egg` it would
+/// `require()` (itself excluded); only when that chain ends without an answer does the last
+/// version number seen decide.
+fn dialect_of_egg(egg: &Path) -> Dialect {
+    let mut seen = HashSet::new();
+    let mut current = real(egg);
+    let mut version = String::new();
+    while seen.insert(current.clone()) {
+        let Ok(pkg) = read_json(&current.join("package.json")) else {
+            break;
+        };
+        if let Some(v) = pkg.get("version").and_then(Value::as_str) {
+            version = v.to_owned();
+        }
+        let deps = pkg.get("dependencies");
+        let depends_on = |name: &str| deps.and_then(|d| d.get(name)).is_some();
+        if depends_on("@eggjs/cluster") {
+            return Dialect::Egg4;
+        }
+        if depends_on("egg-cluster") {
+            return Dialect::Egg3;
+        }
+        let next = node_module_paths(&current)
+            .into_iter()
+            .map(|dir| real(&dir.join("egg")))
+            .find(|next| *next != current && next.join("package.json").is_file());
+        match next {
+            Some(next) => current = next,
+            None => break,
+        }
+    }
+    dialect_of(&version)
+}
+
+/// The last resort: egg 4 and later speak @eggjs/cluster's protocol.
 fn dialect_of(version: &str) -> Dialect {
     match version
         .split('.')
@@ -303,5 +346,96 @@ mod tests {
         let o = parse_ok(input(&tmp, json!({ "framework": "bare" })));
         assert_eq!(o.framework_name, "undefined");
         assert_eq!(o.framework_version, "undefined");
+    }
+
+    fn egg_pkg(tmp: &crate::options::testing::TempDir, dir: &str, version: &str, cluster: &str) {
+        let deps = if cluster.is_empty() {
+            json!({})
+        } else {
+            json!({ cluster: "^1" })
+        };
+        tmp.write(
+            &format!("{dir}/package.json"),
+            &json!({ "name": "egg", "version": version, "dependencies": deps }).to_string(),
+        );
+    }
+
+    #[test]
+    fn dialect_from_the_cluster_package_egg_depends_on() {
+        let tmp = app();
+        let dialect =
+            |tmp: &crate::options::testing::TempDir| parse_ok(input(tmp, json!({}))).dialect;
+        egg_pkg(&tmp, "app/node_modules/egg", "3.30.0", "egg-cluster");
+        assert_eq!(dialect(&tmp), Dialect::Egg3);
+        egg_pkg(&tmp, "app/node_modules/egg", "4.0.10", "@eggjs/cluster");
+        assert_eq!(dialect(&tmp), Dialect::Egg4);
+        // A version number does not decide when the dependencies do.
+        egg_pkg(&tmp, "app/node_modules/egg", "3.0.0", "@eggjs/cluster");
+        assert_eq!(dialect(&tmp), Dialect::Egg4);
+        egg_pkg(&tmp, "app/node_modules/egg", "9.9.9", "egg-cluster");
+        assert_eq!(dialect(&tmp), Dialect::Egg3);
+        // Neither: the last resort is the version.
+        egg_pkg(&tmp, "app/node_modules/egg", "4.1.0", "");
+        assert_eq!(dialect(&tmp), Dialect::Egg4);
+        egg_pkg(&tmp, "app/node_modules/egg", "3.1.0", "");
+        assert_eq!(dialect(&tmp), Dialect::Egg3);
+    }
+
+    #[test]
+    fn a_wrapper_named_egg_is_followed_to_the_egg_it_requires() {
+        let tmp = app();
+        // `{"name": "egg", "version": "9.9.9"}` whose index.js is `require('egg')` over egg 3.
+        egg_pkg(&tmp, "app/node_modules/egg", "9.9.9", "");
+        egg_pkg(
+            &tmp,
+            "app/node_modules/egg/node_modules/egg",
+            "3.34.0",
+            "egg-cluster",
+        );
+        let o = parse_ok(input(&tmp, json!({})));
+        assert_eq!(o.dialect, Dialect::Egg3);
+        assert_eq!(o.framework_version, "9.9.9");
+        // The egg the workers load is still the app's (the wrapper).
+        assert_eq!(o.egg, Some(tmp.path().join("app/node_modules/egg")));
+
+        // A wrapper found up the tree from an absolute framework path, and the other way round.
+        egg_pkg(&tmp, "fw/wrapper", "1.0.0", "");
+        egg_pkg(&tmp, "fw/node_modules/egg", "3.9.0", "@eggjs/cluster");
+        let fw = path_string(&tmp.path().join("fw/wrapper"));
+        assert_eq!(
+            parse_ok(input(&tmp, json!({ "framework": fw }))).dialect,
+            Dialect::Egg4
+        );
+
+        // A wrapper over nothing: its own version, as the last resort.
+        fs::remove_dir_all(tmp.path().join("fw/node_modules")).expect("rm");
+        assert_eq!(
+            parse_ok(input(&tmp, json!({ "framework": fw }))).dialect,
+            Dialect::Egg3
+        );
+    }
+
+    #[test]
+    fn a_framework_on_egg_gets_the_egg_it_requires() {
+        let tmp = app();
+        egg_pkg(&tmp, "app/node_modules/egg", "3.34.0", "egg-cluster");
+        tmp.framework("app/node_modules/yadan", "yadan", "1.0.0");
+        egg_pkg(
+            &tmp,
+            "app/node_modules/yadan/node_modules/egg",
+            "4.0.0",
+            "@eggjs/cluster",
+        );
+        let o = parse_ok(input(&tmp, json!({ "framework": "yadan" })));
+        assert_eq!(o.dialect, Dialect::Egg4);
+        assert_eq!(
+            o.egg,
+            Some(tmp.path().join("app/node_modules/yadan/node_modules/egg"))
+        );
+        // Without its own: the app's, found up the tree from the framework.
+        fs::remove_dir_all(tmp.path().join("app/node_modules/yadan/node_modules")).expect("rm");
+        let o = parse_ok(input(&tmp, json!({ "framework": "yadan" })));
+        assert_eq!(o.dialect, Dialect::Egg3);
+        assert_eq!(o.egg, Some(tmp.path().join("app/node_modules/egg")));
     }
 }

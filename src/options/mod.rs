@@ -270,13 +270,7 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
     let framework = resolve_framework(&raw, &base_dir, &input)?;
     raw.set("framework", Value::from(path_string(&framework)));
     let (framework_name, framework_version) = read_framework_package(&framework)?;
-    let (egg, dialect) = resolve_egg(
-        &framework,
-        &framework_name,
-        &framework_version,
-        &base_dir,
-        &input,
-    );
+    let (egg, dialect) = resolve_egg(&framework, &framework_name, &base_dir, &input);
 
     let https = raw.get("https").is_some_and(truthy);
     if https {

@@ -24,6 +24,10 @@ pub(crate) enum MasterAction {
     /// Test-only fault injection (`EGG_CLUSTER_RS_FAULT_INJECTION=1`).
     #[serde(rename = "egg-cluster-rs:inject-panic")]
     InjectPanic,
+    /// An app worker's boot failed (`{error, file}`), told just before it exits: a failed
+    /// reload names the file and the error.
+    #[serde(rename = "egg-cluster-rs:boot-error")]
+    BootError,
     /// Asks for the cluster's status snapshot, answered to the sender as `cluster-status`.
     ClusterStatus,
     /// Anything else: emitted on `promise.master`.

@@ -128,3 +128,68 @@ fn debug_port_and_reload_lines() {
         logs(&a)
     );
 }
+
+/// @eggjs/cluster 3 forks with cfork 2, whose lines add the slave fields and `reforkCount`.
+#[test]
+fn cfork_2_lines() {
+    let mut c = cfg4(1);
+    c.is_production = false;
+    let mut core = released(c);
+    core.handle(listening(20, 7001), 10);
+    core.handle(app_start(20, addr(7001)), 10);
+    let a = core.handle(
+        Event::Exited {
+            pid: 20,
+            code: Some(1),
+            signal: None,
+        },
+        20,
+    );
+    let cfork: Vec<&str> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Cfork(_, m) => Some(m.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        cfork,
+        [
+            "worker:20 exit (code: 1, exitedAfterDisconnect: false, state: dead, isDead: true, isExpected: false, worker.disableRefork: false, isSlave: false, slaveIndex: )",
+            "don't fork new work (refork: false, reforkCount: 0)",
+            "(total 0 disconnect, 1 unexpected exit) WorkerDiedUnexpectedError: worker:20 died unexpected (code: 1, signal: null, exitedAfterDisconnect: false, state: dead, isSalve: false, salveIndex: )",
+        ]
+    );
+
+    // In prod: the disconnect decides the refork; the replacement's line counts the reforks.
+    let (mut core, _) = started4(2);
+    let a = core.handle(
+        Event::ChannelClosed {
+            pid: 20,
+            reason: None,
+        },
+        200,
+    );
+    assert!(a.contains(&Action::Cfork(
+        true,
+        "worker:20 disconnect (exitedAfterDisconnect: false, state: disconnected, isDead: false, worker.disableRefork: false, isSlave: false, slaveIndex: )".into()
+    )), "{a:?}");
+    let a = core.handle(
+        Event::AppsSpawned {
+            batch: Batch::Refork,
+            apps: vec![Spawned {
+                id: 3,
+                slot: 0,
+                pid: Ok(30),
+            }],
+        },
+        201,
+    );
+    assert!(
+        a.contains(&Action::Cfork(
+            true,
+            "new worker:30 fork (state: none, reforkCount: 1)".into()
+        )),
+        "{a:?}"
+    );
+}
