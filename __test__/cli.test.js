@@ -4,7 +4,7 @@ const assert = require('assert');
 const fs = require('fs');
 const path = require('path');
 const {
-  ROOT, copyFixture, getFreePort, runScript, findProcesses, waitDead, get,
+  ROOT, copyFixture, getFreePort, runScript, findProcesses, waitDead, get, waitUntil,
 } = require('./helper');
 
 const EGG_SCRIPTS = require.resolve('egg-scripts/bin/egg-scripts.js');
@@ -12,16 +12,6 @@ const CLI = path.join(ROOT, 'bin/egg-cluster-rs.js');
 
 function appWorkers(baseDir) {
   return findProcesses(baseDir).filter(p => /lib\/app_worker\.js/.test(p.cmdline)).map(p => p.pid).sort();
-}
-
-async function waitUntil(fn, timeout, what) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timeout (${timeout}ms) waiting for ${what}`);
-    await new Promise(resolve => setTimeout(resolve, 100));
-  }
 }
 
 describe('bin/egg-cluster-rs', () => {

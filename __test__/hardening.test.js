@@ -8,7 +8,7 @@ const assert = require('assert');
 const fs = require('fs');
 const path = require('path');
 const {
-  ROOT, TMP, LOG_PREFIX, copyFixture, getFreePort, startMaster, runScript, findProcesses, waitDead, get, logTime,
+  ROOT, TMP, LOG_PREFIX, copyFixture, getFreePort, startMaster, runScript, findProcesses, waitDead, get, logTime, waitUntil,
 } = require('./helper');
 const { Load } = require('./load');
 
@@ -48,16 +48,6 @@ async function staleSocket(dir) {
   const sock = path.join(dir, `${l.pid}.sock`);
   assert(fs.lstatSync(sock).isSocket());
   return { pid: l.pid, sock };
-}
-
-async function waitUntil(fn, timeout, what) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timeout (${timeout}ms) waiting for ${what}`);
-    await new Promise(resolve => setTimeout(resolve, 100));
-  }
 }
 
 describe('operations hardening', () => {

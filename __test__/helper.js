@@ -546,6 +546,23 @@ function request(opts) {
   });
 }
 
+/**
+ * Polls `fn` (sync or async) every 100 ms until it returns something truthy
+ * @param {Function} fn -
+ * @param {number} timeout - ms
+ * @param {string} what - for the timeout's message
+ * @return {Promise<*>} fn's value
+ */
+async function waitUntil(fn, timeout, what) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timeout (${timeout}ms) waiting for ${what}`);
+    await new Promise(resolve => setTimeout(resolve, 100));
+  }
+}
+
 module.exports = {
   ROOT,
   FIXTURES,
@@ -570,4 +587,5 @@ module.exports = {
   collectWorkerPids,
   lineIndex,
   logTime,
+  waitUntil,
 };

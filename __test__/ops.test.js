@@ -9,7 +9,7 @@ const net = require('net');
 const path = require('path');
 const childProcess = require('child_process');
 const {
-  ROOT, startMaster, getFreePort, runScript, get, copyFixture, isAlive, waitDead, killAll,
+  ROOT, startMaster, getFreePort, runScript, get, copyFixture, isAlive, waitDead, killAll, waitUntil,
 } = require('./helper');
 
 const CLI = path.join(ROOT, 'bin/egg-cluster-rs.js');
@@ -103,16 +103,6 @@ async function scrape(port) {
   assert.match(res.headers['content-type'], /^application\/openmetrics-text; version=1\.0\.0/);
   assert.strictEqual(res.headers.connection, 'close');
   return parseMetrics(res.body);
-}
-
-async function waitUntil(fn, timeout, what) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timeout (${timeout}ms) waiting for ${what}`);
-    await new Promise(resolve => setTimeout(resolve, 100));
-  }
 }
 
 describe('operations', () => {
