@@ -1337,27 +1337,15 @@ mod tests {
     async fn a_line_right_behind_a_handle_is_read_without_more_data() {
         let mut h = Harness::open(LIMITS);
         let (_r, w) = pipe();
-        let raw = h.peer.sock.as_raw_fd();
         // Both are in the socket before the channel task reads (nothing here yields): the
         // kernel ends the first read at the message that carried the fd, a short read that
         // did not drain the socket.
-        let send = |line: &[u8], fds: &[RawFd]| {
-            let cmsg = [ControlMessage::ScmRights(fds)];
-            let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-            sendmsg::<()>(
-                raw,
-                &[IoSlice::new(line)],
-                cmsgs,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            )
-            .expect("peer sendmsg")
-        };
-        send(
+        send_with_fds(
+            &h,
             b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"a\":1}}\n",
             &[w.as_raw_fd()],
         );
-        send(b"{\"b\":2}\n", &[]);
+        send_with_fds(&h, b"{\"b\":2}\n", &[]);
         assert_eq!(
             h.events.take(2).await,
             vec![msg("{\"a\":1}"), msg("{\"b\":2}")]
