@@ -790,4 +790,50 @@ describe('faults', () => {
     for (let i = 0; i < 3; i++) assert.strictEqual((await get(port, '/roundtrip')).status, 200);
     await stop(m);
   });
+
+  it('no action name a worker sends to the master throws there (error, newListener, removeListener, reload-done, Object.prototype names)', async () => {
+    const m = await startMaster('faults', {}, { env: PROD });
+    const port = m.options.port;
+    await m.waitReady();
+    const [ app ] = sorted(m.workers().app);
+    const reserved = [ 'error', 'newListener', 'removeListener', 'reload-done' ];
+    const others = [ '__proto__', 'constructor', 'hasOwnProperty', 'toString', 'valueOf', '_events' ];
+    for (const action of [ ...reserved, ...others ]) {
+      const from = m.output.length;
+      m.send({ action: 'to-master', to: 'app', receiverPid: String(app), data: { action, data: 'boom' } });
+      if (reserved.includes(action)) {
+        const re = new RegExp(`WARN ${m.pid} \\[master\\] dropped a malformed message from app_worker#\\d+:${app} \\(\\d+ so far\\): action '${action}' is reserved`);
+        await waitLineAfter(m, re, from);
+      }
+      await echo(m, 'app', app);
+      assert(!m.exited, `${action}: master exited\n${m.tail()}`);
+    }
+    assert.strictEqual((await get(port, '/pid')).status, 200);
+    await stop(m);
+  });
+
+  it('fds a worker sends without NODE_HANDLE are closed at once: the master\'s fd count stays bounded, a reload still works', async function() {
+    if (REFERENCE) this.skip();
+    const m = await startMaster('faults', {}, { env: PROD });
+    const port = m.options.port;
+    await m.waitReady();
+    const fdCount = () => fs.readdirSync(`/proc/${m.pid}/fd`).length;
+    const before = fdCount();
+    const [ app ] = sorted(m.workers().app);
+    const mark = m.messages.length;
+    const COUNT = 250; // x 64 fds: 16,000
+    m.send({ action: 'raw', to: 'app', receiverPid: String(app), data: { name: 'fds', count: COUNT } });
+    await waitMessage(m, 'raw-done', x => x.data.pid === app && x.data.name === 'fds', mark, 60000);
+    // the lines themselves went on to the agent; raw-done came after them on the same channel
+    await echo(m, 'app', app);
+    const after = fdCount();
+    assert(after <= before + 16, `the master holds ${after} fds (${before} before)`);
+    await m.waitFor(new RegExp(`WARN ${m.pid} \\[master\\] dropped a malformed message from app_worker#\\d+:${app} .*64 file descriptor\\(s\\) without a NODE_HANDLE line closed`));
+    const mark2 = m.messages.length;
+    m.kill('SIGUSR2');
+    const done = await m.waitFor(h => h.messages.slice(mark2).find(msg => msg && msg.action === 'reload-done'), 60000);
+    assert.strictEqual(done.data.ok, true, JSON.stringify(done.data));
+    assert.strictEqual((await get(port, '/pid')).status, 200);
+    await stop(m);
+  });
 });

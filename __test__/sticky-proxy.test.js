@@ -83,6 +83,26 @@ describe('sticky behind a proxy', () => {
     assert.strictEqual((await m.waitExit()).code, 0, m.tail());
   });
 
+  it('stickyKey proxy-protocol: a header without an address (v1 UNKNOWN, v2 LOCAL: balancer health checks) is consumed; the key is the peer', async () => {
+    const m = await startMaster('basic', { sticky: true, stickyKey: 'proxy-protocol' }, { env: { EGG_SERVER_ENV: 'prod' } });
+    const port = m.options.port;
+    await m.waitReady();
+    const sig = '\r\n\r\n\0\r\nQUIT\n';
+    const prefixes = {
+      'v1 UNKNOWN': 'PROXY UNKNOWN\r\n',
+      'v1 UNKNOWN with fields': `PROXY UNKNOWN 10.1.0.1 127.0.0.1 40000 ${port}\r\n`,
+      'v2 LOCAL': `${sig}\x20\x00\x00\x00`,
+      'v2 LOCAL with an IPv4 block': `${sig}\x20\x11\x00\x0c\x0a\x01\x00\x01\x7f\x00\x00\x01\x01\x02\x03\x04`,
+      'v2 PROXY UNSPEC': `${sig}\x21\x00\x00\x00`,
+    };
+    const byPeer = await pidsByKey(Object.keys(prefixes), name => rawRequest(port, { prefix: prefixes[name] }));
+    // every one went by the peer (127.0.0.1): the worker a plain request from it reaches
+    const plain = await pidsByKey([ 'plain' ], () => rawRequest(port));
+    for (const [ name, pid ] of byPeer) assert.strictEqual(pid, plain.get('plain'), name);
+    m.kill('SIGTERM');
+    assert.strictEqual((await m.waitExit()).code, 0, m.tail());
+  });
+
   it('a bad stickyTrustedProxies entry fails fast, naming the option', async () => {
     await assert.rejects(() => require('..').startCluster({ baseDir: require('path').join(__dirname, 'fixtures/apps/basic'), sticky: true, stickyKey: 'x-forwarded-for', stickyTrustedProxies: [ '10.0.0.0/99' ] }),
       err => err.code === 'ERR_EGG_CLUSTER_OPTIONS' && /options\.stickyTrustedProxies\[0\]/.test(err.message));

@@ -29,6 +29,8 @@ mod ops;
 mod options;
 mod ports;
 mod process;
+#[cfg(test)]
+mod proptests;
 mod protocol;
 mod runtime;
 

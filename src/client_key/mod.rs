@@ -75,6 +75,10 @@ pub(crate) enum Peek {
     Key(IpAddr),
     /// No usable client address: use the TCP peer address.
     Fallback,
+    /// A complete, valid PROXY header without a client address (v1 `UNKNOWN`, v2 `LOCAL` or a
+    /// family without a TCP client): a balancer's own connection, such as a health check. Use
+    /// the TCP peer address, and consume the header as for [`Peek::Key`].
+    NoAddress,
 }
 
 /// The client key carried in the first bytes of a connection.

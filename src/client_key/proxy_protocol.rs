@@ -27,7 +27,12 @@ pub(crate) fn proxy_protocol_key(buf: &[u8], at_limit: bool, max_bytes: usize) -
 fn proxy_v1_key(buf: &[u8], at_limit: bool) -> Peek {
     let window = &buf[..buf.len().min(V1_MAX_LINE)];
     if let Some(end) = memmem::find(window, b"\r\n") {
-        return parse_v1_line(&window[..end]).map_or(Peek::Fallback, Peek::Key);
+        let line = &window[..end];
+        return match parse_v1_line(line) {
+            Some(ip) => Peek::Key(ip),
+            None if is_unknown_line(line) => Peek::NoAddress,
+            None => Peek::Fallback,
+        };
     }
     if window.len() >= V1_MAX_LINE || !v1_prefix_ok(window) {
         return Peek::Fallback;
@@ -62,19 +67,36 @@ fn parse_v1_line(line: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// Whether a v1 line without its CRLF yet (shorter than the maximum) can still become a line
-/// with a source address. `UNKNOWN` cannot, so it falls back without waiting for the rest.
+/// A complete v1 `UNKNOWN` line (without CRLF): the spec lets anything printable follow, and
+/// the receiver ignores it.
+fn is_unknown_line(line: &[u8]) -> bool {
+    match line.strip_prefix(b"PROXY UNKNOWN") {
+        Some(rest) => {
+            rest.is_empty() || (rest[0] == b' ' && rest.iter().all(|&b| (0x20..0x7f).contains(&b)))
+        }
+        None => false,
+    }
+}
+
+/// Whether a v1 line without its CRLF yet (shorter than the maximum) can still become a valid
+/// line: one with a source address, or `UNKNOWN`.
 fn v1_prefix_ok(window: &[u8]) -> bool {
     if window.len() < V1_PREFIX.len() {
         return V1_PREFIX.starts_with(window);
     }
     if let Some(line) = window.strip_suffix(b"\r") {
         // Only a CRLF can follow, so the line must already be complete.
-        return parse_v1_line(line).is_some();
+        return parse_v1_line(line).is_some() || is_unknown_line(line);
     }
     let Some(rest) = window.strip_prefix(V1_PREFIX) else {
         return false;
     };
+    if b"UNKNOWN".starts_with(rest) {
+        return true;
+    }
+    if rest.starts_with(b"UNKNOWN") {
+        return is_unknown_line(window);
+    }
     let fields: Vec<&[u8]> = rest.split(|&b| b == b' ').collect();
     let Some((partial, done)) = fields.split_last() else {
         return false;
@@ -117,16 +139,26 @@ fn proxy_v2_key(buf: &[u8], at_limit: bool, max_bytes: usize) -> Peek {
     if buf[..seen] != V2_SIGNATURE[..seen] {
         return Peek::Fallback;
     }
-    // Version 2 with the PROXY command is the only one carrying a client: LOCAL (0x20) is the
-    // balancer's own connection, such as a health check.
-    if buf.get(12).is_some_and(|&b| b != 0x21) {
-        return Peek::Fallback;
-    }
-    let (v6, address_len) = match buf.get(13) {
+    // Version 2; the PROXY command carries a client, LOCAL (0x20) is the balancer's own
+    // connection, such as a health check: its header is consumed all the same.
+    let local = match buf.get(12) {
         None => return need_more(at_limit),
-        Some(0x11) => (false, 12), // TCP over IPv4: source, destination, two ports
-        Some(0x21) => (true, 36),  // TCP over IPv6
-        // UDP, UNIX sockets and unspecified families have no TCP client address.
+        Some(0x21) => false,
+        Some(0x20) => true,
+        Some(_) => return Peek::Fallback,
+    };
+    // (v6, length of the addresses and ports the family needs, whether it has a TCP client)
+    let (v6, address_len, tcp) = match buf.get(13) {
+        None => return need_more(at_limit),
+        // LOCAL: the receiver ignores the family and the address block.
+        Some(_) if local => (false, 0, false),
+        Some(0x11) => (false, 12, true), // TCP over IPv4: source, destination, two ports
+        Some(0x21) => (true, 36, true),  // TCP over IPv6
+        // UNSPEC, UDP and UNIX sockets: valid, without a TCP client address.
+        Some(0x00) => (false, 0, false),
+        Some(0x12) => (false, 12, false),
+        Some(0x22) => (false, 36, false),
+        Some(0x31 | 0x32) => (false, 216, false),
         Some(_) => return Peek::Fallback,
     };
     let (Some(&hi), Some(&lo)) = (buf.get(14), buf.get(15)) else {
@@ -140,6 +172,9 @@ fn proxy_v2_key(buf: &[u8], at_limit: bool, max_bytes: usize) -> Peek {
     let Some(block) = buf.get(V2_FIXED_LEN..V2_FIXED_LEN + len) else {
         return need_more(at_limit);
     };
+    if !tcp {
+        return Peek::NoAddress;
+    }
     // The source address comes first in the address block.
     let source = if v6 {
         block
@@ -159,7 +194,7 @@ fn proxy_v2_key(buf: &[u8], at_limit: bool, max_bytes: usize) -> Peek {
 /// consumes once the key is known, so that the worker's HTTP server never sees the header.
 pub(crate) fn proxy_header_len(buf: &[u8]) -> Option<usize> {
     if buf.starts_with(V1_PREFIX) {
-        return memmem::find(&buf[..buf.len().min(108)], b"\r\n").map(|i| i + 2);
+        return memmem::find(&buf[..buf.len().min(V1_MAX_LINE)], b"\r\n").map(|i| i + 2);
     }
     if buf.starts_with(V2_SIGNATURE) && buf.len() >= V2_FIXED_LEN {
         let len = V2_FIXED_LEN + usize::from(u16::from_be_bytes([buf[14], buf[15]]));
@@ -197,9 +232,13 @@ mod tests {
                 "PROXY TCP6 ::ffff:203.0.113.7 ::1 56324 443\r\n",
                 k("::ffff:203.0.113.7"),
             ),
-            ("PROXY UNKNOWN\r\n", F),
-            ("PROXY UNKNOWN 203.0.113.7 10.0.0.1 56324 443\r\n", F),
-            ("PROXY UNKNOWN whatever\r\n", F),
+            ("PROXY UNKNOWN\r\n", U),
+            ("PROXY UNKNOWN 203.0.113.7 10.0.0.1 56324 443\r\n", U),
+            ("PROXY UNKNOWN whatever\r\n", U),
+            ("PROXY UNKNOWN\r\nGET / HTTP/1.1\r\n", U),
+            ("PROXY UNKNOWNX\r\n", F),
+            ("PROXY UNKNOWN \x01\r\n", F),
+            ("PROXY UNKNOWN \n\r\n", F),
             ("PROXY TCP4 2001:db8::7 10.0.0.1 56324 443\r\n", F),
             ("PROXY TCP6 203.0.113.7 2001:db8::1 56324 443\r\n", F),
             ("PROXY TCP4 203.0.113.7 2001:db8::1 56324 443\r\n", F),
@@ -255,8 +294,8 @@ mod tests {
     fn proxy_v1_falls_back_as_soon_as_the_prefix_is_wrong() {
         let cases = [
             "PROXY X",
-            "PROXY U", // UNKNOWN can only fall back
-            "PROXY UNKNOWN",
+            "PROXY UNKNOWNX",
+            "PROXY UNKNOWN \x01",
             "PROXY TCP", // still a prefix of TCP4/TCP6: see below
             "PROXY TCP4x",
             "PROXY TCP4 203.0.113.7 x",
@@ -340,17 +379,19 @@ mod tests {
                 k("::ffff:203.0.113.7"),
             ),
             // LOCAL: the balancer's own connection.
-            (v2(0x20, 0x11, &tcp4[16..]), F),
-            (v2(0x20, 0x00, &[]), F),
+            (v2(0x20, 0x11, &tcp4[16..]), U),
+            (v2(0x20, 0x00, &[]), U),
+            (v2(0x20, 0x77, &[1, 2, 3]), U),
             // Unknown command or version.
             (v2(0x22, 0x11, &tcp4[16..]), F),
             (v2(0x11, 0x11, &tcp4[16..]), F),
             (v2(0x31, 0x11, &tcp4[16..]), F),
             // Families and protocols without a TCP client.
-            (v2(0x21, 0x00, &[]), F),
-            (v2(0x21, 0x12, &tcp4[16..]), F), // UDP over IPv4
-            (v2(0x21, 0x22, &[&v6_block[..], &[0; 4]].concat()), F), // UDP over IPv6
-            (v2(0x21, 0x31, &[0; 216]), F),   // UNIX stream
+            (v2(0x21, 0x00, &[]), U),
+            (v2(0x21, 0x12, &tcp4[16..]), U), // UDP over IPv4
+            (v2(0x21, 0x22, &[&v6_block[..], &[0; 4]].concat()), U), // UDP over IPv6
+            (v2(0x21, 0x31, &[0; 216]), U),   // UNIX stream
+            (v2(0x21, 0x31, &[0; 215]), F),
             (v2(0x21, 0x10, &tcp4[16..]), F),
             (v2(0x21, 0x41, &tcp4[16..]), F),
             // Address block shorter than the family needs.
@@ -398,10 +439,12 @@ mod tests {
             for flip in [0x01u8, 0x80, 0xff] {
                 let mut bad = good[..=i].to_vec();
                 bad[i] ^= flip;
-                // None of these flips turns byte 12 into 0x21 or byte 13 into 0x11 or 0x21.
+                // None of these flips turns byte 13 into a valid family; byte 12 ^ 1 is LOCAL,
+                // which waits for its length.
+                let want = if i == 12 && flip == 0x01 { N } else { F };
                 assert_eq!(
                     key(&KeySource::ProxyProtocol, &bad),
-                    F,
+                    want,
                     "byte {i} ^ {flip:#x}"
                 );
             }

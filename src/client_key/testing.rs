@@ -52,6 +52,7 @@ pub(crate) fn k(s: &str) -> Peek {
 
 pub(crate) const F: Peek = Peek::Fallback;
 pub(crate) const N: Peek = Peek::NeedMore;
+pub(crate) const U: Peek = Peek::NoAddress;
 
 /// A PROXY v2 header: `cmd` version/command byte, `fam` family byte, `block` the address
 /// block (whose length goes in the header).

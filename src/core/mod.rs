@@ -517,6 +517,17 @@ impl Core {
                 };
                 self.on_status_request(ops::StatusTo::Message(to), out)
             }
+            MasterAction::Error
+            | MasterAction::NewListener
+            | MasterAction::RemoveListener
+            | MasterAction::ReloadDone => {
+                self.ops.malformed += 1;
+                let reason = format!(
+                    "action '{}' is reserved for the master's EventEmitter",
+                    action.reserved_name()
+                );
+                self.on_malformed(pid, &reason, out)
+            }
             MasterAction::ReusePortListening
             | MasterAction::BootError
             | MasterAction::InjectPanic

@@ -928,6 +928,47 @@ fn bad_input_is_logged_with_the_childs_name_rate_limited() {
 }
 
 #[test]
+fn actions_eventemitter_treats_specially_are_dropped_and_counted() {
+    let (mut core, _) = started(1);
+    for action in [
+        MasterAction::Error,
+        MasterAction::NewListener,
+        MasterAction::RemoveListener,
+        MasterAction::ReloadDone,
+    ] {
+        let a = core.handle(to_master(Role::App, 20, action, None), 0);
+        assert!(
+            !a.iter().any(|x| matches!(x, Action::EmitMaster(_))),
+            "{a:?}"
+        );
+        assert!(has_log(
+            &a,
+            &format!(
+                "[master] dropped a malformed message from app_worker#1:20 ({} so far): action '{}' is reserved for the master's EventEmitter",
+                [MasterAction::Error, MasterAction::NewListener, MasterAction::RemoveListener, MasterAction::ReloadDone]
+                    .iter()
+                    .position(|x| *x == action)
+                    .unwrap()
+                    + 1,
+                action.reserved_name()
+            )
+        ), "{a:?}");
+    }
+    assert_eq!(
+        MasterAction::from_raw(Some(br#""error""#)),
+        MasterAction::Error
+    );
+    assert_eq!(
+        MasterAction::from_raw(Some(b"\"newListener\"")),
+        MasterAction::NewListener
+    );
+    assert_eq!(
+        MasterAction::from_raw(Some(b"\"__proto__\"")),
+        MasterAction::Other
+    );
+}
+
+#[test]
 fn other_messages_to_the_master_go_to_js_and_panics_are_opt_in() {
     let (mut core, _) = started(1);
     let a = core.handle(to_master(Role::App, 20, MasterAction::Other, None), 0);

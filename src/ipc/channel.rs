@@ -309,6 +309,10 @@ async fn stalled(stall: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
     }
 }
 
+/// fds held for a `NODE_HANDLE` line not complete yet. Node keeps one handle in flight (it
+/// waits for our ACK before the next), so one would do; a little slack costs nothing.
+const MAX_PENDING_FDS: usize = 4;
+
 struct Conn {
     lines: LineBuffer,
     fds: VecDeque<OwnedFd>,
@@ -637,6 +641,28 @@ impl Conn {
             self.on_line(line, on_incoming);
         }
         self.flush_batch(on_incoming);
+        self.close_unclaimed_fds(on_incoming);
+    }
+
+    /// Closes the fds no `NODE_HANDLE` line claimed. The kernel ends a read right after the
+    /// bytes that carried fds, and Node writes a handle's line with its fd in one write: once
+    /// every complete line is taken, a leftover fd belongs to no line, unless the line it came
+    /// with is still incomplete (a long one split over reads). Up to [`MAX_PENDING_FDS`] wait
+    /// for that; a child cannot make the master hold more.
+    fn close_unclaimed_fds<F: FnMut(Incoming)>(&mut self, on_incoming: &mut F) {
+        let keep = if self.lines.pending() > 0 {
+            MAX_PENDING_FDS
+        } else {
+            0
+        };
+        if self.fds.len() <= keep {
+            return;
+        }
+        let closed = self.fds.len() - keep;
+        self.fds.truncate(keep);
+        on_incoming(Incoming::Malformed {
+            reason: format!("{closed} file descriptor(s) without a NODE_HANDLE line closed"),
+        });
     }
 
     /// Hands over the batched user messages; called before anything else is reported, so the
@@ -1319,31 +1345,74 @@ mod tests {
     async fn a_line_right_behind_a_handle_is_read_without_more_data() {
         let mut h = Harness::open(LIMITS);
         let (_r, w) = pipe();
-        let raw = h.peer.sock.as_raw_fd();
         // Both are in the socket before the channel task reads (nothing here yields): the
         // kernel ends the first read at the message that carried the fd, a short read that
         // did not drain the socket.
-        let send = |line: &[u8], fds: &[RawFd]| {
-            let cmsg = [ControlMessage::ScmRights(fds)];
-            let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-            sendmsg::<()>(
-                raw,
-                &[IoSlice::new(line)],
-                cmsgs,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            )
-            .expect("peer sendmsg")
-        };
-        send(
+        send_with_fds(
+            &h,
             b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"a\":1}}\n",
             &[w.as_raw_fd()],
         );
-        send(b"{\"b\":2}\n", &[]);
+        send_with_fds(&h, b"{\"b\":2}\n", &[]);
         assert_eq!(
             h.events.take(2).await,
             vec![msg("{\"a\":1}"), msg("{\"b\":2}")]
         );
+    }
+
+    /// Sends `line` with `fds` in one `sendmsg` from the harness's peer end.
+    fn send_with_fds(h: &Harness, line: &[u8], fds: &[RawFd]) {
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+        sendmsg::<()>(
+            h.peer.sock.as_raw_fd(),
+            &[IoSlice::new(line)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .expect("peer sendmsg");
+    }
+
+    #[tokio::test]
+    async fn fds_no_handle_line_claims_are_closed_at_once() {
+        let mut h = Harness::open(LIMITS);
+        let (mut r, w) = pipe();
+        let many = [w.as_raw_fd(); 64];
+        send_with_fds(&h, b"{\"a\":1}\n", &many);
+        drop(w);
+        let evs = h.events.take(2).await;
+        assert_eq!(evs[0], msg("{\"a\":1}"));
+        assert!(
+            matches!(&evs[1], Ev::Malformed(r) if r.starts_with("64 file descriptor(s)")),
+            "{evs:?}"
+        );
+        // every copy of the write end is gone while the channel is open
+        pipe_eof(&mut r).await;
+    }
+
+    #[tokio::test]
+    async fn a_handle_line_split_over_reads_keeps_its_fd() {
+        let mut h = Harness::open(LIMITS);
+        let (mut r, w) = pipe();
+        let line = b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"a\":1}}\n";
+        // The kernel ends the first read after the bytes that carried the fds: a partial line
+        // holds at most MAX_PENDING_FDS of them.
+        send_with_fds(&h, &line[..10], &[w.as_raw_fd(); 5]);
+        drop(w);
+        send_with_fds(&h, &line[10..], &[]);
+        let evs = h.events.take(3).await;
+        assert!(
+            matches!(&evs[0], Ev::Malformed(r) if r.starts_with("1 file descriptor(s)")),
+            "{evs:?}"
+        );
+        assert_eq!(evs[1], msg("{\"a\":1}"));
+        assert!(
+            matches!(&evs[2], Ev::Malformed(r) if r.starts_with("3 file descriptor(s)")),
+            "{evs:?}"
+        );
+        assert_eq!(text(&h.peer.line().await), "{\"cmd\":\"NODE_HANDLE_ACK\"}");
+        pipe_eof(&mut r).await;
     }
 
     #[tokio::test]
@@ -1351,15 +1420,7 @@ mod tests {
         let mut h = Harness::open(LIMITS);
         let pipes: Vec<_> = (0..80).map(|_| pipe()).collect();
         let fds: Vec<RawFd> = pipes.iter().map(|(_, w)| w.as_raw_fd()).collect();
-        let raw = h.peer.sock.as_raw_fd();
-        sendmsg::<()>(
-            raw,
-            &[IoSlice::new(b"{\"a\":1}\n")],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .expect("peer sendmsg");
+        send_with_fds(&h, b"{\"a\":1}\n", &fds);
         let evs = h.events.take(2).await;
         assert_eq!(evs[0], msg("{\"a\":1}"));
         assert!(

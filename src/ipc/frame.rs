@@ -88,7 +88,6 @@ impl LineBuffer {
     }
 
     /// Bytes of an unterminated line still buffered (dropped on EOF, as Node does).
-    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.buf.len() - self.start
     }

@@ -30,6 +30,16 @@ pub(crate) enum MasterAction {
     BootError,
     /// Asks for the cluster's status snapshot, answered to the sender as `cluster-status`.
     ClusterStatus,
+    /// Names `promise.master` (an EventEmitter) must never emit for a peer: `error` throws
+    /// without a listener (the master would die), `newListener`/`removeListener` are
+    /// EventEmitter's own, `reload-done` is the master's answer to `reload()`.
+    #[serde(rename = "error")]
+    Error,
+    #[serde(rename = "newListener")]
+    NewListener,
+    #[serde(rename = "removeListener")]
+    RemoveListener,
+    ReloadDone,
     /// Anything else: emitted on `promise.master`.
     #[default]
     #[serde(other)]
@@ -41,6 +51,17 @@ impl MasterAction {
     pub(crate) fn from_raw(raw: Option<&[u8]>) -> Self {
         raw.and_then(|raw| serde_json::from_slice(raw).ok())
             .unwrap_or(MasterAction::Other)
+    }
+
+    /// The wire name of a reserved action (for the log line that drops it).
+    pub(crate) fn reserved_name(self) -> &'static str {
+        match self {
+            MasterAction::Error => "error",
+            MasterAction::NewListener => "newListener",
+            MasterAction::RemoveListener => "removeListener",
+            MasterAction::ReloadDone => "reload-done",
+            _ => "",
+        }
     }
 }
 

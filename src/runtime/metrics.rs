@@ -1,13 +1,17 @@
 //! The metrics endpoint (`metrics: { port, host }`): `/metrics`, `/healthz`, `/readyz`, served
 //! by the master's runtime thread, so it answers while workers are busy or dead. One request
 //! per connection; the head is bounded ([`http::MAX_HEAD`]) and a slow client is dropped after
-//! [`CLIENT_TIMEOUT`]. Parsing and answers are pure, in [`crate::ops::http`].
+//! [`CLIENT_TIMEOUT`]. At most [`MAX_CONNECTIONS`] are open at once: a new one closes the oldest,
+//! so the master's fds stay bounded and idle connections (a slowloris) cannot lock the probes out.
+//! Parsing and answers are pure, in [`crate::ops::http`].
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use super::ops::Waiter;
 use super::Input;
@@ -15,6 +19,12 @@ use crate::ops::http::{self, Parsed};
 use crate::ops::snapshot::Snapshot;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once. Probes and scrapes take one each for a few milliseconds; past
+/// this the oldest is closed rather than the newest refused: a probe sends its request as soon
+/// as it connects, so it is answered unless this many connections arrive within its round trip,
+/// while refusing would let idle connections fail every probe (and make kubelet restart the
+/// pod) until they time out.
+pub(super) const MAX_CONNECTIONS: usize = 128;
 
 /// Asks the runtime for a snapshot (`None` when the master is going away).
 pub(super) async fn snapshot(tx: &mpsc::UnboundedSender<Input>) -> Option<Snapshot> {
@@ -35,13 +45,24 @@ pub(super) fn serve(listener: std::net::TcpListener, tx: mpsc::UnboundedSender<I
         }
     };
     tokio::spawn(async move {
+        // oldest first; aborting a task drops (closes) its connection
+        let mut open: VecDeque<JoinHandle<()>> = VecDeque::with_capacity(MAX_CONNECTIONS);
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
+                    open.retain(|task| !task.is_finished());
+                    if open.len() >= MAX_CONNECTIONS {
+                        if let Some(oldest) = open.pop_front() {
+                            oldest.abort();
+                            // done once the task is dropped, its connection with it: the
+                            // count stays at the cap even while a burst is accepted
+                            let _ = oldest.await;
+                        }
+                    }
                     let tx = tx.clone();
-                    tokio::spawn(async move {
+                    open.push_back(tokio::spawn(async move {
                         let _ = tokio::time::timeout(CLIENT_TIMEOUT, handle(stream, &tx)).await;
-                    });
+                    }));
                 }
                 // EMFILE and the like: wait a little rather than spin.
                 Err(e) => {

@@ -72,23 +72,12 @@ pub async fn peek_key(fd: OwnedFd, peer: IpAddr, key: &StickyKey) -> (OwnedFd, I
             let seen = &buf[..n as usize];
             match client_key(&key.source, seen, peer, &key.trusted, KEY_MAX_BYTES) {
                 Peek::Key(ip) => {
-                    if key.source == KeySource::ProxyProtocol {
-                        // The PROXY header is for this hop only: the worker gets the stream
-                        // as the client sent it. The header is complete in `seen`, so this
-                        // read takes exactly those bytes and cannot block.
-                        if let Some(len) = proxy_header_len(seen) {
-                            // SAFETY: recv into our own buffer, at most its length.
-                            unsafe {
-                                libc::recv(
-                                    afd.get_ref().as_raw_fd(),
-                                    buf.as_mut_ptr().cast(),
-                                    len,
-                                    0,
-                                )
-                            };
-                        }
-                    }
+                    consume_proxy_header(&afd, seen, &key.source);
                     return ip;
+                }
+                Peek::NoAddress => {
+                    consume_proxy_header(&afd, seen, &key.source);
+                    return peer;
                 }
                 Peek::Fallback => return peer,
                 // Peeking does not consume, so readiness stays set: wait for the next arrival.
@@ -99,6 +88,34 @@ pub async fn peek_key(fd: OwnedFd, peer: IpAddr, key: &StickyKey) -> (OwnedFd, I
     .await
     .unwrap_or(peer);
     (afd.into_inner(), found)
+}
+
+/// The PROXY header is for this hop only: the worker gets the stream as the client sent it.
+/// The header is complete in `seen`, so this read takes exactly those bytes and cannot block.
+fn consume_proxy_header(afd: &AsyncFd<OwnedFd>, seen: &[u8], source: &KeySource) {
+    if *source != KeySource::ProxyProtocol {
+        return;
+    }
+    let Some(len) = proxy_header_len(seen) else {
+        return;
+    };
+    let mut sink = [0u8; 256];
+    let mut left = len;
+    while left > 0 {
+        // SAFETY: recv into our own buffer, at most its length.
+        let n = unsafe {
+            libc::recv(
+                afd.get_ref().as_raw_fd(),
+                sink.as_mut_ptr().cast(),
+                left.min(sink.len()),
+                0,
+            )
+        };
+        if n <= 0 {
+            return;
+        }
+        left -= n as usize;
+    }
 }
 
 /// FNV-1a over the address bytes plus a finalizer: stable across runs and processes, cheap, well
