@@ -47,6 +47,6 @@ const tooNew = needs.filter(n => cmp(n.version, baseline) > 0)
 console.log(`check-glibc: ${file}: newest needed GLIBC_${newest.version} (${newest.symbol}); baseline GLIBC_${baseline}`);
 if (tooNew.length) {
   for (const n of tooNew) console.error(`  ${n.symbol} needs GLIBC_${n.version}`);
-  console.error(`check-glibc: ${tooNew.length} symbol(s) newer than GLIBC_${baseline}: build with scripts/build-release-x64.sh (napi-rs cross toolchain, glibc 2.17)`);
+  console.error(`check-glibc: ${tooNew.length} symbol(s) newer than GLIBC_${baseline}: build with scripts/build-release-gnu.sh (napi-rs cross toolchain, glibc 2.17)`);
   process.exit(1);
 }
