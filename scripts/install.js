@@ -17,7 +17,7 @@ const path = require('node:path');
 
 const root = path.join(__dirname, '..');
 const say = line => console.log(`egg-cluster-rs: ${line}`);
-const FALLBACK = 'the app\'s own egg-cluster (egg 3) / @eggjs/cluster (egg 4) master will be used (README "Platforms", docs/install.md)';
+const FALLBACK = 'the app\'s own egg-cluster (egg 3) / @eggjs/cluster (egg 4) master will be used (see the platforms table in the README)';
 
 // npm sets INIT_CWD to where `npm install` was typed: the package's own directory in a clone,
 // the app's directory when the package is a dependency.

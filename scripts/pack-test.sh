@@ -118,18 +118,23 @@ serve() {
   echo "  served 'hi, egg' on :$port, stopped"
 }
 
-run_app() {
-  local name=$1 egg=$2 scripts=$3 bin=$4
+# install_native <name> <egg> <scripts>: the app with both tarballs (no cargo on PATH)
+install_native() {
+  local name=$1 egg=$2 scripts=$3
   local dir="$scratch/$name"
   make_app "$dir" "$egg" "$scripts"
-  step "$name: npm install $egg ${scripts} + both tarballs (no cargo on PATH)"
   npm_install "$dir" "$dir/install-native.log" "$main_tgz" "$plat_tgz"
+}
+
+run_app() {
+  local name=$1 bin=$2
+  local dir="$scratch/$name"
   grep -q 'egg-cluster-rs: native master ready (linux-x64-gnu)' "$dir/install-native.log" \
     || { cat "$dir/install-native.log" >&2; fail "$name: the install did not find the prebuilt binary"; }
   local pkg="$dir/node_modules/egg-cluster-rs"
   [ ! -e "$pkg/target" ] || fail "$name: node_modules/egg-cluster-rs/target exists"
   if find "$pkg" -maxdepth 1 -name '*.node' | grep -q .; then fail "$name: a .node file in node_modules/egg-cluster-rs"; fi
-  echo "  node_modules/egg-cluster-rs: $(du -sk "$pkg" | cut -f1) KiB, egg-cluster-rs-linux-x64-gnu: $(du -sk "$dir/node_modules/egg-cluster-rs-linux-x64-gnu" | cut -f1) KiB, whole node_modules: $(du -sk "$dir/node_modules" | cut -f1) KiB"
+  echo "  node_modules/egg-cluster-rs: $(du -sk --exclude=node_modules "$pkg" | cut -f1) KiB (without its nested node_modules), egg-cluster-rs-linux-x64-gnu: $(du -sk "$dir/node_modules/egg-cluster-rs-linux-x64-gnu" | cut -f1) KiB, the app's whole node_modules: $(du -sk "$dir/node_modules" | cut -f1) KiB"
   serve "$dir" "$dir/node_modules/$bin" native
 
   step "$name: reinstall without the platform package"
@@ -148,6 +153,12 @@ run_app() {
   fi
 }
 
-run_app egg3-app '^3' 'egg-scripts@^3' egg-scripts/bin/egg-scripts.js
-run_app egg4-app '^4' '@eggjs/scripts@^4' @eggjs/scripts/bin/run.js
+# the two apps' installs in parallel: most of their time is the registry and the disk
+step "npm install in egg3-app (egg@^3, egg-scripts@^3) and egg4-app (egg@^4, @eggjs/scripts@^4), with both tarballs, no cargo on PATH"
+install_native egg3-app '^3' 'egg-scripts@^3' & egg3=$!
+install_native egg4-app '^4' '@eggjs/scripts@^4' & egg4=$!
+wait "$egg3" || fail "egg3-app: install failed"
+wait "$egg4" || fail "egg4-app: install failed"
+run_app egg3-app egg-scripts/bin/egg-scripts.js
+run_app egg4-app @eggjs/scripts/bin/run.js
 step "done in $(( $(date +%s) - began ))s"
