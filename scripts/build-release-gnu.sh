@@ -25,13 +25,15 @@ if [ "$(uname -sm)" != "Linux x86_64" ]; then
   exit 2
 fi
 
+scratch= built=
+trap 'rm -rf ${scratch:+"$scratch"} ${built:+"$built"}' EXIT
+
 # The directory the CLI looks in is named after the version of ITS @napi-rs/cross-toolchain.
 version=$(node -p "require(require.resolve('@napi-rs/cross-toolchain/package.json', { paths: [ require('path').dirname(require.resolve('@napi-rs/cli/package.json')) ] })).version")
 toolchain="$HOME/.napi-rs/cross-toolchain/$version/$triple"
 if [ ! -f "$toolchain/package.json" ]; then
   echo "+ unpacking $toolchain_pkg into $toolchain"
   scratch=$(mktemp -d)
-  trap 'rm -rf "$scratch"' EXIT
   (cd "$scratch" && npm pack --silent "$toolchain_pkg" >/dev/null)
   tar xzf "$scratch"/*.tgz -C "$scratch"
   rm -rf "$toolchain" && mkdir -p "$toolchain"
@@ -39,7 +41,12 @@ if [ ! -f "$toolchain/package.json" ]; then
 fi
 
 out=${OUT_DIR:-npm/$platform}
+# Built into a scratch dir, then only the binary is copied: napi build also writes an index.d.ts
+# into its output dir, which must not land in npm/<platform> or over the package's own.
+built=$(mktemp -d)
 # A target dir of its own: the cross toolchain's objects must not mix with the host build's.
 npx napi build --platform --release --target "$triple" --use-napi-cross --no-js \
-  --target-dir target/napi-cross --output-dir "$out"
+  --target-dir target/napi-cross --output-dir "$built"
+mkdir -p "$out"
+cp "$built/egg-cluster-rs.$platform.node" "$out/"
 node scripts/check-glibc.js "$out/egg-cluster-rs.$platform.node" 2.17

@@ -56,12 +56,13 @@ cp "$repo/npm/linux-x64-gnu/package.json" "$repo/npm/linux-x64-gnu/README.md" "$
 cp "$binary" "$scratch/pkg/linux-x64-gnu/egg-cluster-rs.linux-x64-gnu.node"
 plat_tgz="$scratch/$(cd "$scratch/pkg/linux-x64-gnu" && npm pack --silent --pack-destination "$scratch" | tail -1)"
 echo "  $(basename "$main_tgz"): $(du -k "$main_tgz" | cut -f1) KiB; $(basename "$plat_tgz"): $(du -k "$plat_tgz" | cut -f1) KiB"
-if tar tzf "$main_tgz" | grep -qE '^package/(target|__test__|bench|node_modules)/|\.node$'; then
-  fail "the tarball holds build output, tests or a binary: $(tar tzf "$main_tgz" | grep -E '^package/(target|__test__|bench|node_modules)/|\.node$' | head -3)"
-fi
+# (listings held in variables: `tar | grep -q` under pipefail fails on tar's SIGPIPE)
+listing=$(tar tzf "$main_tgz")
+unwanted=$(grep -E '^package/(target|__test__|bench|node_modules)/|\.node$' <<< "$listing" || true)
+[ -z "$unwanted" ] || fail "the tarball holds build output, tests or a binary: $(head -3 <<< "$unwanted")"
 fallback_mode=${PACK_TEST_FALLBACK:-}
 if [ -z "$fallback_mode" ]; then
-  if tar tzf "$main_tgz" | grep -q '^package/lib/fallback.js$'; then fallback_mode=serve; else fallback_mode=install; fi
+  if grep -qx 'package/lib/fallback.js' <<< "$listing"; then fallback_mode=serve; else fallback_mode=install; fi
 fi
 
 free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
@@ -133,7 +134,7 @@ run_app() {
     || { cat "$dir/install-native.log" >&2; fail "$name: the install did not find the prebuilt binary"; }
   local pkg="$dir/node_modules/egg-cluster-rs"
   [ ! -e "$pkg/target" ] || fail "$name: node_modules/egg-cluster-rs/target exists"
-  if find "$pkg" -maxdepth 1 -name '*.node' | grep -q .; then fail "$name: a .node file in node_modules/egg-cluster-rs"; fi
+  [ -z "$(find "$pkg" -maxdepth 1 -name '*.node' -print -quit)" ] || fail "$name: a .node file in node_modules/egg-cluster-rs"
   echo "  node_modules/egg-cluster-rs: $(du -sk --exclude=node_modules "$pkg" | cut -f1) KiB (without its nested node_modules), egg-cluster-rs-linux-x64-gnu: $(du -sk "$dir/node_modules/egg-cluster-rs-linux-x64-gnu" | cut -f1) KiB, the app's whole node_modules: $(du -sk "$dir/node_modules" | cut -f1) KiB"
   serve "$dir" "$dir/node_modules/$bin" native
 
