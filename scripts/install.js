@@ -97,7 +97,7 @@ function main() {
     say(`no prebuilt binary for ${suffix} and no cargo on PATH to build one; ${FALLBACK}`);
     return 0;
   }
-  say(`no prebuilt binary for ${suffix}; building from source with ${cargo} (a minute or two)`);
+  say(`no prebuilt binary for ${suffix}; building from source with ${cargo} (a few minutes)`);
   const failure = buildFromSource(suffix);
   if (failure) {
     say(`the source build failed: ${failure}; ${FALLBACK}. To retry: cd ${root} && node scripts/install.js`);
