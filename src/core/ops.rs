@@ -66,6 +66,10 @@ pub(crate) struct ChildStatus {
     pub(crate) last_exit: Option<ExitRecord>,
     /// Malformed lines from this child, dropped.
     pub(crate) malformed: u64,
+    /// How late its last heartbeat's timer fired (ms): its event-loop lag.
+    pub(crate) lag_ms: Option<u64>,
+    /// When it was found hung (ms since the epoch), until it is gone.
+    pub(crate) hung_since: Option<u64>,
 }
 
 /// The core's half of a status snapshot.
@@ -95,6 +99,9 @@ pub(crate) struct MasterStatus {
     pub(crate) backoff_ms: u64,
     /// Malformed lines dropped, from every child so far.
     pub(crate) malformed: u64,
+    /// Children found hung, and hung or never-listening app workers replaced, so far.
+    pub(crate) hung: u64,
+    pub(crate) hung_replaced: u64,
 }
 
 /// A lifecycle change for the service manager (`sd_notify`).
@@ -122,6 +129,9 @@ pub(crate) struct OpsState {
     /// The last notice's phase and serving count.
     notified: Option<(OpsPhase, usize)>,
     pub(super) malformed: u64,
+    /// Children found hung, and hung or never-listening app workers replaced.
+    pub(super) hung: u64,
+    pub(super) hung_replaced: u64,
 }
 
 fn slot_key(role: Role, slot: Option<usize>) -> (&'static str, usize) {
@@ -229,11 +239,16 @@ impl Core {
                 started_at: self.start_time,
                 workers: self.workers,
                 serving,
-                healthy: agent_up && self.children.apps().any(|a| a.listening()),
+                // A hung child serves nobody: unhealthy until it is gone.
+                healthy: agent_up
+                    && self.children.apps().any(|a| a.listening())
+                    && !self.children.all().any(|c| c.hung_since.is_some()),
                 ready: matches!(phase, OpsPhase::Ready | OpsPhase::Reloading) && serving > 0,
                 reforks: self.ops.reforks,
                 backoff_ms: self.refork.backoff_ms().unwrap_or(0),
                 malformed: self.ops.malformed,
+                hung: self.ops.hung,
+                hung_replaced: self.ops.hung_replaced,
             },
             children: children
                 .into_iter()
@@ -250,6 +265,8 @@ impl Core {
                         restarts: history.map_or(0, |h| h.restarts),
                         last_exit: history.and_then(|h| h.last_exit.clone()),
                         malformed: c.malformed,
+                        lag_ms: c.lag_ms,
+                        hung_since: c.hung_since,
                     }
                 })
                 .collect(),

@@ -46,6 +46,9 @@ pub(super) fn cfg(workers: usize) -> Config {
         threads: false,
         slot_ports: Vec::new(),
         metrics_addr: None,
+        worker_timeout: None,
+        heartbeat_interval: Duration::from_secs(1),
+        start_timeout: None,
     }
 }
 
@@ -69,7 +72,7 @@ fn sends(actions: &[Action]) -> Vec<(Target, String)> {
         .collect()
 }
 
-fn logs(actions: &[Action]) -> Vec<String> {
+pub(super) fn logs(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -153,7 +156,7 @@ pub(super) fn started(workers: usize) -> (Core, Vec<Action>) {
     started_with(cfg(workers))
 }
 
-fn started_with(c: Config) -> (Core, Vec<Action>) {
+pub(super) fn started_with(c: Config) -> (Core, Vec<Action>) {
     let workers = c.workers;
     let mut core = released(c);
     let mut last = Vec::new();
@@ -1228,4 +1231,5 @@ fn a_debugged_master_closes_when_an_app_worker_is_sigkilled() {
     assert!(!a.iter().any(|x| matches!(x, Action::TerminateGroup { .. })));
 }
 mod egg4;
+mod hung;
 mod threads;

@@ -106,6 +106,9 @@ pub struct Options {
     pub max_memory_restart: Option<u64>,
     /// `memoryCheckInterval`: how often the RSS is sampled (default 30 s).
     pub memory_check_interval: Duration,
+    /// `workerTimeout` (else `EGG_CLUSTER_RS_WORKER_TIMEOUT`, else 60 s; 0 turns it off): a
+    /// serving child whose event loop gave no sign of life this long is hung.
+    pub worker_timeout: Option<Duration>,
     /// The environment variables the master reads, parsed.
     pub settings: Settings,
     /// `metrics: { port, host }`: where `/metrics`, `/healthz` and `/readyz` are served.
@@ -366,6 +369,20 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
             .ok_or_else(|| invalid("options.memoryCheckInterval", "a positive integer (ms)", v))?,
     };
 
+    let worker_timeout = match raw.get("workerTimeout") {
+        None | Some(Value::Null) => settings
+            .worker_timeout_ms
+            .unwrap_or(DEFAULT_WORKER_TIMEOUT_MS),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            invalid(
+                "options.workerTimeout",
+                "a non-negative integer (ms), 0 turns it off",
+                v,
+            )
+        })?,
+    };
+    let worker_timeout = (worker_timeout > 0).then(|| Duration::from_millis(worker_timeout));
+
     let metrics = ops::parse_metrics(raw.get("metrics"))?;
     if threads && max_memory_restart.is_some() {
         // A thread's memory is the master process's: there is no RSS of its own to watch.
@@ -408,12 +425,18 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         reuse_port,
         max_memory_restart,
         memory_check_interval,
+        worker_timeout,
         settings,
         metrics,
         threads,
         ports,
     })
 }
+
+/// Puma's `worker_timeout`: long enough that no sane request handler, GC pause or synchronous
+/// start-up step in a serving worker comes near it, short enough that a stuck worker does not
+/// hold its share of connections for minutes.
+const DEFAULT_WORKER_TIMEOUT_MS: u64 = 60_000;
 
 /// `maxMemoryRestart`: bytes, or a size with a K/M/G suffix (PM2's `max_memory_restart`).
 fn parse_bytes(v: &Value) -> Option<u64> {
@@ -728,6 +751,26 @@ mod tests {
         let in_place = keys(&o.raw);
         let at = |k: &str| in_place.iter().position(|x| x == k);
         assert!(at("stickyWorkerPort") < at("clusterPort") && at("clusterPort") < at("custom"));
+    }
+
+    #[test]
+    fn worker_timeout_option_env_and_default() {
+        let tmp = app();
+        let wt = |v: Value| parse(input(&tmp, v)).map(|o| o.worker_timeout);
+        assert_eq!(wt(json!({})).unwrap(), Some(Duration::from_secs(60)));
+        assert_eq!(
+            wt(json!({ "workerTimeout": 2500 })).unwrap(),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(wt(json!({ "workerTimeout": 0 })).unwrap(), None);
+        for bad in [json!("60s"), json!(-1), json!(1.5)] {
+            let e = wt(json!({ "workerTimeout": bad })).unwrap_err().to_string();
+            assert!(e.starts_with("options.workerTimeout should be"), "{e}");
+        }
+        let mut i = input(&tmp, json!({}));
+        i.env
+            .insert("EGG_CLUSTER_RS_WORKER_TIMEOUT".into(), "0".into());
+        assert_eq!(parse(i).unwrap().worker_timeout, None);
     }
 
     #[test]
