@@ -166,6 +166,8 @@ export interface ClusterStatus {
     /** children found hung, and hung or never-listening app workers replaced, so far */
     hung: number;
     hungReplaced: number;
+    /** why dead app workers are not replaced now (a crash loop's backoff, refork off), while some are missing */
+    reforkHeld: string | null;
     rss: number | null;
     /** CPU % since the previous status (since start for the first), 100 = one core */
     cpu: number | null;

@@ -8,7 +8,7 @@
 const assert = require('assert');
 const fs = require('fs');
 const path = require('path');
-const { startMaster, getFreePort, get, waitDead, isAlive } = require('./helper');
+const { startMaster, getFreePort, get, waitDead, isAlive, copyFixture } = require('./helper');
 
 const PROD = { EGG_SERVER_ENV: 'prod' };
 
@@ -53,7 +53,7 @@ describe('hung workers', function() {
 
   it('a worker stuck in a loop is reported with where it is stuck, replaced, then SIGKILLed; the others serve', async () => {
     const metricsPort = await getFreePort();
-    const m = await startMaster('hung', { workerTimeout: 3000, metrics: { port: metricsPort } }, { env: PROD });
+    const m = await startMaster('hung', { workerTimeout: 5000, metrics: { port: metricsPort } }, { env: PROD });
     const { port } = await m.waitReady();
     assert.strictEqual((await get(metricsPort, '/healthz')).status, 200);
     const load = keepRequesting(port);
@@ -86,8 +86,20 @@ describe('hung workers', function() {
     await m.cleanup();
   });
 
+  it('egg 4: a stuck worker is reported with where it is stuck and replaced', async () => {
+    const baseDir = copyFixture('hung');
+    fs.writeFileSync(path.join(baseDir, 'package.json'), JSON.stringify({ name: 'hung', private: true, egg: { framework: 'egg4' } }));
+    const m = await startMaster(null, { workerTimeout: 5000 }, { env: PROD, baseDir });
+    const { port } = await m.waitReady(90000);
+    const hungPid = Number((await get(port, '/block')).body);
+    await m.waitFor(new RegExp(`\\[master\\] app_worker#\\d+:${hungPid} has not answered for \\d+ s \\(event loop blocked\\) at \\S*stuckForever.*?; report: run/hung\\.${hungPid}\\.report\\.json; replacing it$`, 'm'), 30000);
+    await m.waitFor(/\[master\] rolling reload \(workerTimeout\) done: 1 app worker\(s\) replaced/, 90000);
+    await waitDead([ hungPid ], 10000);
+    await m.cleanup();
+  });
+
   it('worker_threads: a stuck app thread is replaced and worker.terminate() ends it', async () => {
-    const m = await startMaster('hung', { startMode: 'worker_threads', workerTimeout: 3000 }, { env: PROD });
+    const m = await startMaster('hung', { startMode: 'worker_threads', workerTimeout: 5000 }, { env: PROD });
     const { port } = await m.waitReady();
     const load = keepRequesting(port);
     const tid = Number((await get(port, '/block')).body);
@@ -107,14 +119,14 @@ describe('hung workers', function() {
 
   it('an app worker that never listens is killed after the boot timeout and reforked', async () => {
     const metricsPort = await getFreePort();
-    const m = await startMaster('hung', { metrics: { port: metricsPort } }, { env: { ...PROD, EGG_CLUSTER_RS_START_TIMEOUT: '4000' } });
+    const m = await startMaster('hung', { metrics: { port: metricsPort } }, { env: { ...PROD, EGG_CLUSTER_RS_START_TIMEOUT: '15000' } });
     const { port } = await m.waitReady();
     const marker = path.join(m.baseDir, 'run', 'never-listen');
     fs.mkdirSync(path.dirname(marker), { recursive: true });
     fs.writeFileSync(marker, '');
     const victim = Number((await get(port, '/pid')).body);
     process.kill(victim, 'SIGKILL');
-    const line = await m.waitFor(/nodejs\.WorkerStartTimeoutError: \[master\] app_worker#\d+:(\d+) did not listen within 4000ms of its start \(state: \w+\); killing it$/m, 30000);
+    const line = await m.waitFor(/nodejs\.WorkerStartTimeoutError: \[master\] app_worker#\d+:(\d+) did not listen within 15000ms of its start \(state: \w+\); killing it$/m, 30000);
     fs.unlinkSync(marker);
     await waitDead([ Number(line[1]) ], 10000);
     await waitUntil(async () => (await metric(metricsPort, 'workers_serving'))[0] === 2, 60000, '2 workers serving');
@@ -128,14 +140,14 @@ describe('hung workers', function() {
     const { port } = await m.waitReady();
     await waitUntil(async () => (await metric(metricsPort, 'event_loop_lag_seconds', 'role="(app|agent)",id="1"')).length === 2, 10000, 'a lag for the agent and the app worker');
     // the start-up's synchronous loading shows first; an idle worker's lag settles near 0
-    await waitUntil(async () => (await metric(metricsPort, 'event_loop_lag_seconds', 'role="app",id="1"'))[0] < 0.05, 20000, 'an idle worker\'s lag');
+    await waitUntil(async () => (await metric(metricsPort, 'event_loop_lag_seconds', 'role="app",id="1"'))[0] < 0.1, 20000, 'an idle worker\'s lag');
     await get(port, '/slow');
     // 300 ms of busy loop every second: a tick now and then waits for it
     const lag = await waitUntil(async () => {
       const [ v ] = await metric(metricsPort, 'event_loop_lag_seconds', 'role="app",id="1"');
-      return v >= 0.1 && v;
+      return v >= 0.2 && v;
     }, 30000, 'the app worker\'s lag to rise');
-    assert(lag <= 0.5, `lag: ${lag}`);
+    assert(lag <= 1, `lag: ${lag}`);
     // slow is not hung
     assert.strictEqual((await get(metricsPort, '/healthz')).status, 200);
     await m.cleanup();

@@ -243,7 +243,8 @@ function formatStatus(snap, now = Date.now()) {
     (m.backoffMs ? `, backoff ${m.backoffMs}ms` : '') +
     `, rss ${fmtBytes(m.rss)}, cpu ${m.cpu == null ? '-' : `${m.cpu}%`}, relayed ${m.messagesRelayed} msgs / ${fmtBytes(m.bytesRelayed)}` +
     (m.stickyHandedOver ? `, sticky ${m.stickyHandedOver}` : '') + (m.malformed ? `, malformed ${m.malformed}` : '') +
-    (m.hungReplaced ? `, hung workers replaced ${m.hungReplaced}` : '');
+    (m.hungReplaced ? `, hung workers replaced ${m.hungReplaced}` : '') +
+    (m.reforkHeld ? `\ndead app workers not replaced now: ${m.reforkHeld}` : '');
   const rows = [[ 'ROLE', 'ID', 'PID', 'SLOT', 'STATE', 'UP', 'RESTARTS', 'LAST EXIT', 'RSS', 'CPU', 'MSGS', 'BYTES', 'STICKY', 'MALFORMED', 'LAG', 'HUNG' ]];
   for (const c of snap.children) {
     const last = c.lastExit ? `${c.lastExit.signal || `code ${c.lastExit.code}`} ${fmtAge(now - c.lastExit.at)} ago` : '-';

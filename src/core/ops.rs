@@ -102,6 +102,9 @@ pub(crate) struct MasterStatus {
     /// Children found hung, and hung or never-listening app workers replaced, so far.
     pub(crate) hung: u64,
     pub(crate) hung_replaced: u64,
+    /// Why dead app workers are not being replaced (crash loop, refork off), while some are
+    /// missing.
+    pub(crate) refork_held: Option<String>,
 }
 
 /// A lifecycle change for the service manager (`sd_notify`).
@@ -132,6 +135,9 @@ pub(crate) struct OpsState {
     /// Children found hung, and hung or never-listening app workers replaced.
     pub(super) hung: u64,
     pub(super) hung_replaced: u64,
+    /// Why dead app workers are not replaced at once (a crash loop's backoff) or at all
+    /// (refork off), until every slot serves again.
+    pub(super) refork_held: Option<String>,
 }
 
 fn slot_key(role: Role, slot: Option<usize>) -> (&'static str, usize) {
@@ -202,6 +208,9 @@ impl Core {
     pub(super) fn ops_after(&mut self, out: &mut Vec<Action>) {
         let phase = self.ops_phase();
         let serving = self.serving_apps();
+        if serving >= self.workers {
+            self.ops.refork_held = None;
+        }
         if phase == OpsPhase::Starting {
             return;
         }
@@ -225,6 +234,11 @@ impl Core {
     /// The core's half of a status snapshot, at `now`.
     pub(crate) fn status(&self) -> CoreStatus {
         let phase = self.ops_phase();
+        let refork_held = self
+            .ops
+            .refork_held
+            .clone()
+            .filter(|_| self.serving_apps() < self.workers);
         let agent_up = self
             .children
             .agent()
@@ -242,13 +256,15 @@ impl Core {
                 // A hung child serves nobody: unhealthy until it is gone.
                 healthy: agent_up
                     && self.children.apps().any(|a| a.listening())
-                    && !self.children.all().any(|c| c.hung_since.is_some()),
+                    && !self.children.all().any(|c| c.hung_since.is_some())
+                    && refork_held.is_none(),
                 ready: matches!(phase, OpsPhase::Ready | OpsPhase::Reloading) && serving > 0,
                 reforks: self.ops.reforks,
                 backoff_ms: self.refork.backoff_ms().unwrap_or(0),
                 malformed: self.ops.malformed,
                 hung: self.ops.hung,
                 hung_replaced: self.ops.hung_replaced,
+                refork_held,
             },
             children: children
                 .into_iter()

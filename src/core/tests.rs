@@ -592,11 +592,31 @@ fn refork_limit_then_backoff_through_a_timer() {
     let a = exit(&mut core, 30, 22);
     assert!(a.contains(&Action::After(Duration::from_millis(100), Timer::ReforkApp)));
     assert!(has_log(&a, "worker died too fast"));
+    assert!(has_log(&a, "[master] dead app workers are not replaced now: crash loop: 2 deaths within 60000ms (the refork limit), backing off 100ms; 0 of 1 app workers serving"));
+    assert_eq!(
+        core.status().master.refork_held.as_deref(),
+        Some("crash loop: 2 deaths within 60000ms (the refork limit), backing off 100ms")
+    );
+    assert!(!core.status().master.healthy);
     let a = core.handle(Event::Timer(Timer::ReforkApp), 130);
     assert!(a.contains(&Action::SpawnApps {
         batch: Batch::Refork,
         apps: vec![(3, 0)],
     }));
+    core.handle(
+        Event::AppsSpawned {
+            batch: Batch::Refork,
+            apps: vec![Spawned {
+                id: 3,
+                slot: 0,
+                pid: Ok(40),
+            }],
+        },
+        131,
+    );
+    core.handle(listening(40, 7001), 140);
+    // Every slot serves again: the crash loop no longer holds anything back.
+    assert_eq!(core.status().master.refork_held, None);
 }
 
 #[test]
@@ -618,6 +638,10 @@ fn local_env_does_not_refork() {
         "don't fork new work (refork: false)".into()
     )));
     assert!(!a.iter().any(|x| matches!(x, Action::SpawnApps { .. })));
+    assert!(has_log(&a, "[master] dead app workers are not replaced now: refork is off outside production (egg env local or unittest); 0 of 1 app workers serving"));
+    let status = core.status();
+    assert!(!status.master.healthy);
+    assert!(status.master.refork_held.is_some());
 }
 
 #[test]

@@ -247,6 +247,7 @@ mod tests {
                     malformed: 4,
                     hung: 2,
                     hung_replaced: 1,
+                    refork_held: None,
                 },
                 uptime_ms: 2500,
                 rss: Some(1 << 20),
