@@ -73,7 +73,9 @@ describe('hung workers', function() {
     await waitDead([ hungPid ], 10000);
     load.stop = true;
     await load.done;
-    assert.deepStrictEqual(load.failures, []);
+    // One request at a time: at most the one the stuck worker had accepted just before it got
+    // stuck is lost (reset when it is killed); every other one was served by the other worker.
+    assert(load.failures.length <= 1 && load.failures.every(f => /ECONNRESET|socket hang up/.test(f)), load.failures.join('\n'));
     assert(load.ok > 0);
 
     assert.strictEqual((await get(metricsPort, '/healthz')).status, 200);
@@ -107,7 +109,8 @@ describe('hung workers', function() {
     await m.waitFor(/\[master\] rolling reload \(workerTimeout\) done: 1 app worker\(s\) replaced/, 60000);
     load.stop = true;
     await load.done;
-    assert.deepStrictEqual(load.failures, []);
+    // as for processes: at most the request the stuck thread had accepted is lost
+    assert(load.failures.length <= 1 && load.failures.every(f => /ECONNRESET|socket hang up/.test(f)), load.failures.join('\n'));
     const ids = new Set();
     for (let i = 0; i < 40 && ids.size < 2; i++) ids.add(Number((await get(port, '/pid')).body));
     assert.strictEqual(ids.size, 2);

@@ -43,7 +43,15 @@ function report() {
   }
   session.once('Debugger.paused', ({ params }) => {
     const frame = params.callFrames[0];
-    const expression = `process.report.writeReport(${JSON.stringify(tmp)})`;
+    // The report's JavaScript stack is that of the error given: taken first thing, before
+    // writeReport() loads what it lazily needs (those frames would crowd out the stuck ones).
+    const expression = `(() => {
+      const limit = Error.stackTraceLimit;
+      Error.stackTraceLimit = 30;
+      const err = new Error('event loop blocked (egg-cluster-rs workerTimeout)');
+      Error.stackTraceLimit = limit;
+      return process.report.writeReport(${JSON.stringify(tmp)}, err);
+    })()`;
     session.post('Debugger.evaluateOnCallFrame', { callFrameId: frame.callFrameId, expression, silent: true }, () => {
       try {
         // whole or not at all, for the master that waits for it

@@ -53,12 +53,7 @@ module.exports = function heartbeat() {
   }, interval);
   timer.unref();
 
-  if (ticks) {
-    // Loaded now rather than by the watchdog's writeReport() on the stuck thread, where the
-    // module loading frames would take the report's few stack frames from the stuck ones.
-    void process.report;
-    startReporter(ticks, interval, reportAfter, reportDir);
-  }
+  if (ticks) startReporter(ticks, interval, reportAfter, reportDir);
 };
 
 function startReporter(ticks, interval, reportAfter, reportDir) {

@@ -127,9 +127,10 @@ pub(crate) fn parse(text: &[u8], file: &Path, base_dir: &Path) -> HungReport {
         .and_then(|v| v.pointer("/javascriptStack/stack").cloned())
         .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
         .unwrap_or_default();
+    // The watchdog's evaluation (`lib/hang_reporter.js`) is on top, in one or more frames.
     let below_eval = frames
         .iter()
-        .position(|f| f.starts_with("at eval (eval at "))
+        .rposition(|f| f.starts_with("at eval (eval at "))
         .map_or(0, |i| i + 1);
     HungReport {
         file: Some(rel(&file.to_string_lossy())),
@@ -150,8 +151,8 @@ mod tests {
             "javascriptStack": {
                 "message": "Error [ERR_SYNTHETIC]: JavaScript Callstack",
                 "stack": [
-                    "at Object.writeReport (node:internal/process/report:51:13)",
-                    "at eval (eval at spin (/srv/app/app/controller/home.js:1:1), <anonymous>:1:16)",
+                    "at eval (eval at spin (/srv/app/app/controller/home.js:1:1), <anonymous>:1:87)",
+                    "at eval (eval at spin (/srv/app/app/controller/home.js:1:1), <anonymous>:1:217)",
                     "at spin (/srv/app/app/controller/home.js:12:7)",
                     "at HomeController.block (/srv/app/app/controller/home.js:20:5)",
                 ]
