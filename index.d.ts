@@ -100,6 +100,12 @@ export interface ClusterOptions {
    */
   shutdownDelay?: number;
   /**
+   * A serving child whose event loop gave no heartbeat this long (ms) is hung: reported (where
+   * it is stuck, a diagnostic report in `run/`) and replaced. 0 turns it off. Default:
+   * `EGG_CLUSTER_RS_WORKER_TIMEOUT`, else 60000. See docs/self-healing.md.
+   */
+  workerTimeout?: number;
+  /**
    * Serve `/metrics` (Prometheus), `/healthz` and `/readyz` from the master itself on this
    * address (`host` defaults to `127.0.0.1`). Off unless set.
    */
@@ -168,6 +174,11 @@ export interface ClusterStatus {
     backoffMs: number;
     /** malformed lines from children, dropped */
     malformed: number;
+    /** children found hung, and hung or never-listening app workers replaced, so far */
+    hung: number;
+    hungReplaced: number;
+    /** why dead app workers are not replaced now (a crash loop's backoff, refork off), while some are missing */
+    reforkHeld: string | null;
     rss: number | null;
     /** CPU % since the previous status (since start for the first), 100 = one core */
     cpu: number | null;
@@ -184,6 +195,10 @@ export interface ClusterStatus {
     restarts: number;
     lastExit: { pid: number; code: number | null; signal: string | null; at: number } | null;
     malformed: number;
+    /** the event-loop lag its last heartbeat reported, ms */
+    lagMs: number | null;
+    /** when it was found hung (ms since the epoch), until it is gone */
+    hungSince: number | null;
     rss: number | null;
     cpu: number | null;
   }>;
@@ -192,7 +207,7 @@ export interface ClusterStatus {
 /** How a rolling reload ended (also sent to the parent as `reload-done`). */
 export interface ReloadResult {
   ok: boolean;
-  /** `reload-worker`, `SIGUSR2`, `api` or `maxMemoryRestart`. */
+  /** `reload-worker`, `SIGUSR2`, `api`, `maxMemoryRestart` or `workerTimeout`. */
   reason: string;
   /** `[oldPid, newPid]` of each slot replaced. */
   replaced: Array<[number, number]>;

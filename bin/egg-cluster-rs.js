@@ -370,14 +370,17 @@ function formatStatus(snap, now = Date.now()) {
     `healthy ${m.healthy ? 'yes' : 'no'}, ready ${m.ready ? 'yes' : 'no'}, reforks ${m.reforks}` +
     (m.backoffMs ? `, backoff ${m.backoffMs}ms` : '') +
     `, rss ${fmtBytes(m.rss)}, cpu ${m.cpu == null ? '-' : `${m.cpu}%`}, relayed ${m.messagesRelayed} msgs / ${fmtBytes(m.bytesRelayed)}` +
-    (m.stickyHandedOver ? `, sticky ${m.stickyHandedOver}` : '') + (m.malformed ? `, malformed ${m.malformed}` : '');
-  const rows = [[ 'ROLE', 'ID', 'PID', 'SLOT', 'STATE', 'UP', 'RESTARTS', 'LAST EXIT', 'RSS', 'CPU', 'MSGS', 'BYTES', 'STICKY', 'MALFORMED' ]];
+    (m.stickyHandedOver ? `, sticky ${m.stickyHandedOver}` : '') + (m.malformed ? `, malformed ${m.malformed}` : '') +
+    (m.hungReplaced ? `, hung workers replaced ${m.hungReplaced}` : '') +
+    (m.reforkHeld ? `\ndead app workers not replaced now: ${m.reforkHeld}` : '');
+  const rows = [[ 'ROLE', 'ID', 'PID', 'SLOT', 'STATE', 'UP', 'RESTARTS', 'LAST EXIT', 'RSS', 'CPU', 'MSGS', 'BYTES', 'STICKY', 'MALFORMED', 'LAG', 'HUNG' ]];
   for (const c of snap.children) {
     const last = c.lastExit ? `${c.lastExit.signal || `code ${c.lastExit.code}`} ${fmtAge(now - c.lastExit.at)} ago` : '-';
     rows.push([
       c.role, String(c.id), String(c.pid), c.slot == null ? '-' : String(c.slot), c.state, fmtAge(now - c.startedAt),
       String(c.restarts), last, fmtBytes(c.rss), c.cpu == null ? '-' : `${c.cpu}%`, String(c.messagesRelayed),
       fmtBytes(c.bytesRelayed), String(c.stickyHandedOver), String(c.malformed),
+      c.lagMs == null ? '-' : `${c.lagMs}ms`, c.hungSince == null ? '-' : `${fmtAge(now - c.hungSince)} ago`,
     ]);
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map(r => r[i].length)));

@@ -16,6 +16,7 @@
 
 // first, so that everything the worker loads can come from the cache (Node >= 22)
 require('./compile_cache')(process.argv[2]);
+require('./heartbeat')();
 
 // $ node app_worker.js options
 const options = JSON.parse(process.argv[2]);

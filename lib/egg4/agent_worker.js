@@ -11,6 +11,7 @@
 
 // first, so that everything the worker loads can come from the cache (Node >= 22)
 require('../compile_cache')(process.argv[2]);
+require('../heartbeat')();
 
 const { workerId, exitOnBootFailure } = require('../self');
 const { importModule } = require('@eggjs/utils');

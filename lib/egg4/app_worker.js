@@ -15,6 +15,7 @@
 
 // first, so that everything the worker loads can come from the cache (Node >= 22)
 require('../compile_cache')(process.argv[2]);
+require('../heartbeat')();
 
 const gracefulExit = require('graceful-process');
 const { workerId, exitOnBootFailure, reportBootError } = require('../self');

@@ -63,6 +63,11 @@ pub(crate) struct Child {
     pub(crate) boot_error: Option<(String, Option<String>)>,
     /// Malformed messages so far, so a flood is logged at 1..16, 32, 64, ... only.
     pub(crate) malformed: u64,
+    /// When its last heartbeat came, and how late that tick's timer fired (ms).
+    pub(crate) beat_at: Option<u64>,
+    pub(crate) lag_ms: Option<u64>,
+    /// When the master found it hung (silent past `workerTimeout`).
+    pub(crate) hung_since: Option<u64>,
 }
 
 impl Child {
@@ -80,6 +85,9 @@ impl Child {
             refork_handled: false,
             boot_error: None,
             malformed: 0,
+            beat_at: None,
+            lag_ms: None,
+            hung_since: None,
         }
     }
 
@@ -134,6 +142,10 @@ impl Children {
     pub(crate) fn remove(&mut self, pid: u32) -> Option<Child> {
         let idx = self.all.iter().position(|c| c.pid == pid)?;
         Some(self.all.remove(idx))
+    }
+
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Child> {
+        self.all.iter()
     }
 
     pub(crate) fn agent(&self) -> Option<&Child> {

@@ -102,7 +102,9 @@ impl Core {
                 out.push(Action::Cfork(
                     true,
                     format!("don't fork new work (refork: false{count})"),
-                ))
+                ));
+                let why = "refork is off outside production (egg env local or unittest)";
+                self.refork_held(why.to_string(), out);
             }
             Decision::After(ms) => {
                 out.push(Action::Cfork(
@@ -120,6 +122,11 @@ impl Core {
                     ),
                 ));
                 out.push(Action::After(Duration::from_millis(ms), Timer::ReforkApp));
+                let why = format!(
+                    "crash loop: {} deaths within {}ms (the refork limit), backing off {ms}ms",
+                    self.cfg.refork_limit, self.cfg.refork_duration_ms
+                );
+                self.refork_held(why, out);
             }
         }
     }
@@ -139,6 +146,26 @@ impl Core {
             super::Dialect::Egg3 => String::new(),
             super::Dialect::Egg4 => format!(", reforkCount: {}", self.refork.count()),
         }
+    }
+
+    /// Dead app workers are not replaced at once, or not at all: one line saying so and why,
+    /// the first time (until every slot serves again), and the health verdict says it.
+    fn refork_held(&mut self, why: String, out: &mut Vec<Action>) {
+        if self.ops.refork_held.is_none() {
+            let serving = self
+                .children
+                .apps()
+                .filter(|c| c.phase == Phase::Serving)
+                .count();
+            out.push(Action::Log(
+                Level::Error,
+                format!(
+                    "[master] dead app workers are not replaced now: {why}; {serving} of {} app workers serving",
+                    self.workers
+                ),
+            ));
+        }
+        self.ops.refork_held = Some(why);
     }
 
     pub(super) fn refork_app(&mut self, out: &mut Vec<Action>) {

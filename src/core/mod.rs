@@ -17,6 +17,7 @@
 mod children;
 mod close;
 mod exits;
+mod hung;
 pub(crate) mod ops;
 #[cfg(test)]
 mod ops_tests;
@@ -35,6 +36,7 @@ use crate::log::Level;
 use crate::messenger::{master_message, Role};
 use crate::protocol::MasterAction;
 use children::Children;
+pub(crate) use hung::HungReport;
 pub(crate) use ops::{CoreStatus, MasterStatus, Notice, OpsPhase, StatusTo};
 pub(crate) use reload::{ReloadReason, Scale};
 
@@ -90,6 +92,12 @@ pub(crate) struct Config {
     /// `shutdownDelay`: after SIGTERM, how long the workers go on serving (not ready) before
     /// the close begins.
     pub(crate) shutdown_delay: Duration,
+    /// `workerTimeout`: a serving child silent this long is hung (`None`: never).
+    pub(crate) worker_timeout: Option<Duration>,
+    /// How often children tick (`lib/heartbeat.js`), and the hung check runs.
+    pub(crate) heartbeat_interval: Duration,
+    /// `EGG_CLUSTER_RS_START_TIMEOUT`: an app worker must serve this long after its spawn.
+    pub(crate) start_timeout: Option<Duration>,
 }
 
 pub(crate) use crate::options::Dialect;
@@ -124,6 +132,12 @@ pub(crate) enum Timer {
     MemoryCheck,
     /// The shutdown delay is over: the close begins.
     ShutdownDelay,
+    /// Look for hung children (every heartbeat interval).
+    HungCheck,
+    /// App worker `pid` must serve by now.
+    StartTimeout {
+        pid: u32,
+    },
 }
 
 /// The two steps of the close sequence.
@@ -238,6 +252,16 @@ pub(crate) enum Event {
         pid: u32,
         message: String,
     },
+    /// A tick from `pid`'s event loop, `lag_ms` late.
+    Heartbeat {
+        pid: u32,
+        lag_ms: u64,
+    },
+    /// What was found of hung `pid`'s report, answering [`Action::CollectReport`].
+    HungReport {
+        pid: u32,
+        report: HungReport,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,6 +331,9 @@ pub(crate) enum Action {
     Status(StatusTo, Box<CoreStatus>),
     /// The phase or the number of serving workers changed (for `sd_notify`).
     Notify(Notice),
+    /// `pid` is hung: wait up to `wait` for the report its watchdog thread writes (worker
+    /// threads: have one written), answer with [`Event::HungReport`].
+    CollectReport { pid: u32, wait: Duration },
 }
 
 /// Where the master as a whole is.
@@ -465,6 +492,10 @@ impl Core {
             Event::Scale(scale) => self.on_scale(scale, &mut out),
             Event::MemorySample(samples) => self.on_memory(samples, now, &mut out),
             Event::StatusRequest(to) => self.on_status_request(to, &mut out),
+            Event::Heartbeat { pid, lag_ms } => self.on_heartbeat(pid, lag_ms, now),
+            Event::Timer(Timer::HungCheck) => self.on_hung_check(now, &mut out),
+            Event::Timer(Timer::StartTimeout { pid }) => self.on_start_timeout(pid, &mut out),
+            Event::HungReport { pid, report } => self.on_hung_report(pid, report, now, &mut out),
         }
         self.ops_after(&mut out);
         if out.iter().any(|a| matches!(a, Action::Exit(_))) {

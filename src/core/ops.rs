@@ -66,6 +66,10 @@ pub(crate) struct ChildStatus {
     pub(crate) last_exit: Option<ExitRecord>,
     /// Malformed lines from this child, dropped.
     pub(crate) malformed: u64,
+    /// How late its last heartbeat's timer fired (ms): its event-loop lag.
+    pub(crate) lag_ms: Option<u64>,
+    /// When it was found hung (ms since the epoch), until it is gone.
+    pub(crate) hung_since: Option<u64>,
 }
 
 /// The core's half of a status snapshot.
@@ -95,6 +99,12 @@ pub(crate) struct MasterStatus {
     pub(crate) backoff_ms: u64,
     /// Malformed lines dropped, from every child so far.
     pub(crate) malformed: u64,
+    /// Children found hung, and hung or never-listening app workers replaced, so far.
+    pub(crate) hung: u64,
+    pub(crate) hung_replaced: u64,
+    /// Why dead app workers are not being replaced (crash loop, refork off), while some are
+    /// missing.
+    pub(crate) refork_held: Option<String>,
 }
 
 /// A lifecycle change for the service manager (`sd_notify`).
@@ -122,6 +132,12 @@ pub(crate) struct OpsState {
     /// The last notice's phase and serving count.
     notified: Option<(OpsPhase, usize)>,
     pub(super) malformed: u64,
+    /// Children found hung, and hung or never-listening app workers replaced.
+    pub(super) hung: u64,
+    pub(super) hung_replaced: u64,
+    /// Why dead app workers are not replaced at once (a crash loop's backoff) or at all
+    /// (refork off), until every slot serves again.
+    pub(super) refork_held: Option<String>,
 }
 
 fn slot_key(role: Role, slot: Option<usize>) -> (&'static str, usize) {
@@ -194,6 +210,9 @@ impl Core {
     pub(super) fn ops_after(&mut self, out: &mut Vec<Action>) {
         let phase = self.ops_phase();
         let serving = self.serving_apps();
+        if serving >= self.workers {
+            self.ops.refork_held = None;
+        }
         if phase == OpsPhase::Starting {
             return;
         }
@@ -217,6 +236,11 @@ impl Core {
     /// The core's half of a status snapshot, at `now`.
     pub(crate) fn status(&self) -> CoreStatus {
         let phase = self.ops_phase();
+        let refork_held = self
+            .ops
+            .refork_held
+            .clone()
+            .filter(|_| self.serving_apps() < self.workers);
         let agent_up = self
             .children
             .agent()
@@ -231,11 +255,18 @@ impl Core {
                 started_at: self.start_time,
                 workers: self.workers,
                 serving,
-                healthy: agent_up && self.children.apps().any(|a| a.listening()),
+                // A hung child serves nobody: unhealthy until it is gone.
+                healthy: agent_up
+                    && self.children.apps().any(|a| a.listening())
+                    && !self.children.all().any(|c| c.hung_since.is_some())
+                    && refork_held.is_none(),
                 ready: matches!(phase, OpsPhase::Ready | OpsPhase::Reloading) && serving > 0,
                 reforks: self.ops.reforks,
                 backoff_ms: self.refork.backoff_ms().unwrap_or(0),
                 malformed: self.ops.malformed,
+                hung: self.ops.hung,
+                hung_replaced: self.ops.hung_replaced,
+                refork_held,
             },
             children: children
                 .into_iter()
@@ -252,6 +283,8 @@ impl Core {
                         restarts: history.map_or(0, |h| h.restarts),
                         last_exit: history.and_then(|h| h.last_exit.clone()),
                         malformed: c.malformed,
+                        lag_ms: c.lag_ms,
+                        hung_since: c.hung_since,
                     }
                 })
                 .collect(),

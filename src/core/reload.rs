@@ -27,6 +27,8 @@ pub(crate) enum ReloadReason {
     Api,
     /// This worker's RSS went over `maxMemoryRestart`.
     Memory { pid: u32, rss: u64 },
+    /// This worker's event loop is stuck (`workerTimeout`).
+    Hung { pid: u32 },
 }
 
 impl ReloadReason {
@@ -36,6 +38,7 @@ impl ReloadReason {
             ReloadReason::Signal => "SIGUSR2",
             ReloadReason::Api => "api",
             ReloadReason::Memory { .. } => "maxMemoryRestart",
+            ReloadReason::Hung { .. } => "workerTimeout",
         }
     }
 }
@@ -59,6 +62,17 @@ pub(super) struct Reload {
     replaced: Vec<(u32, u32)>,
     /// Another reload was asked for meanwhile: run it once this one is done.
     again: bool,
+}
+
+impl Reload {
+    /// A hung worker goes before the others (it serves nobody meanwhile).
+    pub(super) fn put_first(&mut self, pid: u32) {
+        if self.step.as_ref().is_some_and(|s| s.old == pid) {
+            return;
+        }
+        self.pending.retain(|p| *p != pid);
+        self.pending.push_front(pid);
+    }
 }
 
 #[derive(Debug)]
@@ -99,7 +113,7 @@ impl Core {
             return;
         }
         let pending: VecDeque<u32> = match reason {
-            ReloadReason::Memory { pid, .. } => VecDeque::from([pid]),
+            ReloadReason::Memory { pid, .. } | ReloadReason::Hung { pid } => VecDeque::from([pid]),
             _ => {
                 let mut serving: Vec<&Child> = self
                     .children
@@ -342,16 +356,19 @@ impl Core {
         // which sets cluster's `exitedAfterDisconnect` (egg-cluster's `suicide`).
         c.exited_after_disconnect = true;
         let name = c.name();
+        // A hung worker cannot drain: SIGKILL at once.
+        let limit = if c.hung_since.is_some() {
+            std::time::Duration::ZERO
+        } else {
+            self.cfg.app_close.limit
+        };
         self.verbose(
             out,
             format!("[master] {name} retiring: draining, then exit"),
         );
         let pids = self.children.listening_pids_json();
         self.send_agent(out, "egg-pids", Some(&pids));
-        out.push(Action::Terminate {
-            pid,
-            limit: self.cfg.app_close.limit,
-        });
+        out.push(Action::Terminate { pid, limit });
     }
 
     /// An app worker exited. Returns whether the reload takes care of it (no refork).

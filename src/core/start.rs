@@ -150,6 +150,7 @@ impl Core {
                     }
                     self.children.add(child);
                     new_pids.push(pid);
+                    self.start_timer(pid, out);
                 }
                 Err(_) if batch == Batch::Replace => {}
                 Err(e) => {
@@ -538,6 +539,9 @@ impl Core {
         }
         if let (Some(_), Some(interval)) = (self.cfg.max_memory, self.cfg.memory_check_interval) {
             out.push(Action::After(interval, Timer::MemoryCheck));
+        }
+        if self.cfg.worker_timeout.is_some() {
+            out.push(Action::After(self.cfg.heartbeat_interval, Timer::HungCheck));
         }
     }
 }

@@ -47,6 +47,9 @@ pub(super) fn cfg(workers: usize) -> Config {
         slot_ports: Vec::new(),
         metrics_addr: None,
         shutdown_delay: Duration::ZERO,
+        worker_timeout: None,
+        heartbeat_interval: Duration::from_secs(1),
+        start_timeout: None,
     }
 }
 
@@ -70,7 +73,7 @@ fn sends(actions: &[Action]) -> Vec<(Target, String)> {
         .collect()
 }
 
-fn logs(actions: &[Action]) -> Vec<String> {
+pub(super) fn logs(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -154,7 +157,7 @@ pub(super) fn started(workers: usize) -> (Core, Vec<Action>) {
     started_with(cfg(workers))
 }
 
-fn started_with(c: Config) -> (Core, Vec<Action>) {
+pub(super) fn started_with(c: Config) -> (Core, Vec<Action>) {
     let workers = c.workers;
     let mut core = released(c);
     let mut last = Vec::new();
@@ -590,11 +593,31 @@ fn refork_limit_then_backoff_through_a_timer() {
     let a = exit(&mut core, 30, 22);
     assert!(a.contains(&Action::After(Duration::from_millis(100), Timer::ReforkApp)));
     assert!(has_log(&a, "worker died too fast"));
+    assert!(has_log(&a, "[master] dead app workers are not replaced now: crash loop: 2 deaths within 60000ms (the refork limit), backing off 100ms; 0 of 1 app workers serving"));
+    assert_eq!(
+        core.status().master.refork_held.as_deref(),
+        Some("crash loop: 2 deaths within 60000ms (the refork limit), backing off 100ms")
+    );
+    assert!(!core.status().master.healthy);
     let a = core.handle(Event::Timer(Timer::ReforkApp), 130);
     assert!(a.contains(&Action::SpawnApps {
         batch: Batch::Refork,
         apps: vec![(3, 0)],
     }));
+    core.handle(
+        Event::AppsSpawned {
+            batch: Batch::Refork,
+            apps: vec![Spawned {
+                id: 3,
+                slot: 0,
+                pid: Ok(40),
+            }],
+        },
+        131,
+    );
+    core.handle(listening(40, 7001), 140);
+    // Every slot serves again: the crash loop no longer holds anything back.
+    assert_eq!(core.status().master.refork_held, None);
 }
 
 #[test]
@@ -616,6 +639,10 @@ fn local_env_does_not_refork() {
         "don't fork new work (refork: false)".into()
     )));
     assert!(!a.iter().any(|x| matches!(x, Action::SpawnApps { .. })));
+    assert!(has_log(&a, "[master] dead app workers are not replaced now: refork is off outside production (egg env local or unittest); 0 of 1 app workers serving"));
+    let status = core.status();
+    assert!(!status.master.healthy);
+    assert!(status.master.refork_held.is_some());
 }
 
 #[test]
@@ -1367,6 +1394,7 @@ fn a_debugged_master_closes_when_an_app_worker_is_sigkilled() {
     assert!(!a.iter().any(|x| matches!(x, Action::TerminateGroup { .. })));
 }
 mod egg4;
+mod hung;
 mod threads;
 
 /// egg-cluster logs `reload workers...` at DEBUG in the local env, where egg-development's

@@ -41,6 +41,9 @@ use super::json;
 const READ_CHUNK: usize = 64 * 1024;
 /// Plain lines are coalesced into one write up to about this many bytes.
 const WRITE_BATCH: usize = 256 * 1024;
+/// The `cmd` of a child's heartbeat (`lib/heartbeat.js`).
+pub const HEARTBEAT_CMD: &str = "NODE_EGG_CLUSTER_RS_BEAT";
+
 const ACK: &[u8] = b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
 const NACK: &[u8] = b"{\"cmd\":\"NODE_HANDLE_NACK\"}\n";
 
@@ -133,6 +136,8 @@ pub enum Incoming {
     Messages(Lines),
     /// A `NODE_CLUSTER` line, raw.
     Cluster(Vec<u8>),
+    /// A tick of the child's event loop (`NODE_EGG_CLUSTER_RS_BEAT`), its timer `lag_ms` late.
+    Heartbeat { lag_ms: u64 },
     /// A line the child should never have written; dropped, the channel goes on.
     Malformed { reason: String },
     /// The channel is gone: EOF, an I/O error, or a framing violation we cannot recover from.
@@ -721,6 +726,16 @@ impl Conn {
                 self.flush_batch(on_incoming);
                 on_incoming(Incoming::Cluster(line))
             }
+            HEARTBEAT_CMD => {
+                let lag_ms = scanned
+                    .raw("lag")
+                    .and_then(|raw| std::str::from_utf8(raw).ok())
+                    .and_then(|lag| lag.parse::<f64>().ok())
+                    .filter(|lag| lag.is_finite() && *lag >= 0.0)
+                    .map_or(0, |lag| lag as u64);
+                self.flush_batch(on_incoming);
+                on_incoming(Incoming::Heartbeat { lag_ms })
+            }
             other => {
                 // Node ignores internal messages it does not know; so do we, but say so.
                 self.flush_batch(on_incoming);
@@ -770,6 +785,7 @@ mod tests {
     enum Ev {
         Msg(String),
         Cluster(String),
+        Beat(u64),
         Malformed(String),
         Closed(Option<String>),
         Drained,
@@ -784,6 +800,7 @@ mod tests {
                 lines.iter().map(|l| Ev::Msg(text(l.to_vec()))).collect()
             }
             Incoming::Cluster(line) => vec![Ev::Cluster(text(line))],
+            Incoming::Heartbeat { lag_ms } => vec![Ev::Beat(lag_ms)],
             Incoming::Malformed { reason } => vec![Ev::Malformed(reason)],
             Incoming::Closed { reason } => vec![Ev::Closed(reason)],
             Incoming::Drained => vec![Ev::Drained],
@@ -1096,6 +1113,25 @@ mod tests {
                 msg("{\"cmd\":\"NODE_\"}"),
                 msg("{\"cmd\":\"node_x\"}"),
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn heartbeats_arrive_with_their_lag() {
+        let mut h = Harness::open(LIMITS);
+        h.peer
+            .write(
+                concat!(
+                    "{\"cmd\":\"NODE_EGG_CLUSTER_RS_BEAT\",\"lag\":312}\n",
+                    "{\"a\":1}\n",
+                    "{\"cmd\":\"NODE_EGG_CLUSTER_RS_BEAT\",\"lag\":\"x\"}\n",
+                )
+                .as_bytes(),
+            )
+            .await;
+        assert_eq!(
+            h.events.take(3).await,
+            vec![Ev::Beat(312), msg("{\"a\":1}"), Ev::Beat(0)]
         );
     }
 

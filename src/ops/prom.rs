@@ -193,6 +193,35 @@ pub(crate) fn render(s: &Snapshot) -> String {
         started,
     );
 
+    // Hung children (docs/self-healing.md).
+    let lag: Family<Proc, FGauge> = Family::default();
+    let mut hung_now = 0;
+    for c in &s.children {
+        if let Some(ms) = c.core.lag_ms {
+            let p = Proc {
+                role: c.core.role.into(),
+                id: c.core.id.to_string(),
+            };
+            lag.get_or_create(&p).set(ms as f64 / 1000.0);
+        }
+        hung_now += i64::from(c.core.hung_since.is_some());
+    }
+    reg.register(
+        "event_loop_lag_seconds",
+        "How late the child's last heartbeat timer fired",
+        lag,
+    );
+    reg.register(
+        "hung_children",
+        "Children found hung and not gone yet",
+        gauge(hung_now),
+    );
+    reg.register(
+        "hung_replacements",
+        "Hung (or never listening) app workers replaced",
+        counter(m.core.hung_replaced),
+    );
+
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);
@@ -254,6 +283,9 @@ mod tests {
                     reforks: 3,
                     backoff_ms: 200,
                     malformed: 4,
+                    hung: 2,
+                    hung_replaced: 1,
+                    refork_held: None,
                 },
                 uptime_ms: 2500,
                 rss: Some(1 << 20),
@@ -276,6 +308,8 @@ mod tests {
                     restarts: 1,
                     last_exit: None,
                     malformed: 0,
+                    lag_ms: Some(312),
+                    hung_since: Some(9000),
                 },
                 rss: Some(2048),
                 cpu: None,
@@ -307,6 +341,9 @@ mod tests {
             "egg_cluster_bytes_relayed_total{role=\"master\",id=\"0\"} 100",
             "egg_cluster_slot_restarts_total{role=\"app\",id=\"2\"} 1",
             "egg_cluster_process_start_time_seconds{role=\"app\",id=\"2\"} 5",
+            "egg_cluster_event_loop_lag_seconds{role=\"app\",id=\"2\"} 0.312",
+            "egg_cluster_hung_children 1",
+            "egg_cluster_hung_replacements_total 1",
             "# TYPE egg_cluster_messages_relayed counter",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");

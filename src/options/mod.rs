@@ -109,6 +109,9 @@ pub struct Options {
     /// `shutdownDelay` (else `EGG_CLUSTER_RS_SHUTDOWN_DELAY`, else 0): how long the workers
     /// serve on after SIGTERM, not ready, before the close.
     pub shutdown_delay: Duration,
+    /// `workerTimeout` (else `EGG_CLUSTER_RS_WORKER_TIMEOUT`, else 60 s; 0 turns it off): a
+    /// serving child whose event loop gave no sign of life this long is hung.
+    pub worker_timeout: Option<Duration>,
     /// The environment variables the master reads, parsed.
     pub settings: Settings,
     /// `metrics: { port, host }`: where `/metrics`, `/healthz` and `/readyz` are served.
@@ -370,6 +373,19 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
             .map(Duration::from_millis)
             .ok_or_else(|| invalid("options.shutdownDelay", "a non-negative integer (ms)", v))?,
     };
+    let worker_timeout = match raw.get("workerTimeout") {
+        None | Some(Value::Null) => settings
+            .worker_timeout_ms
+            .unwrap_or(DEFAULT_WORKER_TIMEOUT_MS),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            invalid(
+                "options.workerTimeout",
+                "a non-negative integer (ms), 0 turns it off",
+                v,
+            )
+        })?,
+    };
+    let worker_timeout = (worker_timeout > 0).then(|| Duration::from_millis(worker_timeout));
 
     let metrics = ops::parse_metrics(raw.get("metrics"))?;
     if threads && max_memory_restart.is_some() {
@@ -414,12 +430,18 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         max_memory_restart,
         memory_check_interval,
         shutdown_delay,
+        worker_timeout,
         settings,
         metrics,
         threads,
         ports,
     })
 }
+
+/// Puma's `worker_timeout`: long enough that no sane request handler, GC pause or synchronous
+/// start-up step in a serving worker comes near it, short enough that a stuck worker does not
+/// hold its share of connections for minutes.
+const DEFAULT_WORKER_TIMEOUT_MS: u64 = 60_000;
 
 /// `maxMemoryRestart`: bytes, or a size with a K/M/G suffix (PM2's `max_memory_restart`).
 fn parse_bytes(v: &Value) -> Option<u64> {
@@ -734,6 +756,26 @@ mod tests {
         let in_place = keys(&o.raw);
         let at = |k: &str| in_place.iter().position(|x| x == k);
         assert!(at("stickyWorkerPort") < at("clusterPort") && at("clusterPort") < at("custom"));
+    }
+
+    #[test]
+    fn worker_timeout_option_env_and_default() {
+        let tmp = app();
+        let wt = |v: Value| parse(input(&tmp, v)).map(|o| o.worker_timeout);
+        assert_eq!(wt(json!({})).unwrap(), Some(Duration::from_secs(60)));
+        assert_eq!(
+            wt(json!({ "workerTimeout": 2500 })).unwrap(),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(wt(json!({ "workerTimeout": 0 })).unwrap(), None);
+        for bad in [json!("60s"), json!(-1), json!(1.5)] {
+            let e = wt(json!({ "workerTimeout": bad })).unwrap_err().to_string();
+            assert!(e.starts_with("options.workerTimeout should be"), "{e}");
+        }
+        let mut i = input(&tmp, json!({}));
+        i.env
+            .insert("EGG_CLUSTER_RS_WORKER_TIMEOUT".into(), "0".into());
+        assert_eq!(parse(i).unwrap().worker_timeout, None);
     }
 
     #[test]

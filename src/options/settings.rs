@@ -44,6 +44,11 @@ pub struct Settings {
     pub shutdown_delay: Option<Duration>,
     /// `EGG_CLUSTER_RS_FAULT_INJECTION=1`: lets the test suite make the master panic on purpose.
     pub fault_injection: bool,
+    /// `EGG_CLUSTER_RS_WORKER_TIMEOUT` (ms, 0 turns it off): the default of `workerTimeout`.
+    pub worker_timeout_ms: Option<u64>,
+    /// `EGG_CLUSTER_RS_START_TIMEOUT` (ms, 0 turns it off; default 660000): an app worker that
+    /// does not serve this long after its spawn is replaced.
+    pub start_timeout: Option<Duration>,
     /// systemd's `NOTIFY_SOCKET`, `WATCHDOG_USEC`, `LISTEN_FDS` (those meant for this process).
     pub systemd: crate::ops::systemd::SystemdEnv,
 }
@@ -129,6 +134,26 @@ impl Settings {
             fault_injection: env
                 .get("EGG_CLUSTER_RS_FAULT_INJECTION")
                 .is_some_and(|v| v == "1"),
+            worker_timeout_ms: strict(
+                env,
+                "EGG_CLUSTER_RS_WORKER_TIMEOUT",
+                "a non-negative integer (ms), 0 turns it off",
+                |_: &u64| true,
+            )?,
+            // egg's own `workerStartTimeout` (10 min) makes a worker whose app is not ready exit
+            // with its own message; ours comes a minute later and also covers a worker that is
+            // ready but never listens, or is stuck before egg's timer could fire.
+            start_timeout: Some(
+                strict(
+                    env,
+                    "EGG_CLUSTER_RS_START_TIMEOUT",
+                    "a non-negative integer (ms), 0 turns it off",
+                    |_: &u64| true,
+                )?
+                .unwrap_or(660_000),
+            )
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
             systemd: crate::ops::systemd::SystemdEnv::from_env(env, std::process::id()).map_err(
                 |(name, expected)| OptionsError::InvalidEnv {
                     name,
@@ -209,6 +234,8 @@ mod tests {
             ok(&[]),
             Settings {
                 reload_timeout: Duration::from_secs(60),
+                worker_timeout_ms: None,
+                start_timeout: Some(Duration::from_secs(660)),
                 logger_level: None,
                 egg_log: None,
                 host: None,
@@ -285,6 +312,28 @@ mod tests {
             ok(&[("EGG_AGENT_DEBUG_PORT", "65535")]).agent_debug_port,
             65535
         );
+    }
+
+    #[test]
+    fn hang_and_start_timeouts() {
+        let s = ok(&[
+            ("EGG_CLUSTER_RS_WORKER_TIMEOUT", "3000"),
+            ("EGG_CLUSTER_RS_START_TIMEOUT", "0"),
+        ]);
+        assert_eq!(s.worker_timeout_ms, Some(3000));
+        assert_eq!(s.start_timeout, None);
+        assert_eq!(
+            ok(&[("EGG_CLUSTER_RS_START_TIMEOUT", "5000")]).start_timeout,
+            Some(Duration::from_millis(5000))
+        );
+        for (name, v) in [
+            ("EGG_CLUSTER_RS_WORKER_TIMEOUT", "60s"),
+            ("EGG_CLUSTER_RS_WORKER_TIMEOUT", "-1"),
+            ("EGG_CLUSTER_RS_START_TIMEOUT", ""),
+        ] {
+            let e = settings(&[(name, v)]).unwrap_err();
+            assert!(e.starts_with(name), "{e}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod backpressure;
 mod children;
 mod control;
 mod handles;
+mod hung;
 mod metrics;
 mod ops;
 mod pid_file;
@@ -110,6 +111,11 @@ enum Input {
     StickyConnections(Vec<(OwnedFd, std::net::IpAddr)>),
     /// The metrics endpoint or the control socket wants a snapshot.
     Status(ops::Waiter),
+    /// What was found of a hung child's report.
+    HungReport {
+        pid: u32,
+        report: core::HungReport,
+    },
 }
 
 enum ChildEvent {
@@ -239,7 +245,11 @@ pub(crate) fn start(
         },
         metrics_addr: metrics.as_ref().and_then(|l| l.local_addr().ok()),
         shutdown_delay: opts.shutdown_delay,
+        worker_timeout: opts.worker_timeout,
+        heartbeat_interval: hung::heartbeat_interval(opts.worker_timeout),
+        start_timeout: settings.start_timeout,
     };
+    let reports = hung::Reports::new(&opts.base_dir);
 
     let systemd = settings.systemd.clone();
     // What degrades the master at start, for the product log after the start lines.
@@ -264,6 +274,10 @@ pub(crate) fn start(
             "EGG_CLUSTER_RS_EGG".into(),
             egg.to_string_lossy().into_owned(),
         ));
+    }
+    for (k, v) in reports.child_env(cfg.heartbeat_interval, cfg.worker_timeout) {
+        env.retain(|(name, _)| *name != k);
+        env.push((k, v));
     }
     let mut launch = launch;
     if opts.dialect == core::Dialect::Egg4 {
@@ -316,6 +330,8 @@ pub(crate) fn start(
             warnings,
         }),
         backpressure: Default::default(),
+        reports,
+        worker_timeout: opts.worker_timeout,
     };
     std::thread::Builder::new()
         .name("egg-cluster-rs".into())
@@ -351,6 +367,8 @@ struct Runtime {
     /// Listeners and timers started on the runtime thread, once.
     ops_start: Option<OpsStart>,
     backpressure: backpressure::Backpressure,
+    reports: hung::Reports,
+    worker_timeout: Option<std::time::Duration>,
 }
 
 struct OpsStart {
@@ -458,6 +476,7 @@ impl Runtime {
                 self.dispatch(Event::ThreadError { pid: tid, message })
             }
             Input::Status(waiter) => self.on_status_request(waiter),
+            Input::HungReport { pid, report } => self.dispatch(Event::HungReport { pid, report }),
         }
     }
 
@@ -473,6 +492,9 @@ impl Runtime {
                         self.dispatch(event);
                     }
                 }
+            }
+            ChildEvent::Incoming(Incoming::Heartbeat { lag_ms }) => {
+                self.dispatch(Event::Heartbeat { pid, lag_ms })
             }
             ChildEvent::Incoming(Incoming::Malformed { reason }) => {
                 self.dispatch(Event::Malformed { pid, reason })
@@ -612,6 +634,12 @@ impl Runtime {
                 .emit("master", String::from_utf8_lossy(&line).into_owned()),
             Action::Status(to, status) => return self.deliver_status(to, *status),
             Action::Notify(notice) => self.notify(notice),
+            Action::CollectReport { pid, wait } => {
+                let fresh = self.worker_timeout.unwrap_or_default() + wait;
+                let thread = self.children.is_thread(pid);
+                self.reports
+                    .collect(pid, wait, fresh, thread, self.tx.clone());
+            }
             Action::Exit(code) => {
                 tracing::debug!(code, "exit");
                 self.handles.closing();
