@@ -12,14 +12,14 @@ const fs = require('fs');
 const path = require('path');
 
 // Options only the native master implements: passed explicitly, they are an error here.
-const NATIVE_ONLY_OPTIONS = [ 'stickyKey', 'stickyTrustedProxies', 'maxMemoryRestart', 'memoryCheckInterval', 'metrics', 'shutdownDelay' ];
+const NATIVE_ONLY_OPTIONS = [ 'stickyKey', 'stickyTrustedProxies', 'maxMemoryRestart', 'memoryCheckInterval', 'metrics', 'shutdownDelay', 'workerTimeout' ];
 
 // Variables only the native master reads. Deployment environments are often shared with dev
 // machines, so these are not an error: the warning line names the ones that are set.
 const NATIVE_ONLY_ENV = [
   'EGG_CLUSTER_RS_LOG', 'EGG_CLUSTER_RS_REFORK_LIMIT', 'EGG_CLUSTER_RS_REFORK_DURATION',
   'EGG_CLUSTER_RS_HEALTH_INTERVAL', 'EGG_CLUSTER_RS_RELOAD_TIMEOUT', 'EGG_CLUSTER_RS_COMPILE_CACHE',
-  'EGG_CLUSTER_RS_SHUTDOWN_DELAY',
+  'EGG_CLUSTER_RS_SHUTDOWN_DELAY', 'EGG_CLUSTER_RS_WORKER_TIMEOUT', 'EGG_CLUSTER_RS_START_TIMEOUT',
 ];
 
 const PLATFORM = `${process.platform}-${process.arch}`;
