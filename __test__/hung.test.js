@@ -8,7 +8,7 @@
 const assert = require('assert');
 const fs = require('fs');
 const path = require('path');
-const { startMaster, getFreePort, get, waitDead, isAlive, copyFixture } = require('./helper');
+const { startMaster, getFreePort, get, waitDead, waitUntil, isAlive, copyFixture } = require('./helper');
 
 const PROD = { EGG_SERVER_ENV: 'prod' };
 
@@ -19,16 +19,6 @@ async function metric(port, name, labels = '') {
   assert.strictEqual(res.status, 200, res.body);
   const re = new RegExp(`^egg_cluster_${name}${labels ? `\\{${labels}\\}` : ''} (\\S+)$`, 'mg');
   return [ ...res.body.matchAll(re) ].map(m => Number(m[1]));
-}
-
-async function waitUntil(fn, timeout, what) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timeout (${timeout}ms) waiting for ${what}`);
-    await new Promise(resolve => setTimeout(resolve, 100));
-  }
 }
 
 // GET /pid in a loop until stopped: every answer and every failure
