@@ -75,6 +75,8 @@ pub(crate) struct Config {
     pub(crate) fault_injection: bool,
     /// How long a replacement may take to listen before a reload gives up.
     pub(crate) reload_timeout: Duration,
+    /// The surge: how many replacements a reload boots at once (at least 1).
+    pub(crate) reload_concurrency: usize,
     /// `maxMemoryRestart` (bytes of RSS) and how often it is checked.
     pub(crate) max_memory: Option<u64>,
     pub(crate) memory_check_interval: Option<Duration>,

@@ -1,6 +1,9 @@
-//! Live worker replacement: a rolling reload replaces the app workers one slot at a time —
-//! start the new worker, wait until it serves on the real port, then retire the old one (it
-//! stops accepting, drains and exits), then the next slot — so no request is refused. The same
+//! Live worker replacement: a rolling reload replaces the app workers slot by slot — start the
+//! new worker, wait until it serves on the real port, then retire the old one (it stops
+//! accepting, drains and exits) — so no request is refused. Up to `reload_concurrency`
+//! replacements boot at once (the surge); a slot's drain never holds up the next boot, as the
+//! surge counts only replacements that do not serve yet: every old worker serves until its own
+//! replacement does, so at least N workers serve throughout. The same
 //! mechanism serves dev reload (`reload-worker`), `SIGUSR2`, the JS API, a worker over the
 //! memory limit, and scaling down.
 //!
@@ -57,7 +60,8 @@ pub(super) struct Reload {
     started_at: u64,
     /// Old workers still to replace.
     pending: VecDeque<u32>,
-    step: Option<Step>,
+    /// Slots being replaced: booting (at most the surge), or serving while the old one drains.
+    steps: Vec<Step>,
     /// (old pid, new pid) of every slot done.
     replaced: Vec<(u32, u32)>,
     /// Another reload was asked for meanwhile: run it once this one is done.
@@ -67,7 +71,7 @@ pub(super) struct Reload {
 impl Reload {
     /// A hung worker goes before the others (it serves nobody meanwhile).
     pub(super) fn put_first(&mut self, pid: u32) {
-        if self.step.as_ref().is_some_and(|s| s.old == pid) {
+        if self.steps.iter().any(|s| s.old == pid) {
             return;
         }
         self.pending.retain(|p| *p != pid);
@@ -78,6 +82,8 @@ impl Reload {
 #[derive(Debug)]
 struct Step {
     old: u32,
+    /// The replacement's worker id, which names it until its pid is known.
+    id: u32,
     /// The replacement, once spawned; it serves once `serving` is true.
     new: Option<u32>,
     serving: bool,
@@ -135,9 +141,10 @@ impl Core {
         out.push(Action::Log(
             Level::Info,
             format!(
-                "[master] rolling reload ({}): replacing {} app worker(s) one at a time",
+                "[master] rolling reload ({}): replacing {} app worker(s), {} at a time",
                 reason.as_str(),
-                pending.len()
+                pending.len(),
+                self.cfg.reload_concurrency.max(1)
             ),
         ));
         let data = json!({"reason": reason.as_str(), "workers": pending.len()}).to_string();
@@ -152,20 +159,27 @@ impl Core {
             reason,
             started_at: now,
             pending,
-            step: None,
+            steps: Vec::new(),
             replaced: Vec::new(),
             again: false,
         });
         self.next_step(now, out);
     }
 
-    /// Starts the replacement of the next old worker still serving, or ends the reload.
+    /// Starts replacements for the next old workers still serving while the surge allows, or
+    /// ends the reload once every slot is done.
     fn next_step(&mut self, now: u64, out: &mut Vec<Action>) {
-        let Some(reload) = &mut self.reload else {
-            return;
-        };
-        reload.step = None;
-        while let Some(old) = reload.pending.pop_front() {
+        let surge = self.cfg.reload_concurrency.max(1);
+        loop {
+            let Some(reload) = &mut self.reload else {
+                return;
+            };
+            if reload.steps.iter().filter(|s| !s.serving).count() >= surge {
+                return;
+            }
+            let Some(old) = reload.pending.pop_front() else {
+                break;
+            };
             let Some(slot) = self
                 .children
                 .get(old)
@@ -178,8 +192,9 @@ impl Core {
             let seq = self.step_seq;
             let id = self.children.next_id(Role::App);
             let reload = self.reload.as_mut().expect("checked above");
-            reload.step = Some(Step {
+            reload.steps.push(Step {
                 old,
+                id,
                 new: None,
                 serving: false,
                 old_gone: false,
@@ -193,9 +208,10 @@ impl Core {
                 self.cfg.reload_timeout,
                 Timer::ReloadTimeout(seq),
             ));
-            return;
         }
-        self.finish_reload(now, out);
+        if self.reload.as_ref().is_some_and(|r| r.steps.is_empty()) {
+            self.finish_reload(now, out);
+        }
     }
 
     fn finish_reload(&mut self, now: u64, out: &mut Vec<Action>) {
@@ -275,19 +291,26 @@ impl Core {
                 reload.reason.as_str()
             ),
         ));
-        if let Some(new) = reload.step.and_then(|s| s.new) {
-            if self.children.get(new).is_some() {
-                if let Some(c) = self.children.get_mut(new) {
-                    c.phase = Phase::Retiring;
-                    c.exited_after_disconnect = true;
+        // Replacements that serve keep their slot (their predecessor is already retiring); those
+        // still booting are stopped, and their slot's old worker keeps serving.
+        let mut replaced = reload.replaced;
+        for step in reload.steps {
+            match (step.new, step.serving) {
+                (Some(new), true) => replaced.push((step.old, new)),
+                (Some(new), false) => {
+                    if let Some(c) = self.children.get_mut(new) {
+                        c.phase = Phase::Retiring;
+                        c.exited_after_disconnect = true;
+                        out.push(Action::Terminate {
+                            pid: new,
+                            limit: self.cfg.app_close.limit,
+                        });
+                    }
                 }
-                out.push(Action::Terminate {
-                    pid: new,
-                    limit: self.cfg.app_close.limit,
-                });
+                (None, _) => {}
             }
         }
-        let data = json!({"ok": false, "reason": reload.reason.as_str(), "error": error, "replaced": reload.replaced});
+        let data = json!({"ok": false, "reason": reload.reason.as_str(), "error": error, "replaced": replaced});
         self.reload_done(data, out);
     }
 
@@ -310,7 +333,11 @@ impl Core {
 
     /// A [`Batch::Replace`] or [`Batch::Scale`] worker was spawned (or could not be).
     pub(super) fn on_replacement_spawned(&mut self, app: &Spawned, out: &mut Vec<Action>) {
-        let Some(step) = self.reload.as_mut().and_then(|r| r.step.as_mut()) else {
+        let Some(step) = self
+            .reload
+            .as_mut()
+            .and_then(|r| r.steps.iter_mut().find(|s| s.id == app.id))
+        else {
             return;
         };
         match &app.pid {
@@ -327,20 +354,24 @@ impl Core {
         let Some(reload) = self.reload.as_mut() else {
             return;
         };
-        let Some(step) = reload.step.as_mut() else {
+        let Some(i) = reload
+            .steps
+            .iter()
+            .position(|s| s.new == Some(pid) && !s.serving)
+        else {
             return;
         };
-        if step.new != Some(pid) || step.serving {
-            return;
-        }
+        let step = &mut reload.steps[i];
         step.serving = true;
         let old = step.old;
         if step.old_gone {
+            reload.steps.remove(i);
             reload.replaced.push((old, pid));
-            self.next_step(now, out);
         } else {
             self.retire(old, out);
         }
+        // The next boot starts now, while the old worker drains.
+        self.next_step(now, out);
     }
 
     /// Stops `pid` gracefully: it is no longer counted as serving (the agent's `egg-pids`, the
@@ -380,10 +411,14 @@ impl Core {
         now: u64,
         out: &mut Vec<Action>,
     ) -> bool {
-        let Some(step) = self.reload.as_ref().and_then(|r| r.step.as_ref()) else {
+        let Some(reload) = self.reload.as_mut() else {
             return false;
         };
-        if step.new == Some(app.pid) && !step.serving {
+        if reload
+            .steps
+            .iter()
+            .any(|s| s.new == Some(app.pid) && !s.serving)
+        {
             let e = format!(
                 "the new {} exited before it listened (code: {}, signal: {})",
                 app.name(),
@@ -393,25 +428,21 @@ impl Core {
             self.fail_reload(e, app.boot_error.as_ref(), out);
             return true;
         }
-        if step.old == app.pid {
-            // Retired after its replacement served; or it died on its own meanwhile, and the
-            // replacement takes its slot when it serves.
-            let Some(reload) = self.reload.as_mut() else {
-                return true;
-            };
-            let Some(step) = reload.step.as_mut() else {
-                return true;
-            };
-            match (step.new, step.serving) {
-                (Some(new), true) => {
-                    reload.replaced.push((app.pid, new));
-                    self.next_step(now, out);
-                }
-                _ => step.old_gone = true,
+        let Some(i) = reload.steps.iter().position(|s| s.old == app.pid) else {
+            return false;
+        };
+        // Retired after its replacement served; or it died on its own meanwhile, and the
+        // replacement takes its slot when it serves.
+        let step = &mut reload.steps[i];
+        match (step.new, step.serving) {
+            (Some(new), true) => {
+                reload.steps.remove(i);
+                reload.replaced.push((app.pid, new));
+                self.next_step(now, out);
             }
-            return true;
+            _ => step.old_gone = true,
         }
-        false
+        true
     }
 
     /// An app worker tells why its boot failed, just before it exits (`{error, file}`).
@@ -439,12 +470,13 @@ impl Core {
 
     /// The step's replacement did not serve in time.
     pub(super) fn on_reload_timeout(&mut self, seq: u64, out: &mut Vec<Action>) {
-        let Some(step) = self.reload.as_ref().and_then(|r| r.step.as_ref()) else {
+        let Some(step) = self
+            .reload
+            .as_ref()
+            .and_then(|r| r.steps.iter().find(|s| s.seq == seq && !s.serving))
+        else {
             return;
         };
-        if step.seq != seq || step.serving {
-            return;
-        }
         let who = step
             .new
             .and_then(|p| self.children.get(p))

@@ -39,6 +39,7 @@ pub(super) fn cfg(workers: usize) -> Config {
         },
         fault_injection: false,
         reload_timeout: Duration::from_secs(60),
+        reload_concurrency: 1,
         max_memory: None,
         memory_check_interval: None,
         is_debug: false,
@@ -743,7 +744,7 @@ fn spawn_failures_before_ready_exit_1() {
     drop(core);
 }
 
-fn signal(name: &str) -> Event {
+pub(super) fn signal(name: &str) -> Event {
     Event::Signal {
         name: name.into(),
         heap_limit: 0.0,
@@ -1060,7 +1061,13 @@ fn a_replacement_takes_the_slot_of_the_worker_it_replaces() {
     }));
 }
 
-fn spawned_replacement(core: &mut Core, id: u32, slot: usize, pid: u32, now: u64) -> Vec<Action> {
+pub(super) fn spawned_replacement(
+    core: &mut Core,
+    id: u32,
+    slot: usize,
+    pid: u32,
+    now: u64,
+) -> Vec<Action> {
     core.handle(
         Event::AppsSpawned {
             batch: Batch::Replace,
@@ -1074,7 +1081,7 @@ fn spawned_replacement(core: &mut Core, id: u32, slot: usize, pid: u32, now: u64
     )
 }
 
-fn exited(core: &mut Core, pid: u32, now: u64) -> Vec<Action> {
+pub(super) fn exited(core: &mut Core, pid: u32, now: u64) -> Vec<Action> {
     core.handle(
         Event::Exited {
             pid,
@@ -1131,6 +1138,11 @@ fn rolling_reload_replaces_one_slot_at_a_time() {
         Target::Child(AGENT),
         r#"{"action":"egg-pids","to":"agent","data":[21,30],"from":"master"}"#.into()
     )));
+    // The next slot boots while the old worker drains (a surge of 1: one boot at a time).
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Replace,
+        apps: vec![(4, 1)],
+    }));
     // Its channel closes: egg-cluster's disconnect lines, no refork, no second terminate.
     let a = core.handle(
         Event::ChannelClosed {
@@ -1159,7 +1171,7 @@ fn rolling_reload_replaces_one_slot_at_a_time() {
             ..
         } | Action::Terminate { .. }
     )));
-    // It exits: the next slot.
+    // It exits: no refork, no second spawn for the next slot.
     let a = exited(&mut core, 20, 1300);
     assert!(has_log(
         &a,
@@ -1167,10 +1179,7 @@ fn rolling_reload_replaces_one_slot_at_a_time() {
     ));
     assert!(!a.iter().any(|x| matches!(x, Action::LogError(..))));
     assert!(!sends(&a).iter().any(|(_, m)| m.contains("app-worker-died")));
-    assert!(a.contains(&Action::SpawnApps {
-        batch: Batch::Replace,
-        apps: vec![(4, 1)],
-    }));
+    assert!(!a.iter().any(|x| matches!(x, Action::SpawnApps { .. })));
     spawned_replacement(&mut core, 4, 1, 31, 1301);
     core.handle(listening(31, 7001), 1400);
     let a = exited(&mut core, 21, 1500);
@@ -1395,6 +1404,7 @@ fn a_debugged_master_closes_when_an_app_worker_is_sigkilled() {
 }
 mod egg4;
 mod hung;
+mod surge;
 mod threads;
 
 /// egg-cluster logs `reload workers...` at DEBUG in the local env, where egg-development's

@@ -20,6 +20,9 @@ pub struct Settings {
     /// `EGG_CLUSTER_RS_RELOAD_TIMEOUT`: how long a reload waits for a replacement to listen
     /// (default 60000 ms).
     pub reload_timeout: Duration,
+    /// `EGG_CLUSTER_RS_RELOAD_CONCURRENCY`: how many replacements a reload boots at once (the
+    /// surge: extra workers beyond N); unset, the runtime uses the CPUs the master may use.
+    pub reload_concurrency: Option<usize>,
     /// `EGG_MASTER_LOGGER_LEVEL`: the master logger's level (egg-logger's INFO when unset).
     pub logger_level: Option<String>,
     /// `EGG_LOG`: overrides `logger_level` when non-empty, as in egg-logger.
@@ -124,6 +127,12 @@ impl Settings {
                 )?
                 .unwrap_or(60_000),
             ),
+            reload_concurrency: strict(
+                env,
+                "EGG_CLUSTER_RS_RELOAD_CONCURRENCY",
+                "a positive integer",
+                |&n: &usize| n > 0,
+            )?,
             shutdown_delay: strict(
                 env,
                 "EGG_CLUSTER_RS_SHUTDOWN_DELAY",
@@ -234,6 +243,7 @@ mod tests {
             ok(&[]),
             Settings {
                 reload_timeout: Duration::from_secs(60),
+                reload_concurrency: None,
                 worker_timeout_ms: None,
                 start_timeout: Some(Duration::from_secs(660)),
                 logger_level: None,
@@ -312,6 +322,18 @@ mod tests {
             ok(&[("EGG_AGENT_DEBUG_PORT", "65535")]).agent_debug_port,
             65535
         );
+    }
+
+    #[test]
+    fn reload_concurrency_is_a_positive_integer() {
+        assert_eq!(
+            ok(&[("EGG_CLUSTER_RS_RELOAD_CONCURRENCY", "3")]).reload_concurrency,
+            Some(3)
+        );
+        for bad in ["0", "-1", "two", "1.5"] {
+            let e = settings(&[("EGG_CLUSTER_RS_RELOAD_CONCURRENCY", bad)]).expect_err(bad);
+            assert!(e.contains("EGG_CLUSTER_RS_RELOAD_CONCURRENCY"), "{e}");
+        }
     }
 
     #[test]

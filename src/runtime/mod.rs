@@ -233,6 +233,11 @@ pub(crate) fn start(
         agent_close: settings.agent_close_timeout.clone(),
         fault_injection: settings.fault_injection,
         reload_timeout: settings.reload_timeout,
+        // A boot is CPU-bound: one per CPU the master may use (std honours the cgroup quota)
+        // overlaps them without slicing a CPU between boots (docs/reload.md).
+        reload_concurrency: settings.reload_concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
         max_memory: opts.max_memory_restart,
         memory_check_interval: Some(opts.memory_check_interval),
         is_debug: opts.is_debug,
