@@ -19,7 +19,7 @@ const { execFileSync } = require('child_process');
 
 const USAGE = `Usage:
   egg-cluster-rs reload [--title=T] [--pid=N]
-                                           rolling reload: replace the app workers one at a time (SIGUSR2)
+                                           rolling reload: replace the app workers, a surge at a time (SIGUSR2)
   egg-cluster-rs scale up|down [--title=T] [--pid=N]
                                            add (SIGTTIN) / retire (SIGTTOU) one app worker
   egg-cluster-rs status [--title=T] [--pid=N] [--json]
