@@ -103,6 +103,41 @@ describe('live worker replacement (reload)', function() {
     });
   }
 
+  it('EGG_CLUSTER_RS_RELOAD_CONCURRENCY=2, 4 workers under load: 2 replacements boot at once, never more; at least 4 serve throughout; no failed request', async () => {
+    const m = await startMaster('reload', { workers: 4 }, { env: { ...PROD, EGG_CLUSTER_RS_RELOAD_CONCURRENCY: '2' } });
+    const port = m.options.port;
+    await m.waitReady();
+    const before = m.workers().app;
+    const l = load(port);
+    await l.until(r => r.length >= 40);
+    const mark = m.messages.length;
+    const from = m.output.length;
+    m.kill('SIGUSR2');
+    const done = await reloadDone(m, mark);
+    assert.strictEqual(done.data.ok, true, `${JSON.stringify(done)}\n${m.tail()}`);
+    assert.strictEqual(done.data.replaced.length, 4);
+    await m.waitFor(masterLine(m, 'rolling reload \\(SIGUSR2\\) done: 4 app worker\\(s\\) replaced \\(\\d+ms\\)'));
+    // replay the master's lines in order: a replacement boots from its spawn line to its
+    // "started at" line; an old worker serves until its "retiring" line
+    let booting = 0;
+    let maxBooting = 0;
+    let serving = 4;
+    let minServing = 4;
+    for (const line of m.output.slice(from).split('\n')) {
+      if (/\[master\] app_worker#\d+:\d+ start, state:/.test(line)) booting++;
+      else if (/\[master\] app_worker#\d+:\d+ started at/.test(line)) { booting--; serving++; }
+      else if (/\[master\] app_worker#\d+:\d+ retiring/.test(line)) serving--;
+      maxBooting = Math.max(maxBooting, booting);
+      minServing = Math.min(minServing, serving);
+    }
+    assert.strictEqual(maxBooting, 2, m.tail(80));
+    assert(minServing >= 4, `${minServing} serving at one moment\n${m.tail(80)}`);
+    await l.stop();
+    l.assertAllOk(m);
+    assert(before.every(pid => !isAlive(pid)));
+    await stop(m);
+  });
+
   it('local env: reload-worker from the agent, then from the parent, replaces every app worker', async () => {
     const m = await startMaster('reload', { workers: 2 }, { env: LOCAL });
     await m.waitReady();
