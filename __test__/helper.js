@@ -343,19 +343,37 @@ function findProcesses(marker) {
 }
 
 /**
- * @param {number} pid -
- * @return {boolean} the process exists and is not a zombie
+ * @param {string} path - a /proc stat file
+ * @return {boolean} it exists and its task is not a zombie
  */
-function isAlive(pid) {
+function taskRuns(path) {
   let stat;
   try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    stat = fs.readFileSync(path, 'utf8');
   } catch (_) {
     return false;
   }
   // "pid (comm) S ..." - comm may contain spaces and parens
   const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
   return state !== 'Z' && state !== 'X' && state !== 'x';
+}
+
+/**
+ * A process is dead once every one of its threads is. A SIGKILLed Node process's main thread
+ * can be a zombie while its other threads still exit: they share its file table, so its
+ * sockets (a listening port) are still open until the last one is gone.
+ * @param {number} pid -
+ * @return {boolean} some thread of the process still runs
+ */
+function isAlive(pid) {
+  if (taskRuns(`/proc/${pid}/stat`)) return true;
+  let tasks;
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`);
+  } catch (_) {
+    return false;
+  }
+  return tasks.some(tid => taskRuns(`/proc/${pid}/task/${tid}/stat`));
 }
 
 /**

@@ -66,7 +66,10 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 /// Whether `pid` exists and has not yet exited. Like egg-cluster's
 /// `process.kill(pid, 0)` check, except that a zombie (exited but not yet
 /// reaped) counts as dead: it will never exit "more", and waiting for it to
-/// disappear would only burn the kill timeout.
+/// disappear would only burn the kill timeout. A zombie *main thread* is not
+/// enough, though: after a SIGKILL a Node process's other threads may still be
+/// exiting, and they share its file table, so its sockets (a listening port)
+/// stay open until the last one is gone.
 pub fn is_alive(pid: i32) -> bool {
     // kill() with 0 or a negative pid addresses process groups.
     if pid <= 0 {
@@ -79,11 +82,26 @@ pub fn is_alive(pid: i32) -> bool {
         return false;
     }
     match fs::read(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(parse_stat(&stat), Some(s) if s.state == b'Z' || s.state == b'X'),
+        Ok(stat) if exited(&stat) => threads_exiting(pid),
+        Ok(_) => true,
         // It may have been reaped in between, or /proc may be hidden; the
         // kill() answer is the best we have.
         Err(_) => true,
     }
+}
+
+fn exited(stat: &[u8]) -> bool {
+    matches!(parse_stat(stat), Some(s) if s.state == b'Z' || s.state == b'X')
+}
+
+/// Whether some thread of `pid` other than its zombie main thread still runs.
+fn threads_exiting(pid: i32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .any(|task| fs::read(task.path().join("stat")).is_ok_and(|stat| !exited(&stat)))
 }
 
 /// The fields of /proc/<pid>/stat that we need.
@@ -142,6 +160,43 @@ mod tests {
     }
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_zombie_main_thread_with_a_running_thread_is_alive() {
+        // The main thread leaves by the exit(2) syscall (not exit_group), as it does first
+        // when a multi-threaded Node process is SIGKILLed; another thread runs on with the
+        // process's files until it is killed.
+        let code = "import ctypes, platform, threading, time\n\
+                    threading.Thread(target=time.sleep, args=(30,)).start()\n\
+                    print('up', flush=True)\n\
+                    nr = {'x86_64': 60, 'aarch64': 93}[platform.machine()]\n\
+                    ctypes.CDLL(None).syscall(nr, 0)\n";
+        let mut child = Command::new("python3")
+            .args(["-c", code])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 (a test dependency, as in ops.test.js)");
+        let pid = child.id() as i32;
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "up\n");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !exited(&fs::read(format!("/proc/{pid}/stat")).unwrap()) {
+            assert!(Instant::now() < deadline, "the main thread did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            is_alive(pid),
+            "a zombie main thread, but its other thread runs"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!is_alive(pid));
+    }
 
     #[test]
     fn descendants_in_is_breadth_first_and_excludes_root() {
