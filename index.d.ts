@@ -127,7 +127,7 @@ export interface ReadyInfo {
 /**
  * The Promise returned by {@link createCluster}. Where no native binary loads (docs/platforms.md)
  * it resolves with `undefined`, `master` is the JS master (egg-cluster / @eggjs/cluster) and
- * `reload()`, `status()` (rejected) and `scale()` (thrown) fail with `ERR_EGG_CLUSTER_NATIVE_ONLY`.
+ * `reload()`, `status()`, `upgrade()` (rejected) and `scale()` (thrown) fail with `ERR_EGG_CLUSTER_NATIVE_ONLY`.
  */
 export interface ClusterPromise extends Promise<ReadyInfo> {
   /**
@@ -145,7 +145,19 @@ export interface ClusterPromise extends Promise<ReadyInfo> {
   scale(workers: number): void;
   /** The cluster's status snapshot (also `{to: 'master', action: 'cluster-status'}`, the CLI's `status`). */
   status(): Promise<ClusterStatus>;
+  /**
+   * Master upgrade (docs/upgrade.md), as `SIGHUP` and `egg-cluster-rs upgrade` do: a new master
+   * started with this one's command line takes the listening sockets over and boots its own
+   * agent and app workers; once it is ready this master closes and exits 0. Resolves with the
+   * outcome: `{ ok: true, pid }` (the new master, this one is closing) or `{ ok: false, error }`
+   * (refused, or the new master failed and was stopped: this tree serves on). Refused with an
+   * IPC parent, as PID 1, in worker_threads mode, before ready and while closing.
+   */
+  upgrade(): Promise<UpgradeResult>;
 }
+
+/** The outcome of {@link ClusterPromise.upgrade}. */
+export type UpgradeResult = { ok: true; pid: number } | { ok: false; error: string };
 
 /** A relay/hand-over counter set (per process; the master's are totals). */
 export interface RelayCounters {

@@ -92,7 +92,8 @@ exports.startCluster = async function startCluster(options, callback) {
  *   resolves when ready; carries non-enumerable members: `master`, an EventEmitter that emits
  *   the `{ to: 'master' }` messages the native master did not handle itself (`action`, `data`)
  *   and `reload-done`; `reload()`, a rolling reload resolving with its outcome; `scale(n)`;
- *   `status()`, resolving with the cluster's status snapshot
+ *   `status()`, resolving with the cluster's status snapshot;
+ *   `upgrade()`, a master upgrade resolving with its outcome
  */
 exports.createCluster = function createCluster(options, callback) {
   const os = require('os');
@@ -107,6 +108,9 @@ exports.createCluster = function createCluster(options, callback) {
   let onThread;
   // promise.status() callers, answered in request order by the master thread
   const statusWaiters = [];
+  // promise.upgrade() callers, by id (the outcome says which)
+  const upgradeWaiters = new Map();
+  let upgradeSeq = 0;
   let ready = false;
   let resolveReady;
   const promise = new Promise(resolve => {
@@ -145,6 +149,13 @@ exports.createCluster = function createCluster(options, callback) {
         if (resolve) resolve(JSON.parse(payload));
         break;
       }
+      case 'upgrade': {
+        const { id, ...outcome } = JSON.parse(payload);
+        const resolve = upgradeWaiters.get(id);
+        upgradeWaiters.delete(id);
+        if (resolve) resolve(outcome);
+        break;
+      }
       case 'thread':
         // worker_threads mode: create or terminate a thread (created on first use)
         onThread = onThread || require('./lib/threads')(master);
@@ -178,6 +189,9 @@ exports.createCluster = function createCluster(options, callback) {
     egg4AppWorkerFile: path.join(__dirname, 'lib/@eggjs/cluster/dist/esm/app_worker.js'),
     nodeVersion: process.version,
     debugPort: process.debugPort,
+    // what an upgrade starts the new master with: this very command line
+    masterArgs: [ ...process.execArgv, ...process.argv.slice(1) ],
+    hasParent: typeof process.send === 'function',
   }, onEvent);
 
   if (typeof process.send === 'function') {
@@ -209,6 +223,20 @@ exports.createCluster = function createCluster(options, callback) {
       const done = new Promise(resolve => emitter.once('reload-done', resolve));
       master.reload(false);
       return done;
+    },
+  });
+  // master upgrade (docs/upgrade.md): SIGHUP, as nginx/gunicorn reload on it. Only without a
+  // controlling terminal: there SIGHUP is the terminal's hangup, which must still end the master
+  // (Node's default) rather than start a new one in the background.
+  if (!hasControllingTerminal()) process.on('SIGHUP', () => master.upgrade(null));
+  Object.defineProperty(promise, 'upgrade', {
+    enumerable: false,
+    value() {
+      const id = ++upgradeSeq;
+      return new Promise(resolve => {
+        upgradeWaiters.set(id, resolve);
+        master.upgrade(id);
+      });
     },
   });
   Object.defineProperty(promise, 'scale', {
@@ -246,6 +274,17 @@ const WORKER_DIR = /@eggjs[\/\\]scripts[\/\\]/.test(process.argv[1] || '')
   : path.join(__dirname, 'lib/egg-cluster/lib');
 
 function ignore() {}
+
+// Whether this process has a controlling terminal: /dev/tty opens only then (ENXIO otherwise).
+function hasControllingTerminal() {
+  const fs = require('fs');
+  try {
+    fs.closeSync(fs.openSync('/dev/tty', fs.constants.O_RDONLY | fs.constants.O_NOCTTY));
+    return true;
+  } catch (_) {
+    return false;
+  }
+}
 
 // process.execArgv minus an `-e`/`-p <code>` pair, as child_process.fork does: a master
 // started with `node -e` would otherwise make every child run that code again (a fork bomb).

@@ -28,6 +28,12 @@ export declare class Master {
    * the JS API asked). The outcome comes as a `reload-done` message on `promise.master`.
    */
   reload(fromSignal: boolean): void
+  /**
+   * Replace the whole tree (SIGHUP: `id` absent; `promise.upgrade()`: `id` set): a new
+   * master started with this one's command line takes the listening sockets over; the
+   * outcome comes as an `upgrade` event `{id, ok, pid | error}` for an `id`.
+   */
+  upgrade(id?: number | undefined | null): void
   /** One more (`delta` 1, SIGTTIN) or one fewer (-1, SIGTTOU) app worker. */
   scaleBy(delta: number): void
   /** Run `workers` app workers (at least 1): new ones start, extra ones are drained. */
@@ -69,6 +75,16 @@ export interface LaunchContext {
   nodeVersion?: string
   /** `process.debugPort`. */
   debugPort?: number
+  /**
+   * `process.execArgv` then `process.argv.slice(1)`: what a new master (an upgrade) is
+   * started with.
+   */
+  masterArgs?: Array<string>
+  /**
+   * `typeof process.send === 'function'`: the master has an IPC parent (an upgrade is then
+   * refused: the new master could not inherit the channel).
+   */
+  hasParent?: boolean
 }
 
 /** What option parsing reads from the JS side. */

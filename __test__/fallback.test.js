@@ -75,8 +75,8 @@ describe('fallback: no native binary', () => {
     assert.strictEqual(warnings(m).length, 1, m.output);
     assert.match(m.output, new RegExp(`starting the JS master egg-cluster ${EGG_CLUSTER_VERSION} instead \\(ignoring EGG_CLUSTER_RS_REFORK_LIMIT\\)\\n`));
     assert.match(m.output, /\[master\] egg started on http:\/\/127\.0\.0\.1:\d+/);
-    const refused = await m.waitForMessages('runner-refused', 3);
-    assert.deepStrictEqual(refused.map(msg => msg.data.what).sort(), [ 'reload', 'scale', 'status' ]);
+    const refused = await m.waitForMessages('runner-refused', 4);
+    assert.deepStrictEqual(refused.map(msg => msg.data.what).sort(), [ 'reload', 'scale', 'status', 'upgrade' ]);
     for (const { data } of refused) {
       assert.strictEqual(data.code, 'ERR_EGG_CLUSTER_NATIVE_ONLY');
       assert.match(data.message, new RegExp(`^${data.what}\\(\\) needs the native master, and ${REASON}$`));

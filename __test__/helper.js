@@ -92,7 +92,7 @@ function makeEnv(env, home) {
 }
 
 class MasterHandle extends EventEmitter {
-  constructor({ baseDir, options, env, script, args, execArgv, cwd }) {
+  constructor({ baseDir, options, env, script, args, execArgv, cwd, ipc = true }) {
     super();
     this.setMaxListeners(100);
     this.baseDir = baseDir;
@@ -107,12 +107,22 @@ class MasterHandle extends EventEmitter {
     this.signalCode = null;
     this.startedAt = Date.now();
 
-    this.child = childProcess.fork(script || RUNNER, args || [ JSON.stringify(options) ], {
-      cwd: cwd || ROOT,
-      env,
-      execArgv: execArgv || [],
-      stdio: [ 'ignore', 'pipe', 'pipe', 'ipc' ],
-    });
+    const argv = args || [ JSON.stringify(options) ];
+    this.child = ipc
+      ? childProcess.fork(script || RUNNER, argv, {
+        cwd: cwd || ROOT,
+        env,
+        execArgv: execArgv || [],
+        stdio: [ 'ignore', 'pipe', 'pipe', 'ipc' ],
+      })
+      // as egg-scripts --daemon starts a master once it has let it go: no IPC parent, its own
+      // session (no controlling terminal)
+      : childProcess.spawn(process.execPath, [ ...(execArgv || []), script || RUNNER, ...argv ], {
+        cwd: cwd || ROOT,
+        env,
+        detached: true,
+        stdio: [ 'ignore', 'pipe', 'pipe' ],
+      });
     this.pid = this.child.pid;
     this.child.stdout.setEncoding('utf8');
     this.child.stderr.setEncoding('utf8');
@@ -294,7 +304,8 @@ function toCheck(cond) {
  * Start a master on a copy of a fixture app.
  * @param {string} fixture - name under fixtures/apps (or an absolute dir, copied too)
  * @param {Object} [opts] - cluster options (baseDir is set; port: a free one unless given; workers: 2 unless given)
- * @param {Object} [more] - { env, home, baseDir (use this dir as is, no copy), execArgv (the master's) }
+ * @param {Object} [more] - { env, home, baseDir (use this dir as is, no copy), execArgv (the master's),
+ *   ipc (false: no IPC parent, own session, as egg-scripts --daemon leaves a master) }
  * @return {Promise<MasterHandle>} -
  */
 async function startMaster(fixture, opts = {}, more = {}) {
@@ -303,7 +314,7 @@ async function startMaster(fixture, opts = {}, more = {}) {
   if (!('port' in opts)) options.port = await getFreePort();
   if (options.port === undefined) delete options.port;
   const env = makeEnv(more.env, more.home || baseDir);
-  return new MasterHandle({ baseDir, options, env, execArgv: more.execArgv });
+  return new MasterHandle({ baseDir, options, env, execArgv: more.execArgv, ipc: more.ipc });
 }
 
 /**

@@ -6,6 +6,8 @@
  * egg-cluster-rs scale up|down [--title=T] [--pid=N] add / retire one app worker (SIGTTIN / SIGTTOU)
  * egg-cluster-rs status [--title=T] [--pid=N] [--json]   the cluster's status, from the master's
  *                                          control socket (same user only, see docs/operations.md)
+ * egg-cluster-rs upgrade [--title=T] [--pid=N]      master upgrade: a new master takes the sockets
+ *                                          over (docs/upgrade.md); waits for the outcome
  *
  * Finds the master like `egg-scripts stop` does: `ps -wweo "pid,args"`, node
  * processes whose args include `start-cluster` (and `"title":"T"` with --title),
@@ -25,6 +27,11 @@ const USAGE = `Usage:
   egg-cluster-rs status [--title=T] [--pid=N] [--json]
                                            the master's status: its phase and each worker's
                                            state, restarts, last exit, RSS, CPU and counters
+  egg-cluster-rs upgrade [--title=T] [--pid=N]
+                                           replace the whole tree (master, agent, workers) with
+                                           the code on disk, keeping the sockets; waits for the
+                                           outcome: exit 0 once the new master serves, 1 with
+                                           the reason when it was refused or rolled back
 
 Options:
   --title=T    only the master started with egg-scripts start --title=T
@@ -34,8 +41,8 @@ Options:
 
 The master is found as \`egg-scripts stop\` finds it: a node process of the
 current user whose arguments contain "start-cluster" (and "title":"T").
-reload and scale refuse to guess: when several masters match and neither
---title nor --pid was given, they list them and signal none.`;
+reload, scale and upgrade refuse to guess: when several masters match and
+neither --title nor --pid was given, they list them and signal none.`;
 
 function parseArgs(argv) {
   const out = { _: [], title: undefined, help: false, json: false, pid: undefined };
@@ -159,17 +166,18 @@ function main(argv) {
   }
 
   const [ cmd, sub, ...rest ] = args._;
-  if ([ 'status', 'reload', 'scale' ].includes(cmd)) {
+  if ([ 'status', 'reload', 'scale', 'upgrade' ].includes(cmd)) {
     // a master started here without the binary is the app's JS master (lib/fallback.js): it
     // neither catches these signals nor has a control socket
     const fallback = require('../lib/fallback');
     if (!fallback.loadNative()) {
       console.error(`egg-cluster-rs: ${cmd} needs the native master, and ${fallback.whyNoNative()}: ` +
-        'masters here run the JS master (egg-cluster / @eggjs/cluster), which has no rolling reload, scaling or status (see docs/platforms.md)');
+        'masters here run the JS master (egg-cluster / @eggjs/cluster), which has no rolling reload, scaling, upgrade or status (see docs/platforms.md)');
       return 1;
     }
   }
   if (cmd === 'status' && sub === undefined) return status(args);
+  if (cmd === 'upgrade' && sub === undefined) return upgrade(args);
   let signal;
   let what;
   if (cmd === 'reload' && sub === undefined) {
@@ -183,37 +191,8 @@ function main(argv) {
     return 2;
   }
 
-  let masters;
-  if (args.pid !== undefined) {
-    const uid = uidOf(args.pid);
-    if (uid === null) {
-      console.error(`egg-cluster-rs: no process with pid ${args.pid}`);
-      return 1;
-    }
-    if (typeof process.getuid === 'function' && uid !== process.getuid()) {
-      console.error(`egg-cluster-rs: pid ${args.pid} is not a process of yours`);
-      return 1;
-    }
-    // A mistyped pid must not get SIGUSR2 (another node app may well catch it): the pid must
-    // be a master by its arguments or by its control socket.
-    const cmd = cmdlineOf(args.pid);
-    if (!cmd.includes('start-cluster') && !controlSocket(args.pid)) {
-      console.error(`egg-cluster-rs: pid ${args.pid} is not an egg-cluster-rs master (no "start-cluster" in its arguments, no control socket)`);
-      return 1;
-    }
-    masters = [{ pid: args.pid }];
-  } else {
-    masters = findMasters(args.title);
-    if (!masters.length) {
-      console.error(`egg-cluster-rs: no running egg-cluster-rs master found${args.title !== undefined ? ` with --title=${args.title}` : ''} (looked for your "start-cluster" processes)`);
-      return 1;
-    }
-    if (masters.length > 1 && args.title === undefined) {
-      console.error(`egg-cluster-rs: ${masters.length} masters found; pick one with --title=T or --pid=N (nothing was signalled):\n` +
-        masters.map(m => `  pid ${m.pid}  ${describeMaster(m.cmd)}`).join('\n'));
-      return 1;
-    }
-  }
+  const masters = pickMasters(args);
+  if (!masters) return 1;
   const signalled = [];
   for (const { pid } of masters) {
     if (catches(pid, signal) === false) {
@@ -233,6 +212,47 @@ function main(argv) {
   }
   console.log(`egg-cluster-rs: ${what}: sent ${signal} to master pid ${signalled.join(', ')}`);
   return 0;
+}
+
+/**
+ * The masters a command for one master addresses: `--pid`, else those found by title; errors
+ * are printed.
+ * @param {Object} args - parsed
+ * @return {Array<{pid: number, cmd?: string}>|null} null when none may be addressed
+ */
+function pickMasters(args) {
+  let masters;
+  if (args.pid !== undefined) {
+    const uid = uidOf(args.pid);
+    if (uid === null) {
+      console.error(`egg-cluster-rs: no process with pid ${args.pid}`);
+      return null;
+    }
+    if (typeof process.getuid === 'function' && uid !== process.getuid()) {
+      console.error(`egg-cluster-rs: pid ${args.pid} is not a process of yours`);
+      return null;
+    }
+    // A mistyped pid must not get SIGUSR2 (another node app may well catch it): the pid must
+    // be a master by its arguments or by its control socket.
+    const cmd = cmdlineOf(args.pid);
+    if (!cmd.includes('start-cluster') && !controlSocket(args.pid)) {
+      console.error(`egg-cluster-rs: pid ${args.pid} is not an egg-cluster-rs master (no "start-cluster" in its arguments, no control socket)`);
+      return null;
+    }
+    masters = [{ pid: args.pid }];
+  } else {
+    masters = findMasters(args.title);
+    if (!masters.length) {
+      console.error(`egg-cluster-rs: no running egg-cluster-rs master found${args.title !== undefined ? ` with --title=${args.title}` : ''} (looked for your "start-cluster" processes)`);
+      return null;
+    }
+    if (masters.length > 1 && args.title === undefined) {
+      console.error(`egg-cluster-rs: ${masters.length} masters found; pick one with --title=T or --pid=N (nothing was signalled):\n` +
+        masters.map(m => `  pid ${m.pid}  ${describeMaster(m.cmd)}`).join('\n'));
+      return null;
+    }
+  }
+  return masters;
 }
 
 /**
@@ -306,6 +326,19 @@ function controlSocket(pid) {
  * @return {Promise<Object>} the snapshot
  */
 async function askStatus(pid, timeout = 5000) {
+  const snapshot = await ask(pid, 'status', timeout);
+  if (snapshot.error) throw new Error(`master pid ${pid}: ${snapshot.error}`);
+  return snapshot;
+}
+
+/**
+ * One request line to the master `pid`'s control socket, one JSON answer.
+ * @param {number} pid -
+ * @param {string} request - `status` or `upgrade`
+ * @param {number} timeout - ms
+ * @return {Promise<Object>} the answer
+ */
+async function ask(pid, request, timeout) {
   const net = require('net');
   const uid = process.getuid();
   const sock = controlSocket(pid);
@@ -318,7 +351,7 @@ async function askStatus(pid, timeout = 5000) {
     let data = '';
     conn.setEncoding('utf8');
     conn.setTimeout(timeout, () => conn.destroy(new Error(`no answer from master pid ${pid} within ${timeout}ms`)));
-    conn.on('connect', () => conn.write('status\n'));
+    conn.on('connect', () => conn.write(`${request}\n`));
     conn.on('data', chunk => { data += chunk; });
     conn.on('end', () => resolve(data));
     conn.on('error', reject);
@@ -338,9 +371,7 @@ async function askStatus(pid, timeout = 5000) {
     }
     throw new Error(`master pid ${pid} is gone (no such process)${removed ? `; removed its stale control socket ${sock}` : ''}`);
   });
-  const snapshot = JSON.parse(text);
-  if (snapshot.error) throw new Error(`master pid ${pid}: ${snapshot.error}`);
-  return snapshot;
+  return JSON.parse(text);
 }
 
 function fmtBytes(n) {
@@ -412,6 +443,39 @@ async function status(args) {
     if (out.length) console.log(JSON.stringify(out.length === 1 ? out[0] : out, null, 2));
   } else if (out.length) console.log(out.join('\n\n'));
   return out.length ? code : 1;
+}
+
+/**
+ * `upgrade`: asks the one master addressed for an upgrade and waits for the outcome. The master
+ * bounds the wait itself (EGG_CLUSTER_RS_UPGRADE_TIMEOUT, then it stops the new master), so
+ * the client waits that long and a margin.
+ * @param {Object} args - parsed
+ * @return {Promise<number>} exit code
+ */
+async function upgrade(args) {
+  const masters = pickMasters(args);
+  if (!masters) return 1;
+  if (masters.length > 1) {
+    console.error(`egg-cluster-rs: ${masters.length} masters match; an upgrade addresses one: pick it with --pid=N:\n` +
+      masters.map(m => `  pid ${m.pid}  ${describeMaster(m.cmd)}`).join('\n'));
+    return 1;
+  }
+  const { pid } = masters[0];
+  const limit = Number(process.env.EGG_CLUSTER_RS_UPGRADE_TIMEOUT) > 0 ? Number(process.env.EGG_CLUSTER_RS_UPGRADE_TIMEOUT) : 300000;
+  console.log(`egg-cluster-rs: upgrade of master pid ${pid}: starting a new master, waiting for its ready...`);
+  let answer;
+  try {
+    answer = await ask(pid, 'upgrade', limit + 90000);
+  } catch (err) {
+    console.error(`egg-cluster-rs: ${err.message}`);
+    return 1;
+  }
+  if (answer.ok) {
+    console.log(`egg-cluster-rs: upgrade done: new master pid ${answer.pid} serves; master pid ${pid} is closing`);
+    return 0;
+  }
+  console.error(`egg-cluster-rs: upgrade of master pid ${pid} failed: ${answer.error || 'unknown request (a master older than upgrade?)'}`);
+  return 1;
 }
 
 if (require.main === module) {

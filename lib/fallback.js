@@ -20,6 +20,7 @@ const NATIVE_ONLY_ENV = [
   'EGG_CLUSTER_RS_LOG', 'EGG_CLUSTER_RS_REFORK_LIMIT', 'EGG_CLUSTER_RS_REFORK_DURATION',
   'EGG_CLUSTER_RS_HEALTH_INTERVAL', 'EGG_CLUSTER_RS_RELOAD_TIMEOUT', 'EGG_CLUSTER_RS_COMPILE_CACHE',
   'EGG_CLUSTER_RS_SHUTDOWN_DELAY', 'EGG_CLUSTER_RS_WORKER_TIMEOUT', 'EGG_CLUSTER_RS_START_TIMEOUT', 'EGG_CLUSTER_RS_RELOAD_CONCURRENCY',
+  'EGG_CLUSTER_RS_UPGRADE_TIMEOUT',
 ];
 
 const PLATFORM = `${process.platform}-${process.arch}`;
@@ -138,7 +139,7 @@ function resolveMaster(options, packageDir) {
  * @param {Function} [callback] -
  * @param {string} packageDir - this package's directory
  * @return {Promise<void>} resolves when ready; `master` is the JS master, `reload()`,
- *   `scale()` and `status()` are refused
+ *   `scale()`, `status()` and `upgrade()` are refused
  */
 function createCluster(options, callback, packageDir) {
   options = options || {};
@@ -181,6 +182,7 @@ function createCluster(options, callback, packageDir) {
   const refuse = name => fail('ERR_EGG_CLUSTER_NATIVE_ONLY', `${name} needs the native master, and ${reason}`);
   Object.defineProperty(promise, 'reload', { enumerable: false, value: () => Promise.reject(refuse('reload()')) });
   Object.defineProperty(promise, 'status', { enumerable: false, value: () => Promise.reject(refuse('status()')) });
+  Object.defineProperty(promise, 'upgrade', { enumerable: false, value: () => Promise.reject(refuse('upgrade()')) });
   Object.defineProperty(promise, 'scale', {
     enumerable: false,
     value() {

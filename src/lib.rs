@@ -133,6 +133,12 @@ pub struct LaunchContext {
     pub node_version: Option<String>,
     /// `process.debugPort`.
     pub debug_port: Option<u32>,
+    /// `process.execArgv` then `process.argv.slice(1)`: what a new master (an upgrade) is
+    /// started with.
+    pub master_args: Option<Vec<String>>,
+    /// `typeof process.send === 'function'`: the master has an IPC parent (an upgrade is then
+    /// refused: the new master could not inherit the channel).
+    pub has_parent: Option<bool>,
 }
 
 type EventFn =
@@ -172,6 +178,7 @@ impl Master {
     ) -> napi::Result<Self, Code> {
         init_tracing();
         let env = context.env.clone();
+        let cwd = PathBuf::from(&context.cwd);
         let opts = options::parse(options_input(&options_json, context)?).map_err(Error::from)?;
         let logger = Arc::new(Logger::new(LoggerConfig {
             level: opts.settings.logger_level.clone(),
@@ -197,6 +204,9 @@ impl Master {
                     .and_then(|p| u16::try_from(p).ok())
                     .unwrap_or(9229),
                 node_version: launch.node_version.unwrap_or_default(),
+                master_args: launch.master_args.unwrap_or_default(),
+                cwd,
+                has_parent: launch.has_parent.unwrap_or(false),
             },
             logger,
             Arc::new(JsEmit(on_event)),
@@ -229,6 +239,14 @@ impl Master {
             core::ReloadReason::Api
         };
         Ok(self.handle.command(Command::Reload(reason))?)
+    }
+
+    /// Replace the whole tree (SIGHUP: `id` absent; `promise.upgrade()`: `id` set): a new
+    /// master started with this one's command line takes the listening sockets over; the
+    /// outcome comes as an `upgrade` event `{id, ok, pid | error}` for an `id`.
+    #[napi]
+    pub fn upgrade(&self, id: Option<u32>) -> napi::Result<(), Code> {
+        Ok(self.handle.command(Command::Upgrade(id))?)
     }
 
     /// One more (`delta` 1, SIGTTIN) or one fewer (-1, SIGTTOU) app worker.

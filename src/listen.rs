@@ -132,6 +132,15 @@ fn bind_unix(path: &str) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The TCP port a socket is bound to; `None` for any other kind of socket.
+pub fn local_port(fd: &impl AsRawFd) -> Option<u16> {
+    use nix::sys::socket::{getsockname, SockaddrStorage};
+    let addr = getsockname::<SockaddrStorage>(fd.as_raw_fd()).ok()?;
+    addr.as_sockaddr_in()
+        .map(|a| a.port())
+        .or_else(|| addr.as_sockaddr_in6().map(|a| a.port()))
+}
+
 /// The negative libuv errno a worker expects in a failed `queryServer` reply.
 pub fn uv_errno(e: &io::Error) -> i32 {
     -e.raw_os_error().unwrap_or(libc::EINVAL)

@@ -31,6 +31,7 @@ impl Core {
         if self.closing() {
             return;
         }
+        self.abort_upgrade(out);
         let info = |out: &mut Vec<Action>, msg: String| out.push(Action::Log(Level::Info, msg));
         info(
             out,

@@ -27,6 +27,7 @@ mod start;
 #[cfg(test)]
 mod tests;
 mod threads;
+mod upgrade;
 
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ use children::Children;
 pub(crate) use hung::HungReport;
 pub(crate) use ops::{CoreStatus, MasterStatus, Notice, OpsPhase, StatusTo};
 pub(crate) use reload::{ReloadReason, Scale};
+pub(crate) use upgrade::UpgradeRequest;
 
 /// What the core needs to know about the configuration, fixed at start.
 #[derive(Debug, Clone)]
@@ -100,6 +102,10 @@ pub(crate) struct Config {
     pub(crate) heartbeat_interval: Duration,
     /// `EGG_CLUSTER_RS_START_TIMEOUT`: an app worker must serve this long after its spawn.
     pub(crate) start_timeout: Option<Duration>,
+    /// How long a new master of an upgrade may take to be ready (`EGG_CLUSTER_RS_UPGRADE_TIMEOUT`).
+    pub(crate) upgrade_timeout: Duration,
+    /// This master is PID 1: nothing outlives it, so it cannot hand over to a new master.
+    pub(crate) is_pid1: bool,
 }
 
 pub(crate) use crate::options::Dialect;
@@ -140,6 +146,8 @@ pub(crate) enum Timer {
     StartTimeout {
         pid: u32,
     },
+    /// The new master of upgrade `seq` must be ready by now.
+    UpgradeTimeout(u64),
 }
 
 /// The two steps of the close sequence.
@@ -264,6 +272,22 @@ pub(crate) enum Event {
         pid: u32,
         report: HungReport,
     },
+    /// SIGHUP, `promise.upgrade()` or the control socket: start a new master.
+    Upgrade(UpgradeRequest),
+    /// The answer to [`Action::SpawnMaster`]: the new master's pid, or why it did not start.
+    UpgradeSpawned {
+        seq: u64,
+        result: Result<u32, String>,
+    },
+    /// The new master of upgrade `seq` said it is ready.
+    UpgradeReady {
+        seq: u64,
+    },
+    /// The new master of upgrade `seq` will not be ready (it exited, or closed its channel).
+    UpgradeFailed {
+        seq: u64,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,6 +360,19 @@ pub(crate) enum Action {
     /// `pid` is hung: wait up to `wait` for the report its watchdog thread writes (worker
     /// threads: have one written), answer with [`Event::HungReport`].
     CollectReport { pid: u32, wait: Duration },
+    /// Start the new master of upgrade `seq` on this one's sockets; answer with
+    /// [`Event::UpgradeSpawned`], then [`Event::UpgradeReady`] or [`Event::UpgradeFailed`].
+    SpawnMaster { seq: u64 },
+    /// SIGTERM new master `pid` (it closes its own tree), SIGKILL its process group after
+    /// `limit`.
+    StopMaster { pid: u32, limit: Duration },
+    /// An upgrade's new master serves: stop accepting on the sticky listener (it accepts now).
+    StopAccepting,
+    /// Tell these waiters how the upgrade ended: the new master's pid, or why it failed.
+    UpgradeOutcome {
+        waiters: Vec<u64>,
+        result: Result<u32, String>,
+    },
 }
 
 /// Where the master as a whole is.
@@ -392,6 +429,11 @@ pub(crate) struct Core {
     routes_seq: u64,
     /// Restarts, last exits and notices, for operators.
     ops: ops::OpsState,
+    /// The master upgrade in progress.
+    upgrade: Option<upgrade::Upgrade>,
+    upgrade_seq: u64,
+    /// An upgrade's new master took over: it speaks to systemd from now on.
+    handed_over: bool,
 }
 
 impl Core {
@@ -423,6 +465,9 @@ impl Core {
             step_seq: 0,
             reload_failed: None,
             ops: ops::OpsState::default(),
+            upgrade: None,
+            upgrade_seq: 0,
+            handed_over: false,
             cfg,
         }
     }
@@ -498,6 +543,13 @@ impl Core {
             Event::Timer(Timer::HungCheck) => self.on_hung_check(now, &mut out),
             Event::Timer(Timer::StartTimeout { pid }) => self.on_start_timeout(pid, &mut out),
             Event::HungReport { pid, report } => self.on_hung_report(pid, report, now, &mut out),
+            Event::Upgrade(req) => self.on_upgrade(req, now, &mut out),
+            Event::UpgradeSpawned { seq, result } => {
+                self.on_upgrade_spawned(seq, result, &mut out)
+            }
+            Event::UpgradeReady { seq } => self.on_upgrade_ready(seq, now, &mut out),
+            Event::UpgradeFailed { seq, reason } => self.on_upgrade_failed(seq, reason, &mut out),
+            Event::Timer(Timer::UpgradeTimeout(seq)) => self.on_upgrade_timeout(seq, &mut out),
         }
         self.ops_after(&mut out);
         if out.iter().any(|a| matches!(a, Action::Exit(_))) {

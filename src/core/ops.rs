@@ -213,7 +213,9 @@ impl Core {
         if serving >= self.workers {
             self.ops.refork_held = None;
         }
-        if phase == OpsPhase::Starting {
+        // After an upgrade's hand-over the new master's READY=1/MAINPID= stand; this one's
+        // STOPPING=1 would tell systemd the service stops.
+        if phase == OpsPhase::Starting || self.handed_over {
             return;
         }
         let changed = match self.ops.notified {

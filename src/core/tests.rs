@@ -51,6 +51,8 @@ pub(super) fn cfg(workers: usize) -> Config {
         worker_timeout: None,
         heartbeat_interval: Duration::from_secs(1),
         start_timeout: None,
+        upgrade_timeout: Duration::from_secs(300),
+        is_pid1: false,
     }
 }
 
@@ -1406,6 +1408,7 @@ mod egg4;
 mod hung;
 mod surge;
 mod threads;
+mod upgrade;
 
 /// egg-cluster logs `reload workers...` at DEBUG in the local env, where egg-development's
 /// reloads happen: ours is INFO, so a dev reload shows.

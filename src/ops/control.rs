@@ -1,5 +1,6 @@
-//! The master's control socket, through which the CLI (`egg-cluster-rs status`) asks a running
-//! master for its status. Same user only: the socket lives in a directory only the user can
+//! The master's control socket, through which the CLI asks a running master for its status
+//! (`egg-cluster-rs status`) or for an upgrade (`egg-cluster-rs upgrade`, which waits for the
+//! outcome). Same user only: the socket lives in a directory only the user can
 //! enter (`$XDG_RUNTIME_DIR/egg-cluster-rs`, else `<tmpdir>/egg-cluster-rs-<uid>`, mode 0700),
 //! is itself mode 0600, and the master checks the peer's uid (`SO_PEERCRED`) too.
 //! `bin/egg-cluster-rs.js` computes the same path.
@@ -47,9 +48,22 @@ pub(crate) fn fallback_prefix(uid: u32) -> String {
     format!("egg-cluster-rs-{uid}.")
 }
 
-/// The one request the socket understands is a line naming what is wanted.
-pub(crate) fn request_ok(line: &[u8]) -> bool {
-    matches!(line.trim_ascii(), b"status")
+/// What a request line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// The status snapshot, as JSON.
+    Status,
+    /// A master upgrade; answered with its outcome once known.
+    Upgrade,
+}
+
+/// A request is one line naming what is wanted; `None` for anything else.
+pub(crate) fn request(line: &[u8]) -> Option<Request> {
+    match line.trim_ascii() {
+        b"status" => Some(Request::Status),
+        b"upgrade" => Some(Request::Upgrade),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -82,7 +96,8 @@ mod tests {
             ),
             PathBuf::from("/var/tmp/egg-cluster-rs-7/1.sock")
         );
-        assert!(request_ok(b"status\n"));
+        assert_eq!(request(b"status\n"), Some(Request::Status));
+        assert_eq!(request(b" upgrade\r\n"), Some(Request::Upgrade));
         assert_eq!(socket_pid("42.sock"), Some(42));
         for bad in [
             "42",
@@ -96,6 +111,7 @@ mod tests {
         }
         assert_eq!(fallback_prefix(7), "egg-cluster-rs-7.");
         assert_eq!(tmp_dir(env(&[("TMPDIR", "rel")])), PathBuf::from("/tmp"));
-        assert!(!request_ok(b"reload\n"));
+        assert_eq!(request(b"reload\n"), None);
+        assert_eq!(request(b"status upgrade\n"), None);
     }
 }

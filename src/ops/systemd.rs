@@ -23,6 +23,12 @@ pub struct SystemdEnv {
     pub listen_fdnames: Vec<String>,
 }
 
+/// Variables a new master (an upgrade) must not inherit: the sockets it gets are described by
+/// its own variables, and `WATCHDOG_PID` names this master, which would keep the new one from
+/// taking over the watchdog pings (`NotifyAccess=all` lets systemd hear them from it).
+pub(crate) const NOT_FOR_A_NEW_MASTER: &[&str] =
+    &["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_PID"];
+
 /// Variables children must not inherit: the sockets and the notify channel are the master's.
 pub(crate) const CHILD_ENV_REMOVED: &[&str] = &[
     "LISTEN_FDS",

@@ -52,6 +52,9 @@ pub struct Settings {
     /// `EGG_CLUSTER_RS_START_TIMEOUT` (ms, 0 turns it off; default 660000): an app worker that
     /// does not serve this long after its spawn is replaced.
     pub start_timeout: Option<Duration>,
+    /// `EGG_CLUSTER_RS_UPGRADE_TIMEOUT` (ms; default 300000, egg-scripts start's own timeout):
+    /// how long the new master of an upgrade may take to be ready before it is rolled back.
+    pub upgrade_timeout: Duration,
     /// systemd's `NOTIFY_SOCKET`, `WATCHDOG_USEC`, `LISTEN_FDS` (those meant for this process).
     pub systemd: crate::ops::systemd::SystemdEnv,
 }
@@ -163,6 +166,15 @@ impl Settings {
             )
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis),
+            upgrade_timeout: Duration::from_millis(
+                strict(
+                    env,
+                    "EGG_CLUSTER_RS_UPGRADE_TIMEOUT",
+                    "a positive integer (ms)",
+                    |&ms: &u64| ms > 0,
+                )?
+                .unwrap_or(300_000),
+            ),
             systemd: crate::ops::systemd::SystemdEnv::from_env(env, std::process::id()).map_err(
                 |(name, expected)| OptionsError::InvalidEnv {
                     name,
@@ -246,6 +258,7 @@ mod tests {
                 reload_concurrency: None,
                 worker_timeout_ms: None,
                 start_timeout: Some(Duration::from_secs(660)),
+                upgrade_timeout: Duration::from_secs(300),
                 logger_level: None,
                 egg_log: None,
                 host: None,
@@ -345,6 +358,10 @@ mod tests {
         assert_eq!(s.worker_timeout_ms, Some(3000));
         assert_eq!(s.start_timeout, None);
         assert_eq!(
+            ok(&[("EGG_CLUSTER_RS_UPGRADE_TIMEOUT", "20000")]).upgrade_timeout,
+            Duration::from_secs(20)
+        );
+        assert_eq!(
             ok(&[("EGG_CLUSTER_RS_START_TIMEOUT", "5000")]).start_timeout,
             Some(Duration::from_millis(5000))
         );
@@ -352,6 +369,7 @@ mod tests {
             ("EGG_CLUSTER_RS_WORKER_TIMEOUT", "60s"),
             ("EGG_CLUSTER_RS_WORKER_TIMEOUT", "-1"),
             ("EGG_CLUSTER_RS_START_TIMEOUT", ""),
+            ("EGG_CLUSTER_RS_UPGRADE_TIMEOUT", "0"),
         ] {
             let e = settings(&[(name, v)]).unwrap_err();
             assert!(e.starts_with(name), "{e}");

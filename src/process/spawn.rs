@@ -74,15 +74,7 @@ pub fn spawn_node(spec: &SpawnSpec) -> io::Result<NodeChild> {
     // calls (dup2, fcntl).
     unsafe {
         cmd.pre_exec(move || {
-            // Node marks its own fds 0-2 CLOEXEC at startup (uv_disable_stdio_inheritance) and
-            // relies on libuv's spawn dup2'ing them; `Stdio::inherit` does not, so without this
-            // the child would start with 0-2 closed (and Node would reopen them on /dev/null).
-            for fd in 0..3 {
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags >= 0 && flags & libc::FD_CLOEXEC != 0 {
-                    libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                }
-            }
+            inherit_stdio();
             if child_fd == 3 {
                 // dup2(3, 3) is a no-op that would leave CLOEXEC set.
                 if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
@@ -114,6 +106,114 @@ pub fn spawn_node(spec: &SpawnSpec) -> io::Result<NodeChild> {
     Ok(NodeChild {
         child,
         channel: parent_end,
+    })
+}
+
+/// Node marks its own fds 0-2 CLOEXEC at startup (uv_disable_stdio_inheritance) and relies on
+/// libuv's spawn dup2'ing them; `Stdio::inherit` does not, so without this a child would start
+/// with 0-2 closed (and Node would reopen them on /dev/null). For `pre_exec`: fcntl only.
+unsafe fn inherit_stdio() {
+    for fd in 0..3 {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 && flags & libc::FD_CLOEXEC != 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// Variables that tell a master it is the new master of an upgrade: how many listening sockets
+/// it inherited on fds 3.., and the fd on which it says `ready`.
+pub const UPGRADE_FDS: &str = "EGG_CLUSTER_RS_UPGRADE_FDS";
+pub const UPGRADE_READY_FD: &str = "EGG_CLUSTER_RS_UPGRADE_READY_FD";
+
+/// How a new master is started: this one's command line, directory and environment.
+pub struct MasterSpec<'a> {
+    pub exec_path: &'a str,
+    /// `process.execArgv` then `process.argv.slice(1)`.
+    pub args: &'a [String],
+    pub cwd: &'a std::path::Path,
+    pub env: &'a [(String, String)],
+    /// Listening sockets, placed on fds 3.. in this order.
+    pub fds: &'a [std::os::fd::BorrowedFd<'a>],
+}
+
+pub struct NewMaster {
+    pub child: Child,
+    /// The read end of the readiness pipe: `ready\n`, or EOF when the new master exits first.
+    pub ready: OwnedFd,
+}
+
+/// Starts a new master (an upgrade) that inherits `spec.fds` and the write end of a readiness
+/// pipe, and nothing else.
+pub fn spawn_master(spec: &MasterSpec) -> io::Result<NewMaster> {
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let mut sources: Vec<i32> = spec.fds.iter().map(AsRawFd::as_raw_fd).collect();
+    sources.push(ready_write.as_raw_fd());
+    let count = spec.fds.len();
+    let mut cmd = Command::new(spec.exec_path);
+    cmd.args(spec.args)
+        .current_dir(spec.cwd)
+        .env_clear()
+        .envs(
+            spec.env
+                .iter()
+                .filter(|(k, _)| {
+                    !CHANNEL_VARS.contains(&k.as_str())
+                        && !crate::ops::systemd::NOT_FOR_A_NEW_MASTER.contains(&k.as_str())
+                        && k != UPGRADE_FDS
+                        && k != UPGRADE_READY_FD
+                })
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        )
+        .env(UPGRADE_FDS, count.to_string())
+        .env(UPGRADE_READY_FD, (3 + count).to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    // Copies above every target fd, so that placing one never overwrites a source not yet
+    // placed (a source may well be fd 4 and another's target); filled in the child.
+    let mut high = vec![-1; sources.len()];
+    let floor = 3 + sources.len() as i32;
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // calls (setsid, fcntl, dup2, close_range) and writes into memory allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // A session and process group of its own: it must outlive this master, whose
+            // group a Ctrl-C or a supervisor's group kill may reach, and be stoppable as a
+            // whole (kill(-pid)) if it fails.
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            inherit_stdio();
+            for (i, &fd) in sources.iter().enumerate() {
+                high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor);
+                if high[i] < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (i, &fd) in high.iter().enumerate() {
+                // dup2 clears CLOEXEC on the copy: these are the ones the new master gets.
+                if libc::dup2(fd, 3 + i as i32) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // Nothing else: whatever this master holds without CLOEXEC stays here (as in
+            // `spawn_node`; a kernel before 5.11 leaves them as they are).
+            libc::syscall(
+                libc::SYS_close_range,
+                floor as u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            // No PR_SET_PDEATHSIG: the point is to outlive this master.
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(ready_write);
+    Ok(NewMaster {
+        child,
+        ready: ready_read,
     })
 }
 

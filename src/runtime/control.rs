@@ -201,10 +201,13 @@ fn connect_refused(path: &Path) -> bool {
     )
 }
 
+/// Serves the socket. `upgrade_timeout` bounds how long an `upgrade` request may wait for
+/// its outcome (the core gives up on the new master at that limit; the margin covers its stop).
 pub(super) fn serve(
     listener: std::os::unix::net::UnixListener,
     uid: u32,
     tx: mpsc::UnboundedSender<Input>,
+    upgrade_timeout: Duration,
 ) {
     let listener = match listener
         .set_nonblocking(true)
@@ -227,20 +230,35 @@ pub(super) fn serve(
             }
             let tx = tx.clone();
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), async move {
-                    let (read, mut write) = stream.into_split();
-                    let mut line = Vec::new();
-                    BufReader::new(read.take(256))
-                        .read_until(b'\n', &mut line)
-                        .await?;
-                    let answer = if control::request_ok(&line) {
-                        match super::metrics::snapshot(&tx).await {
-                            Some(s) => serde_json::to_string(&s).unwrap_or_default(),
-                            None => "{\"error\":\"the master is exiting\"}".into(),
+                let (read, mut write) = stream.into_split();
+                let mut line = Vec::new();
+                let read = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    BufReader::new(read.take(256)).read_until(b'\n', &mut line),
+                )
+                .await;
+                if !matches!(read, Ok(Ok(_))) {
+                    return;
+                }
+                let answer = match control::request(&line) {
+                    Some(control::Request::Status) => {
+                        match tokio::time::timeout(
+                            Duration::from_secs(5),
+                            super::metrics::snapshot(&tx),
+                        )
+                        .await
+                        {
+                            Ok(Some(s)) => serde_json::to_string(&s).unwrap_or_default(),
+                            _ => "{\"error\":\"the master is exiting\"}".into(),
                         }
-                    } else {
-                        "{\"error\":\"unknown request\"}".into()
-                    };
+                    }
+                    Some(control::Request::Upgrade) => {
+                        let limit = upgrade_timeout + Duration::from_secs(60);
+                        upgrade_answer(tokio::time::timeout(limit, upgrade(&tx)).await)
+                    }
+                    None => "{\"error\":\"unknown request\"}".into(),
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), async move {
                     write.write_all(answer.as_bytes()).await?;
                     write.write_all(b"\n").await?;
                     write.shutdown().await
@@ -249,4 +267,24 @@ pub(super) fn serve(
             });
         }
     });
+}
+
+/// Asks the runtime for an upgrade and waits for its outcome (`None`: the master went away).
+async fn upgrade(tx: &mpsc::UnboundedSender<Input>) -> Option<Result<u32, String>> {
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    tx.send(Input::Upgrade(super::upgrade::Waiter::Reply(reply)))
+        .ok()?;
+    outcome.await.ok()
+}
+
+fn upgrade_answer(
+    outcome: Result<Option<Result<u32, String>>, tokio::time::error::Elapsed>,
+) -> String {
+    let value = match outcome {
+        Ok(Some(Ok(pid))) => serde_json::json!({ "ok": true, "pid": pid }),
+        Ok(Some(Err(error))) => serde_json::json!({ "ok": false, "error": error }),
+        Ok(None) => serde_json::json!({ "ok": false, "error": "the master is exiting" }),
+        Err(_) => serde_json::json!({ "ok": false, "error": "no outcome in time" }),
+    };
+    value.to_string()
 }

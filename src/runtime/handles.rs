@@ -55,12 +55,44 @@ impl Handles {
         }
     }
 
-    /// A duplicate of the socket systemd passed for `port`, if it passed one.
+    /// A duplicate of the socket systemd (or an upgrade's old master) passed for `port`, if
+    /// one was.
+    /// A per-slot socket of an old master serves only when nothing else was passed.
     pub(super) fn inherited(&self, port: u16) -> Option<std::io::Result<OwnedFd>> {
+        let on_port = |s: &&super::ops::Inherited| s.port == port;
         self.inherited
             .iter()
-            .find(|s| s.port == port)
+            .filter(on_port)
+            .find(|s| !s.reuse_port)
+            .or_else(|| self.inherited.iter().find(on_port))
             .map(|s| s.fd.try_clone())
+    }
+
+    /// One of the old master's per-slot sockets for `port`, for a slot of this master: taken,
+    /// so that each slot gets its own and queued connections carry over.
+    fn take_inherited_slot(&mut self, port: u16) -> Option<OwnedFd> {
+        let i = self
+            .inherited
+            .iter()
+            .position(|s| s.port == port && s.reuse_port)?;
+        Some(self.inherited.remove(i).fd)
+    }
+
+    /// At an upgrade's ready: per-slot sockets no slot took (the old master ran more workers)
+    /// are closed; the kernel would otherwise go on queueing connections where nobody accepts.
+    pub(super) fn drop_untaken_slot_sockets(&mut self) {
+        self.inherited.retain(|s| !s.reuse_port);
+    }
+
+    /// Every listening socket the workers use (shared and per-slot) and those inherited: what
+    /// a new master (an upgrade) inherits.
+    pub(super) fn listening_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.by_key
+            .values()
+            .map(|h| h.fd.as_fd())
+            .chain(self.inherited.iter().map(|s| s.fd.as_fd()))
+            .collect()
     }
 
     /// The master closes: no worker will take a slot over any more.
@@ -174,7 +206,12 @@ impl Runtime {
                     let fd = match slot {
                         // The master listens on its per-slot socket itself and keeps it, so
                         // connections queue there while the slot's worker is being replaced.
-                        Some(_) => listen::bind_reuse_port(&req, msg.backlog),
+                        Some(_) => match &req {
+                            BindRequest::Tcp { port, .. } if *port != 0 => handles
+                                .take_inherited_slot(*port)
+                                .map_or_else(|| listen::bind_reuse_port(&req, msg.backlog), Ok),
+                            _ => listen::bind_reuse_port(&req, msg.backlog),
+                        },
                         None => match &req {
                             BindRequest::Tcp { port, .. } if *port != 0 => handles
                                 .inherited(*port)

@@ -27,6 +27,7 @@ mod relay;
 mod shutdown;
 pub(crate) mod sticky;
 mod threads;
+mod upgrade;
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -63,6 +64,12 @@ pub(crate) struct Launch {
     pub(crate) debug_port: u16,
     /// `process.version`.
     pub(crate) node_version: String,
+    /// `process.execArgv` then `process.argv.slice(1)`: a new master's (an upgrade's) arguments.
+    pub(crate) master_args: Vec<String>,
+    /// `process.cwd()` at start.
+    pub(crate) cwd: PathBuf,
+    /// `process.send` existed at start (an IPC parent).
+    pub(crate) has_parent: bool,
 }
 
 /// Commands from the JS thread.
@@ -79,6 +86,8 @@ pub(crate) enum Command {
     Scale(core::Scale),
     /// `promise.status()`: the snapshot comes back as a `status` event.
     Status,
+    /// SIGHUP (`None`) or `promise.upgrade()` number `n`: a master upgrade.
+    Upgrade(Option<u32>),
     /// worker_threads mode: the JS thread created the Worker asked for (its `threadId`), or
     /// could not.
     ThreadSpawned {
@@ -116,6 +125,13 @@ enum Input {
         pid: u32,
         report: core::HungReport,
     },
+    /// The control socket asks for a master upgrade.
+    Upgrade(upgrade::Waiter),
+    /// The new master of upgrade `seq` said `ready`, or will not.
+    UpgradeReadiness {
+        seq: u64,
+        outcome: std::result::Result<(), String>,
+    },
 }
 
 enum ChildEvent {
@@ -146,7 +162,7 @@ impl MasterHandle {
             let _ = std::fs::remove_file(path);
         }
         if let Some(pid_file) = &self.pid_file {
-            if pid_file.exists() {
+            if pid_file.exists() && pid_file::is_ours(pid_file, std::process::id()) {
                 if let Err(e) = std::fs::remove_file(pid_file) {
                     self.logger.error(&format!(
                         "[master] delete pidfile {} fail with {}",
@@ -180,7 +196,22 @@ pub(crate) fn start(
     emit: Arc<dyn Emit>,
 ) -> Result<MasterHandle> {
     let start_time = now_ms();
-    if let Some(pid_file) = &opts.pid_file {
+    // What degrades the master at start, for the product log after the start lines.
+    let mut warnings = Vec::new();
+    let systemd = opts.settings.systemd.clone();
+    // The new master of an upgrade takes the old one's sockets as it would systemd's.
+    let inbound = upgrade::Inbound::take(&launch.env, &mut warnings);
+    let listen_fds = if inbound.fds > 0 {
+        inbound.fds
+    } else {
+        systemd.listen_fds
+    };
+    let inherited = ops::take_listen_fds(listen_fds, &mut warnings);
+    if let Some(pid_file) = opts
+        .pid_file
+        .as_ref()
+        .filter(|_| !upgrade::UpgradeHost::defers_pid_file(&inbound))
+    {
         pid_file::write(pid_file, std::process::id())
             .map_err(|e| Error::io(format!("write pidFile {}", pid_file.display()), e))?;
     }
@@ -200,8 +231,14 @@ pub(crate) fn start(
     let metrics = opts
         .metrics
         .map(|addr| {
-            std::net::TcpListener::bind(addr)
-                .map_err(|e| Error::io(format!("listen on options.metrics {addr}"), e))
+            match inherited
+                .iter()
+                .find(|s| s.port == addr.port() && addr.port() != 0)
+            {
+                Some(s) => s.fd.try_clone().map(std::net::TcpListener::from),
+                None => std::net::TcpListener::bind(addr),
+            }
+            .map_err(|e| Error::io(format!("listen on options.metrics {addr}"), e))
         })
         .transpose()?;
     let cfg = core::Config {
@@ -253,18 +290,27 @@ pub(crate) fn start(
         worker_timeout: opts.worker_timeout,
         heartbeat_interval: hung::heartbeat_interval(opts.worker_timeout),
         start_timeout: settings.start_timeout,
+        upgrade_timeout: settings.upgrade_timeout,
+        is_pid1: std::process::id() == 1,
     };
     let reports = hung::Reports::new(&opts.base_dir);
 
-    let systemd = settings.systemd.clone();
-    // What degrades the master at start, for the product log after the start lines.
-    let mut warnings = Vec::new();
-    let inherited = ops::take_listen_fds(systemd.listen_fds, &mut warnings);
     let control = control::bind(&launch.env, std::process::id(), &mut warnings);
     let control_path = control.as_ref().map(|c| c.path.clone());
     let ops_runtime = ops::OpsRuntime::new(systemd.notify_socket.as_deref(), &mut warnings);
+    let master_launch = upgrade::MasterLaunch {
+        exec_path: launch.exec_path.clone(),
+        args: launch.master_args.clone(),
+        cwd: launch.cwd.clone(),
+        env: launch.env.clone(),
+        has_parent: launch.has_parent,
+    };
     let mut env = launch.env.clone();
-    env.retain(|(k, _)| !crate::ops::systemd::CHILD_ENV_REMOVED.contains(&k.as_str()));
+    env.retain(|(k, _)| {
+        !crate::ops::systemd::CHILD_ENV_REMOVED.contains(&k.as_str())
+            && k != crate::process::spawn::UPGRADE_FDS
+            && k != crate::process::spawn::UPGRADE_READY_FD
+    });
     if settings.node_env.as_deref() == Some("production") {
         // egg-cluster sets this on its own process.env, so its children inherit it.
         env.retain(|(k, _)| k != "NO_DEPRECATION");
@@ -315,6 +361,7 @@ pub(crate) fn start(
                 trusted: opts.sticky_trusted.clone(),
             })
         }),
+        sticky_accept: None,
         routes: Routes::default(),
         routes_seq: 0,
         logger: logger.clone(),
@@ -332,11 +379,13 @@ pub(crate) fn start(
             control,
             notify_socket: systemd.notify_socket,
             watchdog_usec: systemd.watchdog_usec,
+            upgrade_timeout: settings.upgrade_timeout,
             warnings,
         }),
         backpressure: Default::default(),
         reports,
         worker_timeout: opts.worker_timeout,
+        upgrade: upgrade::UpgradeHost::new(master_launch, inbound, opts.pid_file.clone()),
     };
     std::thread::Builder::new()
         .name("egg-cluster-rs".into())
@@ -356,6 +405,8 @@ struct Runtime {
     handles: handles::Handles,
     /// Sticky mode behind proxies: where the client key is read from, and whom to believe.
     sticky_key: Option<Arc<sticky::StickyKey>>,
+    /// The sticky listener's accept loop, stopped at an upgrade's hand-over.
+    sticky_accept: Option<tokio::task::AbortHandle>,
     /// Who gets relayed messages, as the core last published it.
     routes: Routes,
     routes_seq: u64,
@@ -374,6 +425,7 @@ struct Runtime {
     backpressure: backpressure::Backpressure,
     reports: hung::Reports,
     worker_timeout: Option<std::time::Duration>,
+    upgrade: upgrade::UpgradeHost,
 }
 
 struct OpsStart {
@@ -381,6 +433,8 @@ struct OpsStart {
     control: Option<control::Bound>,
     notify_socket: Option<String>,
     watchdog_usec: Option<u64>,
+    /// How long the control socket's `upgrade` may wait for the outcome.
+    upgrade_timeout: std::time::Duration,
     /// Product log lines (WARN) of what did not come up, written after the start lines.
     warnings: Vec<String>,
 }
@@ -403,10 +457,12 @@ impl Runtime {
             let mut warnings = Vec::new();
             if let Some(start) = self.ops_start.take() {
                 if let Some(listener) = start.metrics {
+                    self.upgrade
+                        .keep(listener.try_clone().map(std::os::fd::OwnedFd::from));
                     metrics::serve(listener, self.tx.clone());
                 }
                 if let Some(c) = start.control {
-                    control::serve(c.listener, c.uid, self.tx.clone());
+                    control::serve(c.listener, c.uid, self.tx.clone(), start.upgrade_timeout);
                 }
                 ops::start_watchdog(start.notify_socket.as_deref(), start.watchdog_usec);
                 warnings = start.warnings;
@@ -482,6 +538,15 @@ impl Runtime {
             }
             Input::Status(waiter) => self.on_status_request(waiter),
             Input::HungReport { pid, report } => self.dispatch(Event::HungReport { pid, report }),
+            Input::Command(Command::Upgrade(n)) => self.on_upgrade_request(match n {
+                Some(n) => upgrade::Waiter::Js(n),
+                None => upgrade::Waiter::Signal,
+            }),
+            Input::Upgrade(waiter) => self.on_upgrade_request(waiter),
+            Input::UpgradeReadiness { seq, outcome } => self.dispatch(match outcome {
+                Ok(()) => Event::UpgradeReady { seq },
+                Err(reason) => Event::UpgradeFailed { seq, reason },
+            }),
         }
     }
 
@@ -541,6 +606,9 @@ impl Runtime {
                 }
             }
         }
+        // After every action of the ready (systemd's READY=1 + MAINPID= among them): the old
+        // master closes on this word.
+        self.upgrade_tell_old_master();
     }
 
     fn perform(&mut self, action: Action) -> Option<Event> {
@@ -587,7 +655,10 @@ impl Runtime {
                     self.routes_seq = seq;
                 }
             }
-            Action::Ready(data) => self.emit.emit("ready", data.to_string()),
+            Action::Ready(data) => {
+                self.upgrade_on_ready();
+                self.emit.emit("ready", data.to_string());
+            }
             Action::ListenSticky { port } => {
                 let result = self.start_sticky_server(port).map_err(|e| e.to_string());
                 return Some(Event::StickyListening(result));
@@ -645,6 +716,10 @@ impl Runtime {
                 self.reports
                     .collect(pid, wait, fresh, thread, self.tx.clone());
             }
+            Action::SpawnMaster { seq } => return Some(self.spawn_master(seq)),
+            Action::StopMaster { pid, limit } => self.stop_master(pid, limit),
+            Action::UpgradeOutcome { waiters, result } => self.upgrade_outcome(waiters, result),
+            Action::StopAccepting => self.stop_accepting(),
             Action::Exit(code) => {
                 tracing::debug!(code, "exit");
                 self.handles.closing();

@@ -194,17 +194,21 @@ pub(super) fn start_watchdog(notify_socket: Option<&str>, usec: Option<u64>) {
     });
 }
 
-/// A socket systemd passed (socket activation) that app workers' listens use.
+/// A socket systemd passed (socket activation), or an upgrade's old master, that app workers'
+/// listens use.
 pub(super) struct Inherited {
     pub(super) port: u16,
     pub(super) fd: OwnedFd,
+    /// `SO_REUSEPORT` is set: one of the old master's per-slot sockets (`reusePort`), taken by
+    /// one slot rather than shared.
+    pub(super) reuse_port: bool,
 }
 
 /// Takes fds 3.. (`LISTEN_FDS` of them) over: CLOEXEC at once, so no child inherits them (a
 /// child's channel is its fd 3), and listening. TCP sockets are kept by port; others are
 /// closed with a note.
 pub(super) fn take_listen_fds(count: usize, warnings: &mut Vec<String>) -> Vec<Inherited> {
-    use nix::sys::socket::{getsockname, getsockopt, listen, sockopt, Backlog, SockaddrStorage};
+    use nix::sys::socket::{getsockopt, listen, sockopt, Backlog};
     let mut out = Vec::new();
     for raw in systemd::LISTEN_FDS_START..systemd::LISTEN_FDS_START + count as i32 {
         // SAFETY: F_SETFD on a descriptor number; fails harmlessly if it is not open.
@@ -216,12 +220,7 @@ pub(super) fn take_listen_fds(count: usize, warnings: &mut Vec<String>) -> Vec<I
         }
         // SAFETY: systemd passed this descriptor to us and nothing else in the process owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let port = getsockname::<SockaddrStorage>(raw).ok().and_then(|a| {
-            a.as_sockaddr_in()
-                .map(|a| a.port())
-                .or_else(|| a.as_sockaddr_in6().map(|a| a.port()))
-        });
-        let Some(port) = port else {
+        let Some(port) = crate::listen::local_port(&fd) else {
             warnings.push(format!(
                 "[master] LISTEN_FDS: fd {raw} is not a TCP socket, closed and ignored"
             ));
@@ -235,8 +234,13 @@ pub(super) fn take_listen_fds(count: usize, warnings: &mut Vec<String>) -> Vec<I
                 continue;
             }
         }
-        tracing::debug!(fd = raw, port, "socket from systemd");
-        out.push(Inherited { port, fd });
+        let reuse_port = getsockopt(&fd, sockopt::ReusePort).unwrap_or(false);
+        tracing::debug!(fd = raw, port, reuse_port, "inherited listening socket");
+        out.push(Inherited {
+            port,
+            fd,
+            reuse_port,
+        });
     }
     out
 }

@@ -38,6 +38,16 @@ pub(super) fn write(path: &Path, pid: u32) -> std::io::Result<()> {
     written
 }
 
+/// Whether the pid file at exit is still this master's to remove: it is not when it names
+/// another pid — the new master of an upgrade rewrote it, or (a new master rolled back) it still
+/// names the old one.
+pub(super) fn is_ours(path: &Path, pid: u32) -> bool {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse::<u32>().map_or(true, |p| p == pid),
+        Err(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +111,16 @@ mod tests {
         let nested = dir.path().join("run/x/app.pid");
         write(&nested, 8).unwrap();
         assert_eq!(std::fs::read_to_string(&nested).unwrap(), "8");
+    }
+
+    #[test]
+    fn a_pid_file_naming_another_master_is_not_ours() {
+        let dir = TempDir::new();
+        let p = dir.write("app.pid", "42");
+        assert!(is_ours(&p, 42));
+        assert!(!is_ours(&p, 43));
+        // Not a pid, or gone: egg-cluster's rule (remove it) stands.
+        assert!(is_ours(&dir.write("junk.pid", "hello"), 43));
+        assert!(is_ours(&dir.path().join("missing.pid"), 43));
     }
 }

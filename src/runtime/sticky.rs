@@ -271,6 +271,7 @@ impl super::Runtime {
         };
         let backlog = nix::sys::socket::Backlog::new(511).map_err(std::io::Error::from)?;
         nix::sys::socket::listen(&fd, backlog)?;
+        self.upgrade.keep(fd.try_clone());
         tracing::debug!(port, "sticky listener up");
         let tx = self.tx.clone();
         let key = self.sticky_key.clone();
@@ -291,7 +292,7 @@ impl super::Runtime {
                 }
             }
         };
-        tokio::spawn(accept_loop(
+        let task = tokio::spawn(accept_loop(
             fd,
             move |accepted| {
                 match &key {
@@ -312,7 +313,17 @@ impl super::Runtime {
             },
             on_error,
         )?);
+        self.sticky_accept = Some(task.abort_handle());
         Ok(())
+    }
+
+    /// Performs `Action::StopAccepting`: an upgrade's new master accepts on the sticky listener
+    /// from now on; this one, closing, would accept connections it has no worker left for.
+    pub(super) fn stop_accepting(&mut self) {
+        if let Some(task) = self.sticky_accept.take() {
+            tracing::debug!("sticky listener: no longer accepting (hand-over)");
+            task.abort();
+        }
     }
 
     /// Hands each accepted connection to the worker its client maps to.
