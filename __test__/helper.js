@@ -26,6 +26,7 @@ const net = require('net');
 const path = require('path');
 const childProcess = require('child_process');
 const EventEmitter = require('events');
+const os = require('os');
 
 const ROOT = path.join(__dirname, '..');
 const FIXTURES = path.join(__dirname, 'fixtures');
@@ -592,7 +593,48 @@ async function waitUntil(fn, timeout, what) {
   }
 }
 
+/**
+ * A systemd NOTIFY_SOCKET stand-in. Node has no unix datagram sockets: a python3 listener
+ * prints each datagram as a JSON line.
+ * @return {Promise<{path: string, datagrams: string[], close: Function}>} once it listens
+ */
+async function notifyListener() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egg-cluster-rs-notify-'));
+  const sockPath = path.join(dir, 'notify.sock');
+  const listener = childProcess.spawn('python3', [ '-u', '-c', `
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print(json.dumps("LISTENING"), flush=True)
+while True:
+    print(json.dumps(s.recv(4096).decode()), flush=True)
+`, sockPath ], { stdio: [ 'ignore', 'pipe', 'inherit' ] });
+  const datagrams = [];
+  let buf = '';
+  listener.stdout.setEncoding('utf8');
+  listener.stdout.on('data', chunk => {
+    buf += chunk;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      datagrams.push(JSON.parse(buf.slice(0, i)));
+      buf = buf.slice(i + 1);
+    }
+  });
+  const close = () => {
+    listener.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitUntil(() => datagrams.includes('LISTENING'), 10000, 'the python listener');
+  } catch (err) {
+    close();
+    throw err;
+  }
+  return { path: sockPath, datagrams, close };
+}
+
 module.exports = {
+  notifyListener,
   ROOT,
   FIXTURES,
   TMP,

@@ -9,7 +9,7 @@ const net = require('net');
 const path = require('path');
 const childProcess = require('child_process');
 const {
-  ROOT, startMaster, getFreePort, runScript, get, copyFixture, isAlive, waitDead, killAll, waitUntil,
+  ROOT, startMaster, getFreePort, runScript, get, copyFixture, isAlive, waitDead, killAll, waitUntil, notifyListener,
 } = require('./helper');
 
 const CLI = path.join(ROOT, 'bin/egg-cluster-rs.js');
@@ -274,30 +274,9 @@ describe('operations', () => {
   });
 
   it('systemd notify: READY=1 with MAINPID, WATCHDOG=1, then STOPPING=1 and /readyz 503 during the close', async () => {
-    const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'egg-cluster-rs-notify-'));
-    const sockPath = path.join(dir, 'notify.sock');
-    // Node has no unix datagram sockets: a python3 listener prints each datagram as a JSON line
-    const listener = childProcess.spawn('python3', [ '-u', '-c', `
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-print(json.dumps("LISTENING"), flush=True)
-while True:
-    print(json.dumps(s.recv(4096).decode()), flush=True)
-`, sockPath ], { stdio: [ 'ignore', 'pipe', 'inherit' ] });
-    const datagrams = [];
-    let buf = '';
-    listener.stdout.setEncoding('utf8');
-    listener.stdout.on('data', chunk => {
-      buf += chunk;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        datagrams.push(JSON.parse(buf.slice(0, i)));
-        buf = buf.slice(i + 1);
-      }
-    });
+    const notify = await notifyListener();
+    const { datagrams, path: sockPath } = notify;
     try {
-      await waitUntil(() => datagrams.includes('LISTENING'), 10000, 'the python listener');
       const metricsPort = await getFreePort();
       const m = await startMaster('app-close-hang', { metrics: { port: metricsPort } }, {
         env: { NOTIFY_SOCKET: sockPath, WATCHDOG_USEC: '200000', EGG_APP_CLOSE_TIMEOUT: '3000', ...PROD },
@@ -325,8 +304,7 @@ while True:
       assert.strictEqual((await get(metricsPort, '/healthz')).status, 200);
       assert.strictEqual((await m.waitExit(30000)).code, 0, m.tail());
     } finally {
-      listener.kill('SIGKILL');
-      fs.rmSync(dir, { recursive: true, force: true });
+      notify.close();
     }
   });
 

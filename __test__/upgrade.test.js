@@ -15,12 +15,16 @@
 const assert = require('assert');
 const fs = require('fs');
 const path = require('path');
-const { execFile } = require('child_process');
+const childProcess = require('child_process');
+const { execFile } = childProcess;
 const { Load } = require('./load');
-const { TS, REFERENCE, copyFixture, getFreePort, startMaster, get, isAlive, waitDead, waitUntil } = require('./helper');
+const {
+  TS, REFERENCE, ROOT, copyFixture, getFreePort, startMaster, get, isAlive, waitDead, waitUntil, notifyListener, killAll,
+} = require('./helper');
 
 const PROD = { EGG_SERVER_ENV: 'prod' };
 const CLI = path.join(__dirname, '../bin/egg-cluster-rs.js');
+const RUNNER = path.join(__dirname, 'fixtures/start.js');
 
 function masterLine(pid, text, level = '(?:INFO|WARN|ERROR)') {
   return new RegExp(`${TS}${level} ${pid} \\[master\\] ${text}$`, 'm');
@@ -165,5 +169,72 @@ describe('master upgrade', function() {
     assert.strictEqual((await get(m.options.port, '/text')).body, 'version 1');
     m.kill('SIGTERM');
     assert.deepStrictEqual(await m.waitExit(30000), { code: 0, signal: null }, m.tail());
+  });
+
+  it('under systemd: the socket from LISTEN_FDS survives the upgrade, MAINPID= names the new master, the old one says nothing more', async () => {
+    const baseDir = copyFixture('reload');
+    const notify = await notifyListener();
+    // systemd's socket: bound here, listened on by the master, never accepted on here
+    // eslint-disable-next-line node/no-deprecated-api
+    const { TCP, constants } = process.binding('tcp_wrap');
+    const handle = new TCP(constants.SERVER);
+    assert.strictEqual(handle.bind('127.0.0.1', 0), 0);
+    const addr = {};
+    handle.getsockname(addr);
+    const port = addr.port;
+    const env = { ...process.env, HOME: baseDir, LISTEN_FDS: '1', NOTIFY_SOCKET: notify.path, EGG_SERVER_ENV: 'prod' };
+    for (const k of Object.keys(env)) if (/^EGG_CLUSTER_RS_(?!TEST)|^NODE_OPTIONS$/.test(k)) delete env[k];
+    // as systemd starts a service: LISTEN_PID is the master's pid, a session of its own
+    const child = childProcess.spawn('sh', [ '-c', 'export LISTEN_PID=$$; exec "$0" "$@"', process.execPath, RUNNER,
+      JSON.stringify({ baseDir, workers: 2, port }) ], { cwd: ROOT, env, detached: true, stdio: [ 'ignore', 'pipe', 'pipe', handle ] });
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', c => { out += c; });
+    child.stderr.on('data', c => { out += c; });
+    const { datagrams } = notify;
+    let l;
+    try {
+      const ready = await waitUntil(() => datagrams.find(d => d.startsWith('READY=1')), 60000, 'READY=1');
+      assert.strictEqual(ready, `READY=1\nMAINPID=${child.pid}\nSTATUS=2/2 app workers serving`);
+      // from now on the master alone holds systemd's socket
+      handle.close();
+      l = new Load(port);
+      loads.push(l);
+      await l.until(r => r.filter(x => x.pid).length >= 40);
+      const mark = datagrams.length;
+      process.kill(child.pid, 'SIGHUP');
+      const second = await waitUntil(() => datagrams.slice(mark).find(d => d.startsWith('READY=1')), 60000, 'the new READY=1');
+      const newPid = Number(second.match(/MAINPID=(\d+)/)[1]);
+      extra.push(newPid);
+      assert.notStrictEqual(newPid, child.pid);
+      assert.strictEqual(second, `READY=1\nMAINPID=${newPid}\nSTATUS=2/2 app workers serving`);
+      await waitUntil(() => child.exitCode !== null, 30000, 'the old master to exit');
+      assert.strictEqual(child.exitCode, 0, out);
+      assert.match(out, new RegExp(`\\[master\\] upgrade: new master pid ${newPid} is ready after \\d+ms`));
+      // the old master sent nothing after the new READY=1: systemd still believes in the service
+      const after = datagrams.slice(datagrams.indexOf(second) + 1);
+      assert(!after.some(d => d.startsWith('STOPPING=1')), JSON.stringify(after));
+      // the new master's environment has no LISTEN_*: its socket came from the old master
+      const newEnv = fs.readFileSync(`/proc/${newPid}/environ`, 'utf8').split('\0');
+      assert(!newEnv.some(e => /^LISTEN_(FDS|PID|FDNAMES)=/.test(e)), newEnv.filter(e => /^LISTEN_/.test(e)));
+      const t1 = Date.now();
+      await l.until(r => r.filter(x => x.t > t1 && x.pid).length >= 20);
+      await l.stop();
+      l.assertAllOk();
+      process.kill(newPid, 'SIGTERM');
+      await waitUntil(() => datagrams.slice(mark).find(d => d.startsWith('STOPPING=1')), 30000, 'STOPPING=1 from the new master');
+      await waitDead([ newPid ], 30000);
+      assert.match(out, new RegExp(`INFO ${newPid} \\[master\\] exit with code:0`));
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      notify.close();
+      await killAll(baseDir);
+      try {
+        handle.close();
+      } catch (_) {
+        // closed above
+      }
+    }
   });
 });
