@@ -100,6 +100,13 @@ export interface ClusterOptions {
    */
   shutdownDelay?: number;
   /**
+   * How many replacement app workers a rolling reload boots at once (each old worker retires
+   * as soon as its own replacement serves). Default: `EGG_CLUSTER_RS_RELOAD_CONCURRENCY`, else
+   * the CPUs the master may use (cgroup quota honoured); `1` is one slot at a time. See
+   * docs/reload.md.
+   */
+  reloadConcurrency?: number;
+  /**
    * A serving child whose event loop gave no heartbeat this long (ms) is hung: reported (where
    * it is stuck, a diagnostic report in `run/`) and replaced. 0 turns it off. Default:
    * `EGG_CLUSTER_RS_WORKER_TIMEOUT`, else 60000. See docs/self-healing.md.

@@ -633,8 +633,24 @@ while True:
   return { path: sockPath, datagrams, close };
 }
 
+/**
+ * A TCP socket bound on 127.0.0.1 that this process never accepts on (a net.Server would), as
+ * systemd holds one for socket activation: pass it as a child's fd 3 with LISTEN_FDS=1.
+ * @return {{handle: Object, port: number}} the libuv handle (close() it) and its port
+ */
+function boundSocket() {
+  // eslint-disable-next-line node/no-deprecated-api
+  const { TCP, constants } = process.binding('tcp_wrap');
+  const handle = new TCP(constants.SERVER);
+  assert.strictEqual(handle.bind('127.0.0.1', 0), 0);
+  const addr = {};
+  handle.getsockname(addr);
+  return { handle, port: addr.port };
+}
+
 module.exports = {
   notifyListener,
+  boundSocket,
   ROOT,
   FIXTURES,
   TMP,

@@ -127,9 +127,9 @@ describe('hung workers', function() {
     await m.cleanup();
   });
 
-  it('/metrics shows the event-loop lag of each child, rising for a worker made slow', async () => {
+  it('/metrics shows the event-loop lag of each child, rising for a worker made slow; a hung agent is reported, killed and reforked', async () => {
     const metricsPort = await getFreePort();
-    const m = await startMaster('hung', { workers: 1, metrics: { port: metricsPort } }, { env: PROD });
+    const m = await startMaster('hung', { workers: 1, workerTimeout: 5000, metrics: { port: metricsPort } }, { env: PROD });
     const { port } = await m.waitReady();
     await waitUntil(async () => (await metric(metricsPort, 'event_loop_lag_seconds', 'role="(app|agent)",id="1"')).length === 2, 10000, 'a lag for the agent and the app worker');
     // the start-up's synchronous loading shows first; an idle worker's lag settles near 0
@@ -143,6 +143,22 @@ describe('hung workers', function() {
     assert(lag <= 1, `lag: ${lag}`);
     // slow is not hung
     assert.strictEqual((await get(metricsPort, '/healthz')).status, 200);
+
+    // The agent's event loop blocked: reported with where, SIGKILLed (it cannot close), a new
+    // agent after egg's 1 s; the app worker serves throughout (it does not need the agent).
+    const agentPid = m.workers().agent[0];
+    const load = keepRequesting(port);
+    await get(port, '/block-agent');
+    const line = await m.waitFor(new RegExp(`ERROR \\d+ nodejs\\.WorkerHungError: \\[master\\] agent_worker#1:${agentPid} has not answered for \\d+ s \\(event loop blocked\\) at \\S*agentStuckForever.*? \\(agent\\.js:\\d+:\\d+\\).*; report: (run/hung\\.${agentPid}\\.report\\.json); killing it \\(egg reforks a dead agent after 1s\\)$`, 'm'), 30000);
+    const report = JSON.parse(fs.readFileSync(path.join(m.baseDir, line[1]), 'utf8'));
+    assert(report.javascriptStack.stack.some(f => /agentStuckForever/.test(f)), report.javascriptStack.stack.join('\n'));
+    await waitDead([ agentPid ], 10000);
+    const next = await m.waitFor(/\[master\] agent_worker#2:(\d+) started \(\d+ms\)/, 30000);
+    assert(isAlive(Number(next[1])));
+    load.stop = true;
+    await load.done;
+    assert.deepStrictEqual(load.failures, []);
+    assert(load.ok > 0);
     await m.cleanup();
   });
 });

@@ -9,7 +9,7 @@ const net = require('net');
 const path = require('path');
 const childProcess = require('child_process');
 const {
-  ROOT, startMaster, getFreePort, runScript, get, copyFixture, isAlive, waitDead, killAll, waitUntil, notifyListener,
+  ROOT, startMaster, getFreePort, runScript, get, copyFixture, isAlive, waitDead, killAll, waitUntil, notifyListener, boundSocket,
 } = require('./helper');
 
 const CLI = path.join(ROOT, 'bin/egg-cluster-rs.js');
@@ -310,15 +310,8 @@ describe('operations', () => {
 
   it('socket activation: the master serves on the inherited socket and restarts on it without refusing a connection', async () => {
     const baseDir = copyFixture('basic');
-    // A bound TCP socket that this process never accepts on (a net.Server would): the master
-    // makes it listen, and it keeps listening here between masters, as systemd's does.
-    // eslint-disable-next-line node/no-deprecated-api
-    const { TCP, constants } = process.binding('tcp_wrap');
-    const handle = new TCP(constants.SERVER);
-    assert.strictEqual(handle.bind('127.0.0.1', 0), 0);
-    const addr = {};
-    handle.getsockname(addr);
-    const port = addr.port;
+    // the master makes it listen, and it keeps listening here between masters, as systemd's does
+    const { handle, port } = boundSocket();
     const options = JSON.stringify({ baseDir, workers: 2, port });
 
     const masters = [];

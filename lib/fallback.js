@@ -12,7 +12,7 @@ const fs = require('fs');
 const path = require('path');
 
 // Options only the native master implements: passed explicitly, they are an error here.
-const NATIVE_ONLY_OPTIONS = [ 'stickyKey', 'stickyTrustedProxies', 'maxMemoryRestart', 'memoryCheckInterval', 'metrics', 'shutdownDelay', 'workerTimeout' ];
+const NATIVE_ONLY_OPTIONS = [ 'stickyKey', 'stickyTrustedProxies', 'maxMemoryRestart', 'memoryCheckInterval', 'metrics', 'shutdownDelay', 'workerTimeout', 'reloadConcurrency' ];
 
 // Variables only the native master reads. Deployment environments are often shared with dev
 // machines, so these are not an error: the warning line names the ones that are set.

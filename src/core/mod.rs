@@ -366,7 +366,8 @@ pub(crate) enum Action {
     /// SIGTERM new master `pid` (it closes its own tree), SIGKILL its process group after
     /// `limit`.
     StopMaster { pid: u32, limit: Duration },
-    /// An upgrade's new master serves: stop accepting on the sticky listener (it accepts now).
+    /// An upgrade's new master serves: stop accepting on the sticky and metrics listeners (it
+    /// accepts there now).
     StopAccepting,
     /// Tell these waiters how the upgrade ended: the new master's pid, or why it failed.
     UpgradeOutcome {

@@ -109,6 +109,9 @@ pub struct Options {
     /// `shutdownDelay` (else `EGG_CLUSTER_RS_SHUTDOWN_DELAY`, else 0): how long the workers
     /// serve on after SIGTERM, not ready, before the close.
     pub shutdown_delay: Duration,
+    /// `reloadConcurrency` (else `EGG_CLUSTER_RS_RELOAD_CONCURRENCY`; `None`: the CPUs the
+    /// master may use): how many replacements a rolling reload boots at once.
+    pub reload_concurrency: Option<usize>,
     /// `workerTimeout` (else `EGG_CLUSTER_RS_WORKER_TIMEOUT`, else 60 s; 0 turns it off): a
     /// serving child whose event loop gave no sign of life this long is hung.
     pub worker_timeout: Option<Duration>,
@@ -373,6 +376,15 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
             .map(Duration::from_millis)
             .ok_or_else(|| invalid("options.shutdownDelay", "a non-negative integer (ms)", v))?,
     };
+    let reload_concurrency = match raw.get("reloadConcurrency") {
+        None | Some(Value::Null) => settings.reload_concurrency,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|n| *n > 0)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| invalid("options.reloadConcurrency", "a positive integer", v))?,
+        ),
+    };
     let worker_timeout = match raw.get("workerTimeout") {
         None | Some(Value::Null) => settings
             .worker_timeout_ms
@@ -430,6 +442,7 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         max_memory_restart,
         memory_check_interval,
         shutdown_delay,
+        reload_concurrency,
         worker_timeout,
         settings,
         metrics,
@@ -620,7 +633,7 @@ pub(crate) fn invalid(name: &str, expected: &'static str, got: &Value) -> Option
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{app, input, parse_err, parse_ok};
+    use super::testing::{app, input, input_env, parse_err, parse_ok};
     use super::*;
     use serde_json::json;
 
@@ -811,12 +824,7 @@ mod tests {
     fn shutdown_delay_from_the_option_else_the_env() {
         let tmp = app();
         let with = |options: Value, env: &[(&str, &str)]| {
-            let mut i = input(&tmp, options);
-            i.env = env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            parse(i).map(|o| o.shutdown_delay)
+            parse(input_env(&tmp, options, env)).map(|o| o.shutdown_delay)
         };
         assert_eq!(with(json!({}), &[]).unwrap(), Duration::ZERO);
         let env = [("EGG_CLUSTER_RS_SHUTDOWN_DELAY", "7000")];
@@ -839,6 +847,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("EGG_CLUSTER_RS_SHUTDOWN_DELAY"), "{e}");
+    }
+
+    #[test]
+    fn reload_concurrency_from_the_option_else_the_env() {
+        let tmp = app();
+        let with = |options: Value, env: &[(&str, &str)]| {
+            parse(input_env(&tmp, options, env)).map(|o| o.reload_concurrency)
+        };
+        assert_eq!(with(json!({}), &[]).unwrap(), None);
+        let env = [("EGG_CLUSTER_RS_RELOAD_CONCURRENCY", "3")];
+        assert_eq!(with(json!({}), &env).unwrap(), Some(3));
+        assert_eq!(
+            with(json!({ "reloadConcurrency": 1 }), &env).unwrap(),
+            Some(1)
+        );
+        for bad in [json!(0), json!(-1), json!("2"), json!(1.5), json!(true)] {
+            let e = with(json!({ "reloadConcurrency": bad }), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("options.reloadConcurrency should be"), "{e}");
+        }
     }
 
     #[test]

@@ -73,6 +73,16 @@ pub(crate) fn input(tmp: &TempDir, options: Value) -> OptionsInput {
     }
 }
 
+/// `input` with these environment variables.
+pub(crate) fn input_env(tmp: &TempDir, options: Value, env: &[(&str, &str)]) -> OptionsInput {
+    let mut i = input(tmp, options);
+    i.env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    i
+}
+
 pub(crate) fn parse_ok(input: OptionsInput) -> Options {
     match parse(input) {
         Ok(o) => o,

@@ -33,7 +33,11 @@ pub(super) async fn snapshot(tx: &mpsc::UnboundedSender<Input>) -> Option<Snapsh
     orx.await.ok()
 }
 
-pub(super) fn serve(listener: std::net::TcpListener, tx: mpsc::UnboundedSender<Input>) {
+/// Serves the metrics listener; the handle stops accepting (requests being answered finish).
+pub(super) fn serve(
+    listener: std::net::TcpListener,
+    tx: mpsc::UnboundedSender<Input>,
+) -> Option<tokio::task::AbortHandle> {
     let listener = match listener
         .set_nonblocking(true)
         .and_then(|()| TcpListener::from_std(listener))
@@ -41,10 +45,10 @@ pub(super) fn serve(listener: std::net::TcpListener, tx: mpsc::UnboundedSender<I
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "metrics listener");
-            return;
+            return None;
         }
     };
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         // oldest first; aborting a task drops (closes) its connection
         let mut open: VecDeque<JoinHandle<()>> = VecDeque::with_capacity(MAX_CONNECTIONS);
         loop {
@@ -72,6 +76,7 @@ pub(super) fn serve(listener: std::net::TcpListener, tx: mpsc::UnboundedSender<I
             }
         }
     });
+    Some(task.abort_handle())
 }
 
 async fn handle(mut stream: TcpStream, tx: &mpsc::UnboundedSender<Input>) -> std::io::Result<()> {

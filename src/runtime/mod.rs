@@ -272,7 +272,7 @@ pub(crate) fn start(
         reload_timeout: settings.reload_timeout,
         // A boot is CPU-bound: one per CPU the master may use (std honours the cgroup quota)
         // overlaps them without slicing a CPU between boots (docs/reload.md).
-        reload_concurrency: settings.reload_concurrency.unwrap_or_else(|| {
+        reload_concurrency: opts.reload_concurrency.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         }),
         max_memory: opts.max_memory_restart,
@@ -361,7 +361,7 @@ pub(crate) fn start(
                 trusted: opts.sticky_trusted.clone(),
             })
         }),
-        sticky_accept: None,
+        accepting: Vec::new(),
         routes: Routes::default(),
         routes_seq: 0,
         logger: logger.clone(),
@@ -405,8 +405,9 @@ struct Runtime {
     handles: handles::Handles,
     /// Sticky mode behind proxies: where the client key is read from, and whom to believe.
     sticky_key: Option<Arc<sticky::StickyKey>>,
-    /// The sticky listener's accept loop, stopped at an upgrade's hand-over.
-    sticky_accept: Option<tokio::task::AbortHandle>,
+    /// The accept loops of the listeners the master serves itself (sticky, metrics), stopped
+    /// at an upgrade's hand-over.
+    accepting: Vec<tokio::task::AbortHandle>,
     /// Who gets relayed messages, as the core last published it.
     routes: Routes,
     routes_seq: u64,
@@ -459,7 +460,8 @@ impl Runtime {
                 if let Some(listener) = start.metrics {
                     self.upgrade
                         .keep(listener.try_clone().map(std::os::fd::OwnedFd::from));
-                    metrics::serve(listener, self.tx.clone());
+                    self.accepting
+                        .extend(metrics::serve(listener, self.tx.clone()));
                 }
                 if let Some(c) = start.control {
                     control::serve(c.listener, c.uid, self.tx.clone(), start.upgrade_timeout);

@@ -313,15 +313,16 @@ impl super::Runtime {
             },
             on_error,
         )?);
-        self.sticky_accept = Some(task.abort_handle());
+        self.accepting.push(task.abort_handle());
         Ok(())
     }
 
-    /// Performs `Action::StopAccepting`: an upgrade's new master accepts on the sticky listener
-    /// from now on; this one, closing, would accept connections it has no worker left for.
+    /// Performs `Action::StopAccepting`: an upgrade's new master accepts on the sticky and
+    /// metrics listeners from now on; this one, closing, would accept connections it has no
+    /// worker left for, and answer probes with its own 503.
     pub(super) fn stop_accepting(&mut self) {
-        if let Some(task) = self.sticky_accept.take() {
-            tracing::debug!("sticky listener: no longer accepting (hand-over)");
+        for task in self.accepting.drain(..) {
+            tracing::debug!("a listener of the master: no longer accepting (hand-over)");
             task.abort();
         }
     }
