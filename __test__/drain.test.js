@@ -183,6 +183,32 @@ describe('drainServers (lib/drain.js)', () => {
     assert.deepStrictEqual(await drained, { timedOut: false });
   });
 
+  it('a request that reached the kernel while the loop was busy past the grace is answered, not reset', async () => {
+    const { server, port } = await makeServer((req, res) => res.end(`hi ${req.url}`));
+    const agent = keepAliveAgent();
+    const first = await send({ port, path: '/first', agent });
+    assert.strictEqual(first.headers.connection, 'keep-alive');
+    const { socket } = first;
+    // From a check-phase callback: the drain starts (its grace: 50 ms), the client writes its
+    // next request on the idle connection (a small write goes to the kernel at once), and the
+    // loop stays busy past the grace. The loop's next turn runs the grace's timer before it
+    // polls the connection: closing it there would reset a request the server has unread.
+    const drained = await new Promise(resolve => setImmediate(() => {
+      const d = drainServers([ server ], { timeout: 5000, idleGrace: 50 });
+      const again = send({ port, path: '/again', agent });
+      const until = Date.now() + 150;
+      while (Date.now() < until) {
+        // the loop is busy
+      }
+      resolve({ d, again });
+    }));
+    const again = await drained.again;
+    assert(again.reused, 'the request did not go on the idle connection');
+    assert.strictEqual(again.socket, socket);
+    assert.deepStrictEqual([ again.status, again.body, again.headers.connection ], [ 200, 'hi /again', 'close' ]);
+    assert.deepStrictEqual(await drained.d, { timedOut: false });
+  });
+
   it('https: same, on the TLS connections', async () => {
     let release;
     const released = new Promise(resolve => {

@@ -138,7 +138,8 @@ describe('hung workers', function() {
     // 300 ms of busy loop every second: a tick now and then waits for it
     const lag = await waitUntil(async () => {
       const [ v ] = await metric(metricsPort, 'event_loop_lag_seconds', 'role="app",id="1"');
-      return v >= 0.2 && v;
+      // the delay monitor's 100 ms resolution may take up to that off a 300 ms block
+      return v >= 0.15 && v;
     }, 30000, 'the app worker\'s lag to rise');
     assert(lag <= 1, `lag: ${lag}`);
     // slow is not hung

@@ -61,6 +61,8 @@ const CFG = {
   relayWindow: 64, // round trips in flight per app worker
   relayMs: QUICK ? 1000 : 3000,
   relayWarmMs: QUICK ? 300 : 500,
+  latencyRate: 1000, // round trips per second, all app workers together
+  latencyMs: QUICK ? 1000 : 3000,
   bcastSize: 16,
   bcastWindow: 1024, // messages the agent may be ahead of the slowest worker
   bcastAckEvery: 128,
@@ -115,10 +117,11 @@ const nextRunId = tag => `${tag}-${process.pid}-${++seq}`;
 
 /** One master process (and its agent + app workers). */
 class Instance {
-  constructor(impl, { sticky = false, workers = CFG.workers } = {}) {
+  constructor(impl, { sticky = false, workers = CFG.workers, env = {} } = {}) {
     this.impl = impl;
     this.sticky = sticky;
     this.workers = workers;
+    this.env = env;
     this.results = [];
     this.waiters = new Set();
     this.exited = null;
@@ -150,6 +153,7 @@ class Instance {
         NODE_ENV: 'production',
         BENCH_TMP: tmpDir,
         ...(process.env.BENCH_COMPILE_CACHE === '0' ? { EGG_CLUSTER_RS_COMPILE_CACHE: '0' } : {}),
+        ...this.env,
       },
     });
     fs.closeSync(fd);
@@ -406,6 +410,20 @@ async function relay(inst, size, { scrape = false } = {}) {
   return { ...await once(CFG.relayMs), before: quiet };
 }
 
+/** Round-trip times app -> master -> agent -> master -> app at CFG.latencyRate, one at a time per worker. */
+async function latency(inst) {
+  const quiet = await waitQuiet(CFG.quietWindowMs);
+  const runId = nextRunId('latency');
+  const everyMs = 1000 / CFG.latencyRate * inst.workers;
+  const c0 = inst.cpu();
+  inst.send({ action: 'bench-latency-start', to: 'app', data: { runId, everyMs, durationMs: CFG.latencyMs } });
+  const res = await inst.collect(runId, 'latency', inst.workers, CFG.latencyMs + 60000);
+  const cpu = Instance.cpuDelta(c0, inst.cpu());
+  const rtts = res.flatMap(r => r.rtts).sort((a, b) => a - b);
+  const q = p => rtts[Math.min(rtts.length - 1, Math.floor(p * rtts.length))];
+  return { rate: CFG.latencyRate, n: rtts.length, p50Us: q(0.5), p99Us: q(0.99), maxUs: rtts[rtts.length - 1], cpu, before: quiet };
+}
+
 async function broadcast(inst) {
   const quiet = await waitQuiet(CFG.quietWindowMs);
   const once = async durationMs => {
@@ -519,6 +537,8 @@ async function runInstance(impl, round, withWorkloads, gen) {
           log(`  relay ${size} B with /metrics every ${CFG.scrapeEveryMs} ms: ${fmt(r.msgsPerS)} msgs/s (${(r.msgsPerS / run.relay[size].msgsPerS * 100).toFixed(0)}% of without), master ${r.masterCpuMsPer100k.toFixed(0)} ms CPU/100k; ${sc.scrapes} scrapes, ${sc.errors} errors, scrape median ${sc.ms ? sc.ms.median.toFixed(2) : '-'} ms max ${sc.ms ? sc.ms.max.toFixed(2) : '-'} ms`);
         }
       }
+      run.latency = await latency(inst);
+      log(`  latency at ${CFG.latencyRate} msgs/s: p50 ${run.latency.p50Us.toFixed(0)} µs, p99 ${run.latency.p99Us.toFixed(0)} µs (${run.latency.n} round trips)`);
       run.bcast = await broadcast(inst);
       log(`  broadcast: ${fmt(run.bcast.deliveredPerS)} delivered/s`);
       run.httpClose = await http(inst, gen, true);
@@ -697,6 +717,8 @@ const FIGURES = [
   { id: '3b', label: 'relay 16 B: master CPU ms / 100k msgs', get: r => r.relay && r.relay[16].masterCpuMsPer100k, target: [ '<=', 0.1 ] },
   { id: '3c', label: 'relay 64 KiB: msgs/s relayed', get: r => r.relay && r.relay[65536].msgsPerS, target: [ '>=', 3 ] },
   { id: '3d', label: 'relay 64 KiB: master CPU ms / 100k msgs', get: r => r.relay && r.relay[65536].masterCpuMsPer100k, target: [ '<=', 0.1 ] },
+  { id: '3e', label: 'round trip at 1,000/s, p50 (µs)', get: r => r.latency && r.latency.p50Us, target: [ '<=', 1 ] },
+  { id: '3f', label: 'round trip at 1,000/s, p99 (µs)', get: r => r.latency && r.latency.p99Us, target: [ '<=', 1 ] },
   { id: '4', label: 'broadcast agent -> apps: delivered/s', get: r => r.bcast && r.bcast.deliveredPerS },
   { id: '4b', label: 'broadcast: master CPU ms / 100k delivered', get: r => r.bcast && r.bcast.masterCpuMsPer100k },
   { id: '5', label: 'HTTP Connection: close: req/s', get: r => r.httpClose && r.httpClose.rps, target: [ '>=', 1.3 ] },
@@ -963,7 +985,19 @@ process.on('SIGTERM', () => {
   process.exit(143);
 });
 
-if (process.argv[2] === '--report') {
+// the pieces other bench scripts reuse (bench/heartbeat.js)
+exports.CFG = CFG;
+exports.Instance = Instance;
+exports.relay = relay;
+exports.latency = latency;
+exports.http = http;
+exports.waitQuiet = waitQuiet;
+exports.useTmpDir = dir => { tmpDir = dir; };
+exports.killAll = killAll;
+
+if (require.main !== module) {
+  // required by another bench script
+} else if (process.argv[2] === '--report') {
   // re-print the table of a results file: node bench/index.js --report bench/results/<file>.json
   const { meta, runs } = JSON.parse(fs.readFileSync(process.argv[3], 'utf8'));
   report(meta, runs);
