@@ -14,6 +14,7 @@ require('./lib/node')(); // BENCH_NODE=<major>: the whole run on that Node
  * BENCH_RS_STICKY=0     skip egg-cluster-rs's side of figure 7
  * BENCH_WORKERS=N       app workers (default 2)
  * BENCH_RELOAD=0       skip the reload-under-load figure (9); BENCH_RELOAD=only runs it alone
+ * BENCH_RELOAD_LOAD_S=N how long figure 9's load lasts (default 20 s): raise it with many workers
  * BENCH_KEEP_LOGS=1     keep the masters' output and the app logs (the temp dir is printed)
  * BENCH_SCRAPE=1        egg-cluster-rs only: serve `metrics` and measure relay throughput again
  *                       with a scraper GETting /metrics every 100 ms beside it (logged, in the JSON)
@@ -80,7 +81,7 @@ const CFG = {
   reloadOnly: process.env.BENCH_RELOAD === 'only',
   reloadConnections: 16,
   reloadRate: 2000,
-  reloadLoadS: QUICK ? 12 : 20,
+  reloadLoadS: Number(process.env.BENCH_RELOAD_LOAD_S) || (QUICK ? 12 : 20),
   reloadAfterS: QUICK ? 1.5 : 2,
   reloadTimeoutMs: 60000,
   // the 16-worker run: starts (each with a broadcast and a timed close), alternating A B
