@@ -128,9 +128,26 @@ function clusterChildren(masterPid) {
   return out;
 }
 
+// A process is gone once all its threads are: a zombie main thread whose other threads still
+// run their exit holds its sockets and files (as the tests' helper isAlive).
 function alive(pid) {
   const s = stat(pid);
-  return !!s && s.state !== 'Z';
+  if (!s) return false;
+  if (s.state !== 'Z') return true;
+  let tasks;
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`);
+  } catch (_) {
+    return false;
+  }
+  return tasks.some(tid => {
+    try {
+      const st = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      return st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3) !== 'Z';
+    } catch (_) {
+      return false;
+    }
+  });
 }
 
 module.exports = { clkTck, machine, stat, cpuMs, childrenCpuMs, rssKiB, cmdline, descendants, clusterChildren, alive };
