@@ -119,9 +119,6 @@ const ROWS = [
   [ 'HTTP keep-alive, req/s', r => r.keepAlive.rps, 0 ],
 ];
 
-function fmt(x, d) {
-  return x.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
-}
 
 async function main() {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'egg-cluster-rs-bench-hb-'));
@@ -130,7 +127,7 @@ async function main() {
   log(`node ${process.version}, ${os.cpus().length} CPUs, ${ROUNDS} rounds, load generator ${gen.name}`);
   const iso = await isolated();
   const isoText = [ '| one idle child | CPU ms per minute | RSS MiB |', '| --- | --- | --- |',
-    ...iso.map(k => `| ${k.name} | ${fmt(k.cpuMsPerMin, 0)} | ${fmt(k.rssMiB, 1)} |`) ].join('\n');
+    ...iso.map(k => `| ${k.name} | ${bench.fmt(k.cpuMsPerMin, 0)} | ${bench.fmt(k.rssMiB, 1)} |`) ].join('\n');
   process.stdout.write(`\n${isoText}\n`);
   const names = Object.keys(VARIANTS);
   const runs = [];
@@ -141,10 +138,7 @@ async function main() {
   }
   const lines = [ `| | ${names.join(' | ')} |`, `| --- |${names.map(() => ' --- |').join('')}` ];
   for (const [ label, pick, d ] of ROWS) {
-    const cells = names.map(v => {
-      const s = summary(runs.filter(r => r.variant === v).map(pick));
-      return s ? `${fmt(s.median, d)} [${fmt(s.min, d)}–${fmt(s.max, d)}]` : '–';
-    });
+    const cells = names.map(v => bench.cell(summary(runs.filter(r => r.variant === v).map(pick)), d));
     lines.push(`| ${label} | ${cells.join(' | ')} |`);
   }
   process.stdout.write(`\nnode ${process.version}, ${os.cpus().length} CPUs, ${ROUNDS} rounds, medians [min–max]\n${lines.join('\n')}\n`);

@@ -995,6 +995,8 @@ exports.http = http;
 exports.waitQuiet = waitQuiet;
 exports.useTmpDir = dir => { tmpDir = dir; };
 exports.killAll = killAll;
+exports.fmt = fmt;
+exports.cell = cell;
 
 if (require.main !== module) {
   // required by another bench script

@@ -105,8 +105,6 @@ function drainServers(servers, { timeout = 5000, idleGrace = 500 } = {}) {
     let done = false;
     let sweepTimer = null;
     let sweepSoon = null;
-    let closeSoon = null;
-    const closing = new Set();
     const giveUp = setTimeout(() => finish(true), timeout);
 
     function finish(timedOut) {
@@ -115,12 +113,16 @@ function drainServers(servers, { timeout = 5000, idleGrace = 500 } = {}) {
       clearTimeout(giveUp);
       clearTimeout(sweepTimer);
       clearImmediate(sweepSoon);
-      clearImmediate(closeSoon);
       for (const state of list) state.onChange = null;
       resolve({ timedOut });
     }
 
-    // a response or a connection closed, a connection came: look again, once per loop turn
+    // A response or a connection closed, a connection came, or a grace ran out: look again,
+    // once per loop turn, in its check phase. The sweep runs after the loop has polled, so bytes
+    // of a request that reached the kernel meanwhile are read (bytesRead moved, or the request
+    // is being served): a sweep run by the grace's timer, before the poll, would close the
+    // connection with them unread and answer the client with a reset. What is left is the race
+    // every keep-alive server has: a request still on the wire.
     function changed() {
       if (!sweepSoon) sweepSoon = setImmediate(sweep);
     }
@@ -155,32 +157,17 @@ function drainServers(servers, { timeout = 5000, idleGrace = 500 } = {}) {
           }
           const due = Math.max(conn.idleSince, start) + idleGrace;
           if (due <= now) {
-            closing.add(conn);
+            socket.destroy();
           } else {
             next = Math.min(next, due);
           }
         }
       }
-      if (closing.size && !closeSoon) closeSoon = setImmediate(closeIdle);
       if (pending === 0) {
         finish(false);
       } else if (next !== Infinity) {
-        sweepTimer = setTimeout(sweep, next - now);
+        sweepTimer = setTimeout(changed, next - now);
       }
-    }
-
-    // A connection found idle by a timer is closed only after the next poll of the loop: bytes
-    // of a request that reached the kernel meanwhile are read there (bytesRead moves, or the
-    // request is being served), and closing with them unread would answer the client with a
-    // reset. What is left is the race every keep-alive server has: a request still on the wire.
-    function closeIdle() {
-      closeSoon = null;
-      for (const conn of closing) {
-        const { socket } = conn;
-        if (!socket.destroyed && conn.responses.size === 0 && socket.bytesRead === conn.bytesAtIdle) socket.destroy();
-      }
-      closing.clear();
-      changed();
     }
 
     for (const state of list) {

@@ -15,7 +15,7 @@ try {
 }
 
 /**
- * @param {number|string} pid - a pid or 'self'
+ * @param {number|string} pid - a pid, 'self', or '<pid>/task/<tid>' for one thread
  * @return {?{ppid:number, utime:number, stime:number, cutime:number, cstime:number}} clock ticks
  */
 function stat(pid) {
@@ -141,12 +141,8 @@ function alive(pid) {
     return false;
   }
   return tasks.some(tid => {
-    try {
-      const st = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      return st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3) !== 'Z';
-    } catch (_) {
-      return false;
-    }
+    const t = stat(`${pid}/task/${tid}`);
+    return !!t && t.state !== 'Z';
   });
 }
 
