@@ -4,7 +4,7 @@
 // a binary still has the app's own egg-cluster / @eggjs/cluster, which index.js falls back to.
 //
 // 1. This repo's own checkout (`npm install` for development, CI): the dev build, `npm run build`,
-//    failing loudly as any build does.
+//    failing loudly as any build does, and egg 4.1's tools for the tests (__test__/egg41).
 // 2. A prebuilt binary loads (the platform package npm picked by os/cpu/libc, or a local .node):
 //    one line, exit 0.
 // 3. Linux and `cargo` on PATH: build from source into a temporary CARGO_TARGET_DIR outside the
@@ -79,8 +79,15 @@ function main() {
     const r = spawnSync('npm', [ 'run', 'build' ], { cwd: root, stdio: 'inherit' });
     if (r.status !== 0) {
       console.error('egg-cluster-rs: the dev build (`npm run build`) failed; it needs Rust (cargo, rustc) and the dev dependencies (`npm install` in this clone)');
+      return r.status ?? 1;
     }
-    return r.status ?? 1;
+    // egg 4.1's world for its fixtures, apart from the root's egg 3/4 (its tools' peer ranges
+    // exclude them): __test__/egg41/node_modules, from its own lockfile.
+    const w = spawnSync('npm', [ 'ci', '--no-audit', '--no-fund', '--loglevel=error' ], {
+      cwd: path.join(root, '__test__/egg41'), stdio: 'inherit',
+    });
+    if (w.status !== 0) console.error('egg-cluster-rs: `npm ci` in __test__/egg41 (egg 4.1 for the tests) failed');
+    return w.status ?? 1;
   }
 
   const suffix = platformSuffix();
