@@ -24,6 +24,7 @@ mod framework;
 mod js;
 mod ops;
 mod settings;
+mod systemd;
 #[cfg(test)]
 mod testing;
 

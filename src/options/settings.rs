@@ -56,7 +56,7 @@ pub struct Settings {
     /// how long the new master of an upgrade may take to be ready before it is rolled back.
     pub upgrade_timeout: Duration,
     /// systemd's `NOTIFY_SOCKET`, `WATCHDOG_USEC`, `LISTEN_FDS` (those meant for this process).
-    pub systemd: crate::ops::systemd::SystemdEnv,
+    pub systemd: super::systemd::SystemdEnv,
 }
 
 /// How long a child may take to exit after SIGTERM before it is SIGKILLed.
@@ -175,7 +175,7 @@ impl Settings {
                 )?
                 .unwrap_or(300_000),
             ),
-            systemd: crate::ops::systemd::SystemdEnv::from_env(env, std::process::id()).map_err(
+            systemd: super::systemd::SystemdEnv::from_env(env, std::process::id()).map_err(
                 |(name, expected)| OptionsError::InvalidEnv {
                     name,
                     expected,
