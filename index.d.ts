@@ -173,6 +173,30 @@ export interface RelayCounters {
   bytesRelayed: number;
   /** Sticky connections handed to the worker. */
   stickyHandedOver: number;
+  /** Scrapes of /metrics the child did not answer in time (master: all). */
+  scrapeTimeouts: number;
+}
+
+/** What a child's heartbeat carries, cumulative since it started but `elu` and `inFlight` (docs/observability.md). */
+export interface ChildStats {
+  /** event-loop utilization over the last heartbeat interval, 0..1 */
+  elu: number;
+  /** ms the event loop was busy */
+  busyMs: number;
+  heapUsed: number;
+  heapTotal: number;
+  /** ms spent in garbage collection */
+  gcMs: number;
+  /** app workers: the requests of the servers the master hands sockets to */
+  http?: {
+    /** responses by status class 1xx..5xx, then those cut off before the end */
+    codes: [number, number, number, number, number, number];
+    inFlight: number;
+    /** requests per duration bucket (not cumulative): <= 1, 2.5, 5, 10, 25, 50, 100, 250, 500 ms, 1, 2.5, 5, 10 s, then more */
+    buckets: number[];
+    /** the durations' sum, seconds */
+    sum: number;
+  };
 }
 
 export interface ClusterStatus {
@@ -196,6 +220,9 @@ export interface ClusterStatus {
     /** children found hung, and hung or never-listening app workers replaced, so far */
     hung: number;
     hungReplaced: number;
+    /** rolling reloads finished so far, and those of them that failed */
+    reloads: number;
+    reloadsFailed: number;
     /** why dead app workers are not replaced now (a crash loop's backoff, refork off), while some are missing */
     reforkHeld: string | null;
     rss: number | null;
@@ -220,6 +247,8 @@ export interface ClusterStatus {
     hungSince: number | null;
     rss: number | null;
     cpu: number | null;
+    /** what its last heartbeat carried (null before the first) */
+    stats: ChildStats | null;
   }>;
 }
 
@@ -253,6 +282,13 @@ export interface ReloadResult {
  * settles.
  */
 export function startCluster(options?: ClusterOptions, callback?: () => void): Promise<ReadyInfo>;
+
+/**
+ * In an app worker or the agent: adds a prom-client `Registry` to those the master's `/metrics`
+ * merges over the workers, besides prom-client's default registry, which it finds by itself
+ * (docs/observability.md).
+ */
+export function addMetricsRegistry(registry: { getMetricsAsJSON(): Promise<object[]> | object[] }): void;
 
 /**
  * {@link startCluster} started synchronously: throws (`ERR_EGG_CLUSTER_OPTIONS`) on bad

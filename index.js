@@ -266,6 +266,16 @@ exports.createCluster = function createCluster(options, callback) {
   return promise;
 };
 
+/**
+ * In an app worker or the agent: adds a prom-client Registry to those the master's /metrics
+ * merges over the workers (besides prom-client's default registry, which it finds by itself;
+ * docs/observability.md). Does nothing visible outside a cluster of this master.
+ * @param {Object} registry - a prom-client Registry
+ */
+exports.addMetricsRegistry = function addMetricsRegistry(registry) {
+  require('./lib/app_metrics').addRegistry(registry);
+};
+
 // Where the workers are started from: lib/*_worker.js under a path whose tail is the one the
 // stop command of the tool that started this master (egg-scripts 3, or @eggjs/scripts) looks for
 // when it SIGKILLs leftover workers; both paths only load lib/*_worker.js.

@@ -24,7 +24,8 @@ function procRss(pid) {
 
 /**
  * A strict parser of the Prometheus/OpenMetrics text format: every sample belongs to a family
- * declared by `# TYPE` before it, counters' samples end in `_total`, labels are `k="v"` with
+ * declared by `# TYPE` before it, counters' samples end in `_total` (histograms' in `_bucket`,
+ * `_count`, `_sum`), labels are `k="v"` with
  * escapes, values are numbers, the text ends with `# EOF`. Throws on anything else.
  * @param {string} text -
  * @return {{types: Object, samples: Array<{name: string, labels: Object, value: number}>}} -
@@ -60,7 +61,8 @@ function parseMetrics(text) {
     }
     const value = Number(valueText);
     assert(!Number.isNaN(value) || valueText === 'NaN', `bad value: ${line}`);
-    const family = Object.keys(types).find(f => name === f || (types[f] === 'counter' && name === `${f}_total`));
+    const suffixes = { counter: [ '_total' ], histogram: [ '_bucket', '_count', '_sum' ], summary: [ '_count', '_sum' ] };
+    const family = Object.keys(types).find(f => name === f || (suffixes[types[f]] || []).some(x => name === `${f}${x}`));
     assert(family, `sample before its TYPE: ${name}`);
     if (types[family] === 'counter') assert(name.endsWith('_total'), `counter sample without _total: ${name}`);
     samples.push({ name, labels, value });

@@ -13,6 +13,7 @@ module.exports = function appServer(options, consoleLogger) {
   const fs = require('fs');
   const { trackServer, requestsInFlight, drainServers } = require('./drain');
   const { sigtermSelf } = require('./self');
+  const { trackRequests } = require('./child_stats');
   const debug = require('util').debuglog('egg-cluster:app_worker');
 
   /**
@@ -75,6 +76,7 @@ module.exports = function appServer(options, consoleLogger) {
     const { server, debugPortServer } = createServers(app, listen.https);
     trackServer(server);
     if (debugPortServer) trackServer(debugPortServer);
+    countRequests(server, debugPortServer);
 
     server.once('error', err => {
       consoleLogger.error('[app_worker] server got error: %s, code: %s', err.message, err.code);
@@ -121,6 +123,15 @@ module.exports = function appServer(options, consoleLogger) {
     }
     const server = require('http').createServer(app.callback());
     return { server, debugPortServer: debugPort ? server : null };
+  }
+
+  /**
+   * The request metrics the heartbeat carries (lib/child_stats.js), of every server the worker
+   * serves with: before the app's own listeners, so that a response sent at once is counted.
+   * @param {...Object} servers - http(s) servers (null ones are skipped)
+   */
+  function countRequests(...servers) {
+    for (const server of servers) trackRequests(server);
   }
 
   /**

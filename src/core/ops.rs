@@ -102,6 +102,9 @@ pub(crate) struct MasterStatus {
     /// Children found hung, and hung or never-listening app workers replaced, so far.
     pub(crate) hung: u64,
     pub(crate) hung_replaced: u64,
+    /// Rolling reloads finished so far, and those of them that failed.
+    pub(crate) reloads: u64,
+    pub(crate) reloads_failed: u64,
     /// Why dead app workers are not being replaced (crash loop, refork off), while some are
     /// missing.
     pub(crate) refork_held: Option<String>,
@@ -135,6 +138,9 @@ pub(crate) struct OpsState {
     /// Children found hung, and hung or never-listening app workers replaced.
     pub(super) hung: u64,
     pub(super) hung_replaced: u64,
+    /// Rolling reloads finished, and failed.
+    pub(super) reloads: u64,
+    pub(super) reloads_failed: u64,
     /// Why dead app workers are not replaced at once (a crash loop's backoff) or at all
     /// (refork off), until every slot serves again.
     pub(super) refork_held: Option<String>,
@@ -268,6 +274,8 @@ impl Core {
                 malformed: self.ops.malformed,
                 hung: self.ops.hung,
                 hung_replaced: self.ops.hung_replaced,
+                reloads: self.ops.reloads,
+                reloads_failed: self.ops.reloads_failed,
                 refork_held,
             },
             children: children

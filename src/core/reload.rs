@@ -315,7 +315,11 @@ impl Core {
     }
 
     /// Tells the parent and `promise.master` how the reload ended.
-    fn reload_done(&self, data: serde_json::Value, out: &mut Vec<Action>) {
+    fn reload_done(&mut self, data: serde_json::Value, out: &mut Vec<Action>) {
+        self.ops.reloads += 1;
+        if data["ok"] != true {
+            self.ops.reloads_failed += 1;
+        }
         let data = data.to_string();
         Self::send(
             out,

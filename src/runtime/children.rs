@@ -161,6 +161,16 @@ impl Children {
         }
     }
 
+    /// Queues `frame()` for every child still running (a process or a thread); returns those.
+    pub(super) fn send_to_all(&self, frame: impl Fn() -> Frame) -> Vec<u32> {
+        self.procs
+            .iter()
+            .filter(|(_, p)| p.exited.borrow().is_none())
+            .filter(|(_, p)| p.sender.send_control(frame()).is_ok())
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
     /// `pid`, if it is still running, for the shutdown helpers.
     pub(super) fn terminate_target(&self, pid: u32) -> Option<Stop> {
         let p = self.procs.get(&pid)?;

@@ -27,6 +27,7 @@ mod metrics;
 mod ops;
 mod pid_file;
 mod relay;
+mod scrape;
 mod shutdown;
 mod start;
 pub(crate) mod sticky;
@@ -89,6 +90,8 @@ struct Runtime {
     reports: hung::Reports,
     worker_timeout: Option<std::time::Duration>,
     upgrade: upgrade::UpgradeHost,
+    /// Scrapes of /metrics waiting for the children's answers.
+    scrapes: scrape::Scrapes,
 }
 
 impl Runtime {
@@ -190,6 +193,12 @@ impl Runtime {
                 self.dispatch(Event::ThreadError { pid: tid, message })
             }
             Input::Status(waiter) => self.on_status_request(waiter),
+            Input::ScrapeBegin { answers, reply } => self.on_scrape_begin(answers, reply),
+            Input::ScrapeEnd {
+                seq,
+                timed_out,
+                waiter,
+            } => self.on_scrape_end(seq, timed_out, waiter),
             Input::HungReport { pid, report } => self.dispatch(Event::HungReport { pid, report }),
             Input::Command(Command::Upgrade(n)) => self.on_upgrade_request(match n {
                 Some(n) => upgrade::Waiter::Js(n),
@@ -216,8 +225,14 @@ impl Runtime {
                     }
                 }
             }
-            ChildEvent::Incoming(Incoming::Heartbeat { lag_ms }) => {
+            ChildEvent::Incoming(Incoming::Heartbeat { lag_ms, stats }) => {
+                if let Some(raw) = stats {
+                    self.ops.child_stats(pid, &raw);
+                }
                 self.dispatch(Event::Heartbeat { pid, lag_ms })
+            }
+            ChildEvent::Incoming(Incoming::Metrics { seq, metrics }) => {
+                self.on_metrics_answer(pid, seq, metrics)
             }
             ChildEvent::Incoming(Incoming::Malformed { reason }) => {
                 self.dispatch(Event::Malformed { pid, reason })

@@ -279,6 +279,7 @@ pub(crate) fn start(
         reports,
         worker_timeout: opts.worker_timeout,
         upgrade: upgrade::UpgradeHost::new(master_launch, inbound, opts.pid_file.clone()),
+        scrapes: Default::default(),
     };
     std::thread::Builder::new()
         .name("egg-cluster-rs".into())
