@@ -8,6 +8,7 @@
  *                                          control socket (same user only, see docs/operations.md)
  * egg-cluster-rs upgrade [--title=T] [--pid=N]      master upgrade: a new master takes the sockets
  *                                          over (docs/upgrade.md); waits for the outcome
+ * egg-cluster-rs top [--title=T] [--pid=N] [--once] a live view of the cluster (lib/top.js)
  *
  * Finds the master like `egg-scripts stop` does: `ps -wweo "pid,args"`, node
  * processes whose args include `start-cluster` (and `"title":"T"` with --title),
@@ -32,11 +33,16 @@ const USAGE = `Usage:
                                            the code on disk, keeping the sockets; waits for the
                                            outcome: exit 0 once the new master serves, 1 with
                                            the reason when it was refused or rolled back
+  egg-cluster-rs top [--title=T] [--pid=N] [--once]
+                                           a live view of one master's cluster, refreshed each
+                                           second: per worker CPU, memory, event loop, req/s,
+                                           latency; q quits. --once prints one frame
 
 Options:
   --title=T    only the master started with egg-scripts start --title=T
   --pid=N      the master with this pid (any egg-cluster-rs master of yours, not only egg-scripts')
   --json       status: print the snapshot as JSON
+  --once       top: print one frame (rates over one second) and exit
   -h, --help   show this help
 
 The master is found as \`egg-scripts stop\` finds it: a node process of the
@@ -45,11 +51,12 @@ reload, scale and upgrade refuse to guess: when several masters match and
 neither --title nor --pid was given, they list them and signal none.`;
 
 function parseArgs(argv) {
-  const out = { _: [], title: undefined, help: false, json: false, pid: undefined };
+  const out = { _: [], title: undefined, help: false, json: false, once: false, pid: undefined };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '-h' || arg === '--help') out.help = true;
     else if (arg === '--json') out.json = true;
+    else if (arg === '--once') out.once = true;
     else if (arg.startsWith('--pid=')) {
       out.pid = Number(arg.slice('--pid='.length));
       if (!Number.isInteger(out.pid) || out.pid <= 0) throw new Error('--pid needs a positive integer');
@@ -166,7 +173,7 @@ function main(argv) {
   }
 
   const [ cmd, sub, ...rest ] = args._;
-  if ([ 'status', 'reload', 'scale', 'upgrade' ].includes(cmd)) {
+  if ([ 'status', 'reload', 'scale', 'upgrade', 'top' ].includes(cmd)) {
     // a master started here without the binary is the app's JS master (lib/fallback.js): it
     // neither catches these signals nor has a control socket
     const fallback = require('../lib/fallback');
@@ -178,6 +185,7 @@ function main(argv) {
   }
   if (cmd === 'status' && sub === undefined) return status(args);
   if (cmd === 'upgrade' && sub === undefined) return upgrade(args);
+  if (cmd === 'top' && sub === undefined) return top(args);
   let signal;
   let what;
   if (cmd === 'reload' && sub === undefined) {
@@ -476,6 +484,22 @@ async function upgrade(args) {
   }
   console.error(`egg-cluster-rs: upgrade of master pid ${pid} failed: ${answer.error || 'unknown request (a master older than upgrade?)'}`);
   return 1;
+}
+
+/**
+ * `top`: the live view (lib/top.js) of the one master addressed.
+ * @param {Object} args - parsed
+ * @return {Promise<number>} exit code
+ */
+async function top(args) {
+  const masters = pickMasters(args);
+  if (!masters) return 1;
+  if (masters.length > 1) {
+    console.error(`egg-cluster-rs: ${masters.length} masters match; top shows one: pick it with --pid=N:\n` +
+      masters.map(m => `  pid ${m.pid}  ${describeMaster(m.cmd)}`).join('\n'));
+    return 1;
+  }
+  return require('../lib/top').run({ pid: masters[0].pid, once: args.once, ask: pid => askStatus(pid, 2000) });
 }
 
 if (require.main === module) {
