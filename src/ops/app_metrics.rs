@@ -67,9 +67,12 @@ pub(crate) struct Merged {
     pub(crate) unreadable: usize,
 }
 
+/// The master's own names: app metrics under it are left out, so no sample can clash.
+pub(crate) const RESERVED_PREFIX: &str = "egg_cluster_";
+
 /// Merges the answers (in the order given: the agent, then the app workers) into OpenMetrics
-/// families, leaving out names in `reserved` (the master's own families).
-pub(crate) fn merge(answers: &[Answer<'_>], by_process: bool, reserved: &[&str]) -> Merged {
+/// families, leaving out names under [`RESERVED_PREFIX`].
+pub(crate) fn merge(answers: &[Answer<'_>], by_process: bool) -> Merged {
     let mut unreadable = 0;
     // name -> the metric of each child that has it, names in order of first appearance
     let mut order: Vec<String> = Vec::new();
@@ -104,7 +107,7 @@ pub(crate) fn merge(answers: &[Answer<'_>], by_process: bool, reserved: &[&str])
             "counter" => name.strip_suffix("_total").unwrap_or(&name),
             _ => &name,
         };
-        if !valid_metric_name(&name) || reserved.contains(&family) {
+        if !valid_metric_name(&name) || name.starts_with(RESERVED_PREFIX) {
             tracing::debug!(name, "app metric left out (bad or reserved name)");
             continue;
         }

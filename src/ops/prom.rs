@@ -84,12 +84,7 @@ pub(crate) fn render_scrape(
 ) -> (String, usize) {
     let mut out = render_own(s);
     prom_stats::render(&s.children, &mut out);
-    let ours: Vec<&str> = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split(' ').next())
-        .collect();
-    let merged = app_metrics::merge(answers, by_process, &ours);
+    let merged = app_metrics::merge(answers, by_process);
     out.push_str(&merged.text);
     out.push_str("# EOF\n");
     (out, merged.unreadable)

@@ -7,7 +7,7 @@ use super::snapshot::ChildSnapshot;
 use super::text::{canonical, header, sample};
 use crate::protocol::stats::{ChildStats, BUCKETS, CODES};
 
-/// The families written here, for the app-metrics merge to keep clear of.
+/// The families written here, in order.
 pub(crate) const FAMILIES: [&str; 8] = [
     "egg_cluster_http_requests",
     "egg_cluster_http_requests_in_flight",
