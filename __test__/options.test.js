@@ -131,7 +131,7 @@ describe('index.js', () => {
     assert.deepStrictEqual(loaded.cache, [ path.join(ROOT, 'index.js') ]);
     assert.deepStrictEqual(loaded.keys.sort(), [
       'Agent', 'AgentWorkerLoader', 'AppWorkerLoader', 'Application', 'BaseContextClass', 'Boot',
-      'Controller', 'Service', 'Subscription', 'start', 'startCluster', 'createCluster',
+      'Controller', 'Service', 'Subscription', 'start', 'startCluster', 'createCluster', 'addMetricsRegistry',
       // egg 4's
       'Helper', 'Singleton', 'Request', 'Response', 'Context', 'Router', 'EggApplicationCore', 'startEgg', 'HttpClient', 'ContextHttpClient', 'CookieLimitExceedError', 'MessageUnhandledRejectionError',
     ].sort());
@@ -165,7 +165,7 @@ describe('index.js', () => {
     assert.deepStrictEqual(out.sameAsEgg, names);
     // Node >= 23 also names a CommonJS module's whole exports object 'module.exports' in its namespace
     const moduleExports = Number(process.versions.node.split('.')[0]) >= 23 ? [ 'module.exports' ] : [];
-    assert.deepStrictEqual(out.namespace, [ ...names, 'default', 'startCluster', 'createCluster',
+    assert.deepStrictEqual(out.namespace, [ ...names, 'default', 'startCluster', 'createCluster', 'addMetricsRegistry',
       'Helper', 'Singleton', 'Request', 'Response', 'Context', 'Router', 'EggApplicationCore', 'startEgg', 'HttpClient', 'ContextHttpClient', 'CookieLimitExceedError', 'MessageUnhandledRejectionError',
       ...moduleExports ].sort());
   });
