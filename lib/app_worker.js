@@ -43,13 +43,17 @@ const Application = require(options.framework).Application;
 // which neither the app nor `process.on('message')` ever sees.
 const waitForStart = process.env.EGG_CLUSTER_RS_WAIT_START === '1';
 delete process.env.EGG_CLUSTER_RS_WAIT_START;
+// The wait is spent loading the modules the previous start's Application loaded (lib/warm_start.js).
+const warm = require('./warm_start')(options);
 if (waitForStart) {
   process.on('internalMessage', function onStart(message) {
     if (message && message.cmd === 'NODE_EGG_CLUSTER_RS_START') {
       process.removeListener('internalMessage', onStart);
+      warm.stop();
       startApp();
     }
   });
+  warm.preload();
 } else {
   startApp();
 }
@@ -80,7 +84,10 @@ function startApp() {
       return;
     }
     app.removeListener('startTimeout', onStartTimeout);
-    servers = startServer(app, listen, reportListening);
+    servers = startServer(app, listen, (server, listen) => {
+      reportListening(server, listen);
+      setImmediate(warm.record);
+    });
   });
 
   // exit if worker start timeout

@@ -30,6 +30,7 @@ const consoleLogger = new ConsoleLogger({
 });
 const { listenSettings, startServer, drain, exitProcess } = require('../app_server')(options, consoleLogger);
 let Application;
+let warm;
 
 function send(message) {
   message.senderWorkerId = String(workerId);
@@ -56,7 +57,11 @@ async function main() {
   }
   // Loading the framework is most of a worker's start-up: done while the agent boots.
   ({ Application } = await importModule(options.framework, { paths: [ options.baseDir ] }));
+  // The rest of the wait is spent loading the modules the previous start's Application loaded.
+  warm = require('../warm_start')(options);
+  if (waitForStart) warm.preload();
   await started;
+  warm.stop();
   startApp();
 }
 
@@ -86,7 +91,10 @@ function startApp() {
       },
     });
     app.removeListener('startTimeout', onStartTimeout);
-    servers = startServer(app, listen, reportListening);
+    servers = startServer(app, listen, (server, listen) => {
+      reportListening(server, listen);
+      setImmediate(warm.record);
+    });
   });
 
   // exit if worker start timeout
