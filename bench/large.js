@@ -17,7 +17,8 @@ require('./lib/node')(); // BENCH_NODE=<major>: the whole run on that Node
  * BENCH_WORKERS=N              app workers (default 2)
  * BENCH_LARGE_AGENT_WAIT_MS=N  the agent's wait on its database at boot (default 2000)
  * BENCH_LARGE_APP_WAIT_MS=N    each app worker's (default 200)
- * BENCH_LARGE_IMPLS=rs         one side only (experiments)
+ * BENCH_LARGE_IMPLS=stock,rs,rs-nowarm  which masters: the stock one, egg-cluster-rs, and
+ *                              egg-cluster-rs without its warm start (EGG_CLUSTER_RS_WARM_START=0)
  * egg 4.1 needs Node >= 22.18: on an older Node its masters run on Node 24
  * (scripts/install-nodes.sh, NODES_DIR honoured), and the table says so.
  */
@@ -75,13 +76,14 @@ async function startOnce(impl, build, node, env) {
   const fd = fs.openSync(logFile, 'w');
   const m0 = proc.machine();
   const t0 = performance.now();
-  const child = fork(RUNNER, [ JSON.stringify({ impl, options, cluster: build.cluster }) ], {
+  const child = fork(RUNNER, [ JSON.stringify({ impl: impl === 'stock' ? 'stock' : 'rs', options, cluster: build.cluster }) ], {
     cwd: ROOT,
     execPath: node.bin,
     stdio: [ 'ignore', fd, fd, 'ipc' ],
     env: {
       ...process.env,
       ...env,
+      ...(impl === 'rs-nowarm' ? { EGG_CLUSTER_RS_WARM_START: '0' } : {}),
       EGG_SERVER_ENV: 'prod',
       NODE_ENV: 'production',
       START_PROBE_OUT: out,
@@ -152,7 +154,13 @@ function phases(file, ready) {
   const agentStart = first('agent', 'send:agent-start');
   const appsSpawned = first('app', 'origin');
   const ok = x => (Number.isFinite(x) ? x : null);
+  const byPid = new Map();
+  for (const x of marks) {
+    if (!byPid.has(x.pid)) byPid.set(x.pid, { role: x.role, pid: x.pid });
+    byPid.get(x.pid)[x.mark] = Math.round(x.t - master);
+  }
   return {
+    marks: [ ...byPid.values() ],
     master: ok(agent - master), // the master's own start: Node, the cluster module, startCluster -> agent spawned
     agent: ok(agentStart - agent), // the agent's boot, to agent-start
     apps: ok(ready.t - agentStart), // agent-start -> the last app worker listening -> ready
@@ -175,20 +183,27 @@ const FIGURES = [
   { id: 'L4c', label: '  of which the app workers', get: r => r.cpuMs.apps },
 ];
 
+const LABELS = { stock: null, rs: 'egg-cluster-rs', 'rs-nowarm': 'rs, EGG_CLUSTER_RS_WARM_START=0' };
+
 function table(runs, stockLabel) {
-  const head = [ '#', 'figure', `${stockLabel} median [min–max]`, 'egg-cluster-rs median [min–max]', 'rs/stock', 'target', 'status' ];
+  const impls = CFG.impls;
+  const label = impl => LABELS[impl] || stockLabel;
+  const others = impls.filter(i => i !== 'stock');
+  const head = [ '#', 'figure', ...impls.map(i => `${label(i)} median [min–max]`),
+    ...(impls.includes('stock') ? others.map(i => (others.length > 1 ? `${i}/stock` : 'rs/stock')) : []), 'target', 'status' ];
   const rows = FIGURES.map(f => {
-    const a = summary(runs.filter(r => r.impl === 'stock').map(f.get));
-    const b = summary(runs.filter(r => r.impl === 'rs').map(f.get));
-    const ratio = a && b && a.median ? b.median / a.median : null;
+    const s = Object.fromEntries(impls.map(i => [ i, summary(runs.filter(r => r.impl === i).map(f.get)) ]));
+    const ratios = impls.includes('stock') ? others.map(i => (s.stock && s[i] && s.stock.median ? s[i].median / s.stock.median : null)) : [];
+    const main = ratios[0];
     return {
-      id: f.id, label: f.label, a, b, ratio,
-      cells: [ f.id, f.label, cell(a, f.digits), cell(b, f.digits), ratio == null ? '–' : `${ratio.toFixed(2)}×`,
-        f.target ? `≤ ${f.target}×` : '–', f.target && ratio != null ? (ratio <= f.target ? 'met' : 'missed') : '–' ],
+      id: f.id, label: f.label, summaries: s, ratios,
+      cells: [ f.id, f.label, ...impls.map(i => cell(s[i], f.digits)), ...ratios.map(x => (x == null ? '–' : `${x.toFixed(2)}×`)),
+        f.target ? `≤ ${f.target}×` : '–', f.target && main != null ? (main <= f.target ? 'met' : 'missed') : '–' ],
     };
   });
+  const numeric = i => i >= 2 && i < head.length - 2;
   const w = head.map((h, i) => Math.max(h.length, ...rows.map(r => r.cells[i].length)));
-  const line = c => c.map((x, i) => (i >= 2 && i <= 4 ? x.padStart(w[i]) : x.padEnd(w[i]))).join(' | ').trimEnd();
+  const line = c => c.map((x, i) => (numeric(i) ? x.padStart(w[i]) : x.padEnd(w[i]))).join(' | ').trimEnd();
   return { rows: rows.map(({ cells, ...r }) => r), text: [ line(head), w.map(n => '-'.repeat(n)).join('-|-'), ...rows.map(r => line(r.cells)) ].join('\n') };
 }
 

@@ -26,8 +26,23 @@ const path = require('path');
 const Module = require('module');
 
 const VERSION = 1;
+// the agent's pid, from the master, to an app worker started beside it (see whenCpuSpare)
+const agentPid = Number(process.env.EGG_CLUSTER_RS_AGENT_PID) || 0;
+delete process.env.EGG_CLUSTER_RS_AGENT_PID;
+// what the decision to hold the framework load back rests on, kept with the list: how long the
+// previous start's framework load took, and how long its agent slept (waited on I/O) before
+// the go-ahead
+const timing = { frameworkMs: null, agentSleepMs: null };
+const cpus = typeof require('os').availableParallelism === 'function' ? require('os').availableParallelism() : require('os').cpus().length;
 const SLICE_MS = 10; // work between two yields to the event loop while preloading
-const AGENT_POLL_MS = 5; // how often a paused preload looks whether the agent still runs
+// whenCpuSpare: how long each look at the agent's and the machine's CPU use lasts; below what
+// share of the time runnable the agent's main thread is taken for waiting on I/O; how much idle
+// makes a CPU free
+const WINDOW_MS = 50;
+const CLK_TCK = 100; // Linux's USER_HZ, what /proc/<pid>/stat counts in
+const POLL_MS = 5;
+const AGENT_WAITING = 0.25;
+const IDLE_CPU = 0.9;
 
 /**
  * @param {Object} options - the worker's options (baseDir, framework, env)
@@ -35,10 +50,10 @@ const AGENT_POLL_MS = 5; // how often a paused preload looks whether the agent s
  *   stopped; stop() at the go-ahead; record() once the worker listens
  */
 module.exports = function warmStart(options) {
-  const off = { preload: () => Promise.resolve(), stop() {}, record() {} };
+  const off = { preload: () => Promise.resolve(), stop: stopGate, record() {} };
   if (process.env.EGG_CLUSTER_RS_WARM_START === '0' || !options || typeof options.baseDir !== 'string') return off;
   const file = path.join(options.baseDir, 'run', 'egg-cluster-rs-warm-start.json');
-  const key = { v: VERSION, framework: String(options.framework), env: String(options.env || process.env.EGG_SERVER_ENV || ''), node: process.version };
+  const key = keyOf(options);
   // what the framework load left loaded: not ours to record
   const before = new Set(Object.keys(require.cache));
   const esm = [];
@@ -58,10 +73,6 @@ module.exports = function warmStart(options) {
   }
   let stopped = false;
   let previous = null;
-  // the agent's pid, from the master: the preload runs only while its main thread is not
-  // runnable (it waits on I/O), never beside its boot on a CPU it needs
-  const agentPid = Number(process.env.EGG_CLUSTER_RS_AGENT_PID) || 0;
-  delete process.env.EGG_CLUSTER_RS_AGENT_PID;
 
   return {
     async preload() {
@@ -71,7 +82,9 @@ module.exports = function warmStart(options) {
       const yieldNow = async () => {
         if (Date.now() - sliceStart < SLICE_MS) return;
         await new Promise(resolve => setImmediate(resolve));
-        while (!stopped && runnable(agentPid)) await new Promise(resolve => setTimeout(resolve, AGENT_POLL_MS));
+        // only while the agent sleeps: on an idle CPU beside a busy agent, both workers would
+        // start at once and take the agent's CPU too
+        await whenCpuSpare(() => stopped, { idleCpu: false });
         sliceStart = Date.now();
       };
       await yieldNow();
@@ -97,6 +110,7 @@ module.exports = function warmStart(options) {
     },
     stop() {
       stopped = true;
+      stopGate();
     },
     record() {
       if (hooks) {
@@ -109,9 +123,12 @@ module.exports = function warmStart(options) {
       }
       try {
         const cjs = Object.keys(require.cache).filter(f => !before.has(f) && isThirdParty(f) && !f.endsWith('.node'));
-        const next = { ...key, cjs, esm: [ ...new Set(esm) ] };
         const old = previous || read(file, key);
-        if (old && same(old.cjs, next.cjs) && same(old.esm, next.esm)) return;
+        // a worker started alone (a reload's, a refork's) learnt nothing about the agent's boot
+        const learnt = timing.frameworkMs == null && old ? { frameworkMs: old.frameworkMs, agentSleepMs: old.agentSleepMs } : timing;
+        const next = { ...key, cjs, esm: [ ...new Set(esm) ], ...learnt };
+        if (old && same(old.cjs, next.cjs) && same(old.esm, next.esm) && holdBack(old) === holdBack(next) &&
+          (old.frameworkMs != null || next.frameworkMs == null)) return;
         fs.mkdirSync(path.dirname(file), { recursive: true });
         const tmp = `${file}.${process.pid}.tmp`;
         fs.writeFileSync(tmp, JSON.stringify(next));
@@ -123,14 +140,63 @@ module.exports = function warmStart(options) {
   };
 };
 
-/** The process's main thread is running or waiting for a CPU (`R` in /proc/<pid>/stat). */
-function runnable(pid) {
+/**
+ * Resolves once this early worker may use a CPU without taking it from the agent's boot, which
+ * is what the app waits for: over the last window the agent's main thread was mostly neither on
+ * a CPU nor waiting for one (it waits on I/O, on its database), or (`idleCpu`) a whole CPU of
+ * the machine was idle. Resolves at once without the agent's pid or /proc, and as soon as
+ * `done()` (the go-ahead came).
+ * @param {Function} done - true: stop waiting
+ * @param {{idleCpu?: boolean}} [opts] - false: only while the agent sleeps
+ * @return {Promise<void>} -
+ */
+async function whenCpuSpare(done, { idleCpu = true } = {}) {
+  if (!agentPid) return;
+  const g = cpuGate();
+  while (!g.agentSleeps && !(idleCpu && g.cpuIdle) && !done()) await new Promise(resolve => setTimeout(resolve, POLL_MS));
+}
+
+// One look at the agent's and the machine's CPU use every WINDOW_MS while the worker waits.
+let gate = null;
+function cpuGate() {
+  if (gate) return gate;
+  gate = { agentSleeps: false, cpuIdle: false, timer: null };
+  let before = sample();
+  if (!before) return stopGate();
+  gate.timer = setInterval(() => {
+    const now = sample();
+    if (!now) return stopGate();
+    const wallNs = Number(now.at - before.at) || 1;
+    // the agent's main thread on a CPU or waiting for one: a starved agent is not a sleeping one
+    const agentRunnable = (now.agent - before.agent) / wallNs;
+    const ticks = (now.machine - before.machine) || 1;
+    const idleCpus = (now.idle - before.idle) / ticks * cpus;
+    gate.agentSleeps = agentRunnable < AGENT_WAITING;
+    gate.cpuIdle = idleCpus > IDLE_CPU;
+    before = now;
+  }, WINDOW_MS);
+  gate.timer.unref();
+  return gate;
+}
+
+// at the go-ahead: no more looks
+function stopGate() {
+  if (gate && gate.timer) clearInterval(gate.timer);
+  gate = { agentSleeps: true, cpuIdle: true, timer: null };
+  return gate;
+}
+
+// the agent's main thread's time on a CPU plus waiting for one (ns, /proc/<pid>/schedstat); the
+// machine's idle and total clock ticks; when
+function sample() {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat[stat.lastIndexOf(')') + 2] === 'R';
+    const [ onCpu, runDelay ] = fs.readFileSync(`/proc/${agentPid}/schedstat`, 'latin1').split(' ').map(Number);
+    const cpu = fs.readFileSync('/proc/stat', 'latin1');
+    const t = cpu.slice(0, cpu.indexOf('\n')).trim().split(/\s+/).slice(1).map(Number);
+    return { at: process.hrtime.bigint(), agent: onCpu + runDelay, idle: t[3] + (t[4] || 0), machine: t.reduce((a, b) => a + b, 0) };
   } catch (_) {
-    // no /proc, or the agent is gone: nothing to wait for
-    return false;
+    // no /proc or no schedstat, or the agent is gone: nothing to wait for
+    return null;
   }
 }
 
@@ -153,6 +219,52 @@ function read(file, key) {
 
 function same(a, b) {
   return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+module.exports.whenCpuSpare = whenCpuSpare;
+
+/**
+ * Whether an early worker should load the framework only on a spare CPU (whenCpuSpare) rather
+ * than at once: when the previous start's agent slept (waited on I/O) at least as long as that
+ * start's framework load took, the load fits in the agent's sleep and loading it beside the
+ * agent's boot would only slow the agent down; when the agent never waits (a small app), the
+ * framework loads beside it, on what CPU is left.
+ * @param {Object} options - the worker's options
+ * @return {boolean} -
+ */
+module.exports.holdFrameworkBack = function holdFrameworkBack(options) {
+  if (!agentPid || process.env.EGG_CLUSTER_RS_WARM_START === '0' || !options || typeof options.baseDir !== 'string') return false;
+  const list = read(path.join(options.baseDir, 'run', 'egg-cluster-rs-warm-start.json'), keyOf(options));
+  return !!list && holdBack(list);
+};
+
+/** The early worker loaded the framework in `ms`. */
+module.exports.frameworkLoaded = function frameworkLoaded(ms) {
+  timing.frameworkMs = Math.round(ms);
+};
+
+/** The go-ahead came: how long has the agent slept so far (its main thread neither on a CPU nor waiting for one). */
+module.exports.goAhead = function goAhead() {
+  stopGate();
+  if (!agentPid) return;
+  try {
+    const [ onCpuNs, runDelayNs ] = fs.readFileSync(`/proc/${agentPid}/schedstat`, 'latin1').split(' ').map(Number);
+    const stat = fs.readFileSync(`/proc/${agentPid}/stat`, 'latin1');
+    const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    const uptimeMs = Number(fs.readFileSync('/proc/uptime', 'latin1').split(' ')[0]) * 1000;
+    const ageMs = uptimeMs - startTicks * 1000 / CLK_TCK;
+    timing.agentSleepMs = Math.max(0, Math.round(ageMs - (onCpuNs + runDelayNs) / 1e6));
+  } catch (_) {
+    // no schedstat: no decision to learn
+  }
+};
+
+function holdBack(list) {
+  return list.frameworkMs > 0 && list.agentSleepMs >= list.frameworkMs;
+}
+
+function keyOf(options) {
+  return { v: VERSION, framework: String(options.framework), env: String(options.env || process.env.EGG_SERVER_ENV || ''), node: process.version };
 }
 
 // for the tests: where a worker keeps its list

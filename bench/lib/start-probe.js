@@ -79,7 +79,12 @@ if (role === 'app') {
   };
 }
 
+// an ESM worker script (@eggjs/cluster 4) never goes through Module._load as the main module
+if (role !== 'master') patchSend();
+
 function patchSend() {
+  if (patchSend.done) return;
+  patchSend.done = true;
   process.on('internalMessage', m => {
     if (m && m.cmd === 'NODE_EGG_CLUSTER_RS_START') mark('go-ahead');
   });
