@@ -24,6 +24,7 @@
 const fs = require('fs');
 const path = require('path');
 const Module = require('module');
+const debug = require('util').debuglog('egg-cluster-rs:warm_start');
 
 const VERSION = 1;
 // the agent's pid, from the master, to an app worker started beside it (see whenCpuSpare)
@@ -77,7 +78,10 @@ module.exports = function warmStart(options) {
   return {
     async preload() {
       previous = read(file, key);
+      debug('preload: %s modules listed, agent %s', previous ? previous.cjs.length + previous.esm.length : 'no', agentPid);
       if (!previous || !agentPid) return;
+      let n = 0;
+      const t0 = Date.now();
       let sliceStart = 0;
       const yieldNow = async () => {
         if (Date.now() - sliceStart < SLICE_MS) return;
@@ -89,8 +93,9 @@ module.exports = function warmStart(options) {
       };
       await yieldNow();
       for (const filename of previous.cjs) {
-        if (stopped) return;
+        if (stopped) return debug('preload stopped at the go-ahead after %d modules, %d ms', n, Date.now() - t0);
         if (require.cache[filename]) continue;
+        n++;
         try {
           require(filename);
         } catch (_) {
@@ -99,7 +104,8 @@ module.exports = function warmStart(options) {
         await yieldNow();
       }
       for (const url of previous.esm) {
-        if (stopped) return;
+        if (stopped) return debug('preload stopped at the go-ahead after %d modules, %d ms', n, Date.now() - t0);
+        n++;
         try {
           await import(url);
         } catch (_) {
@@ -107,6 +113,7 @@ module.exports = function warmStart(options) {
         }
         await yieldNow();
       }
+      debug('preload done: %d modules, %d ms', n, Date.now() - t0);
     },
     stop() {
       stopped = true;
@@ -153,7 +160,10 @@ module.exports = function warmStart(options) {
 async function whenCpuSpare(done, { idleCpu = true } = {}) {
   if (!agentPid) return;
   const g = cpuGate();
+  const t0 = Date.now();
   while (!g.agentSleeps && !(idleCpu && g.cpuIdle) && !done()) await new Promise(resolve => setTimeout(resolve, POLL_MS));
+  const waited = Date.now() - t0;
+  if (waited > WINDOW_MS * 2) debug('waited %d ms for a spare CPU (agent asleep: %s, a CPU idle: %s)', waited, g.agentSleeps, g.cpuIdle);
 }
 
 // One look at the agent's and the machine's CPU use every WINDOW_MS while the worker waits.
@@ -235,6 +245,7 @@ module.exports.whenCpuSpare = whenCpuSpare;
 module.exports.holdFrameworkBack = function holdFrameworkBack(options) {
   if (!agentPid || process.env.EGG_CLUSTER_RS_WARM_START === '0' || !options || typeof options.baseDir !== 'string') return false;
   const list = read(path.join(options.baseDir, 'run', 'egg-cluster-rs-warm-start.json'), keyOf(options));
+  debug('framework load held back: %s (previous start: framework %s ms, agent asleep %s ms)', !!list && holdBack(list), list && list.frameworkMs, list && list.agentSleepMs);
   return !!list && holdBack(list);
 };
 
@@ -254,6 +265,7 @@ module.exports.goAhead = function goAhead() {
     const uptimeMs = Number(fs.readFileSync('/proc/uptime', 'latin1').split(' ')[0]) * 1000;
     const ageMs = uptimeMs - startTicks * 1000 / CLK_TCK;
     timing.agentSleepMs = Math.max(0, Math.round(ageMs - (onCpuNs + runDelayNs) / 1e6));
+    debug('go-ahead: the agent has slept %d ms of its %d ms', timing.agentSleepMs, Math.round(ageMs));
   } catch (_) {
     // no schedstat: no decision to learn
   }
