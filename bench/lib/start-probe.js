@@ -16,6 +16,10 @@
  *   send:<action>     process.send of agent-start, realport, listening, bench-ready
  */
 
+// NODE_OPTIONS reaches worker threads too (egg-cluster-rs's watchdog thread): their marks would
+// be taken for the process's
+if (!require('worker_threads').isMainThread) return;
+
 const fs = require('fs');
 const Module = require('module');
 const { performance } = require('perf_hooks');
