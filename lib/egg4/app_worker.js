@@ -29,7 +29,9 @@ const consoleLogger = new ConsoleLogger({
   level: process.env.EGG_APP_WORKER_LOGGER_LEVEL,
 });
 const { listenSettings, startServer, drain, exitProcess } = require('../app_server')(options, consoleLogger);
+const warmStart = require('../warm_start');
 let Application;
+let warm;
 
 function send(message) {
   message.senderWorkerId = String(workerId);
@@ -40,11 +42,14 @@ function send(message) {
 // may send it while the framework is still loading.
 const waitForStart = process.env.EGG_CLUSTER_RS_WAIT_START === '1';
 delete process.env.EGG_CLUSTER_RS_WAIT_START;
+let goAhead = !waitForStart;
 const started = new Promise(resolve => {
   if (!waitForStart) return resolve();
   process.on('internalMessage', function onStart(message) {
     if (message && message.cmd === 'NODE_EGG_CLUSTER_RS_START') {
       process.removeListener('internalMessage', onStart);
+      goAhead = true;
+      warmStart.goAhead();
       resolve();
     }
   });
@@ -54,9 +59,18 @@ async function main() {
   for (const mod of options.require || []) {
     await importModule(mod, { paths: [ options.baseDir ] });
   }
-  // Loading the framework is most of a worker's start-up: done while the agent boots.
+  // Loading the framework is most of a worker's start-up: done while the agent boots — at once,
+  // or, when the previous start showed that the agent sleeps long enough, on a spare CPU (never
+  // on one the agent's boot needs); the rest of the wait is spent loading the modules the
+  // previous start's Application loaded (lib/warm_start.js).
+  if (waitForStart && warmStart.holdFrameworkBack(options)) await warmStart.whenCpuSpare(() => goAhead);
+  const t = Date.now();
   ({ Application } = await importModule(options.framework, { paths: [ options.baseDir ] }));
+  warmStart.frameworkLoaded(Date.now() - t);
+  warm = warmStart(options);
+  if (waitForStart) warm.preload();
   await started;
+  warm.stop();
   startApp();
 }
 
@@ -86,7 +100,10 @@ function startApp() {
       },
     });
     app.removeListener('startTimeout', onStartTimeout);
-    servers = startServer(app, listen, reportListening);
+    servers = startServer(app, listen, (server, listen) => {
+      reportListening(server, listen);
+      setImmediate(warm.record);
+    });
   });
 
   // exit if worker start timeout
