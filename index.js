@@ -183,10 +183,10 @@ exports.createCluster = function createCluster(options, callback) {
     tzOffsetMinutes: -new Date().getTimezoneOffset(),
     // egg-logger's console colours for stdout, decided as chalk 4 does (without loading chalk)
     color: require('supports-color').stdout !== false,
-    agentWorkerFile: path.join(WORKER_DIR, 'agent_worker.js'),
-    appWorkerFile: path.join(WORKER_DIR, 'app_worker.js'),
-    egg4AgentWorkerFile: path.join(__dirname, 'lib/@eggjs/cluster/dist/esm/agent_worker.js'),
-    egg4AppWorkerFile: path.join(__dirname, 'lib/@eggjs/cluster/dist/esm/app_worker.js'),
+    agentWorkerFile: workerFile('agent', 'commonjs'),
+    appWorkerFile: workerFile('app', 'commonjs'),
+    egg4AgentWorkerFile: workerFile('agent', 'esm'),
+    egg4AppWorkerFile: workerFile('app', 'esm'),
     nodeVersion: process.version,
     debugPort: process.debugPort,
     // what an upgrade starts the new master with: this very command line
@@ -266,12 +266,12 @@ exports.createCluster = function createCluster(options, callback) {
   return promise;
 };
 
-// Where the workers are started from: lib/*_worker.js under a path whose tail is the one the
-// stop command of the tool that started this master (egg-scripts 3, or @eggjs/scripts) looks for
-// when it SIGKILLs leftover workers; both paths only load lib/*_worker.js.
-const WORKER_DIR = /@eggjs[\/\\]scripts[\/\\]/.test(process.argv[1] || '')
-  ? path.join(__dirname, 'lib/@eggjs/cluster/dist/commonjs')
-  : path.join(__dirname, 'lib/egg-cluster/lib');
+// Where the workers are started from: a path every egg-scripts / @eggjs/scripts `stop` matches in
+// its sweep for leftover workers (lib/workers/README.md); `commonjs` for egg 3, `esm` for egg 4.
+function workerFile(role, dialect) {
+  const file = `${role}_worker.js`;
+  return path.join(__dirname, 'lib/workers/egg-cluster/lib', file, '@eggjs/cluster/dist', file, '@eggjs/cluster/dist', dialect, file);
+}
 
 function ignore() {}
 
@@ -286,17 +286,8 @@ function hasControllingTerminal() {
   }
 }
 
-// process.execArgv minus an `-e`/`-p <code>` pair, as child_process.fork does: a master
-// started with `node -e` would otherwise make every child run that code again (a fork bomb).
+// process.execArgv without `-e`/`-p` and their code: a master started with `node -e` would
+// otherwise make every child run that code again (lib/exec_argv.js).
 function childExecArgv() {
-  let execArgv = process.execArgv;
-  // process._eval is private, but the only way to find the -e/-p code in execArgv (fork uses it too)
-  if (process._eval != null) {
-    const index = execArgv.lastIndexOf(process._eval);
-    if (index > 0) {
-      execArgv = execArgv.slice();
-      execArgv.splice(index - 1, 2);
-    }
-  }
-  return execArgv;
+  return require('./lib/exec_argv').withoutEval(process.execArgv);
 }

@@ -48,9 +48,9 @@ describe('egg-scripts', () => {
     assert.strictEqual(workers.length, 3, JSON.stringify(procs, null, 2));
     for (const w of workers) {
       // what egg-scripts stop greps for: the title, and (for its SIGKILL fallback)
-      // "egg-cluster/lib/{app,agent}_worker.js", which our workers are started from
+      // "egg-cluster/lib/{app,agent}_worker.js", which our workers' path holds (lib/workers/)
       assert(w.cmdline.includes(`"title":"${title}"`), w.cmdline);
-      assert(w.cmdline.includes(path.join(ROOT, 'lib/egg-cluster/lib/')), w.cmdline);
+      assert(w.cmdline.includes(path.join(ROOT, 'lib/workers/egg-cluster/lib/')), w.cmdline);
     }
 
     const res = await get(port, '/');
