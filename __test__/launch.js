@@ -82,7 +82,8 @@ function records(dir) {
 
 /**
  * The master (the parent of the app workers) loaded none of egg's files, while its app workers,
- * which got egg's classes through this package, did: the probe sees egg where it is loaded.
+ * which got egg's classes through this package, did (the probe sees egg where it is loaded), one
+ * build of it.
  * @param {string} dir - the probe's directory
  * @param {string} egg - the app's egg directory
  * @param {RegExp} launcher - what the master's command line (argv[1..]) must match: the launcher
@@ -99,7 +100,13 @@ function assertMasterWithoutEgg(dir, egg, launcher) {
   const eggDir = `${fs.realpathSync(egg)}${path.sep}`;
   const fromEgg = files => files.filter(f => f.startsWith(eggDir));
   assert.deepStrictEqual(fromEgg(master.files), [], `the master ${master.pid} loaded egg`);
-  for (const app of apps) assert(fromEgg(app.files).length > 0, `app worker ${app.pid} loaded no file of ${eggDir}`);
+  for (const app of apps) {
+    assert(fromEgg(app.files).length > 0, `app worker ${app.pid} loaded no file of ${eggDir}`);
+    // egg 4.0 ships a CommonJS and an ESM build: a worker loads the one the app's own code gets
+    // (lib/egg4/framework.js), not both
+    const builds = new Set(fromEgg(app.files).map(f => (/\/dist\/(commonjs|esm)\//.exec(f) || [])[1]).filter(Boolean));
+    assert(builds.size <= 1, `app worker ${app.pid} loaded two builds of egg: ${[ ...builds ]}`);
+  }
   return master;
 }
 
