@@ -49,8 +49,11 @@ function appOn(fixture, egg) {
   const copy = path.join(modules, 'egg-cluster-rs');
   fs.mkdirSync(copy);
   for (const name of fs.readdirSync(ROOT)) {
-    if ([ 'index.js', 'package.json', 'native.js', 'lib', 'bin' ].includes(name) || name.endsWith('.node')) {
+    if ([ 'index.js', 'package.json', 'native.js', 'lib', 'bin' ].includes(name)) {
       fs.cpSync(path.join(ROOT, name), path.join(copy, name), { recursive: true });
+    } else if (name.endsWith('.node')) {
+      // the binary only needs to be found beside native.js
+      fs.symlinkSync(path.join(ROOT, name), path.join(copy, name));
     }
   }
   return baseDir;
