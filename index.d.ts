@@ -296,8 +296,12 @@ export function addMetricsRegistry(registry: { getMetricsAsJSON(): Promise<objec
  */
 export function createCluster(options?: ClusterOptions, callback?: () => void): ClusterPromise;
 
-// egg 3's exports, so this package can be used as a framework; loaded on first access (a
-// `require` of this package does not load egg; an ESM `import` of it reads them all, so it does)
+// egg's exports, so this package can be an app's framework, read from egg on first access:
+// loading this package never loads egg. From CommonJS (and TypeScript compiled to it) they are
+// named exports: `require('egg-cluster-rs').Application`. Node gives an ES module only
+// `startCluster`, `createCluster` and the default export as named exports (the rest would be read,
+// and egg loaded, at every `import`): there, `import eggClusterRs from 'egg-cluster-rs'` and
+// `eggClusterRs.Application`, or egg's classes from 'egg' itself, as an app's own code has them.
 export {
   start,
   Application,
@@ -340,3 +344,7 @@ export declare const HttpClient: any;
 export declare const ContextHttpClient: any;
 export declare const CookieLimitExceedError: any;
 export declare const MessageUnhandledRejectionError: any;
+
+/** module.exports itself (with `__esModule`, which @eggjs/utils' importModule and TypeScript unwrap). */
+declare const eggClusterRs: typeof import('./index');
+export default eggClusterRs;

@@ -4,30 +4,17 @@ const assert = require('assert');
 const fs = require('fs');
 const path = require('path');
 const {
-  ROOT, copyFixture, getFreePort, runScript, findProcesses, waitDead, get,
+  ROOT, copyFixture, getFreePort, runScript, findProcesses, waitDead, get, watchdogOf,
 } = require('./helper');
+const { EGG, probe, assertMasterWithoutEgg } = require('./launch');
 
 const BIN = require.resolve('egg-scripts/bin/egg-scripts.js');
 const CLI = path.join(__dirname, '../bin/egg-cluster-rs.js');
 
-// The watchdog (/bin/sh ... egg-cluster-rs-watchdog) the master `pid` started.
-function watchdogOf(pid) {
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid && fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('egg-cluster-rs-watchdog')) return Number(name);
-    } catch (_) {
-      // gone meanwhile
-    }
-  }
-  return null;
-}
-
 describe('egg-scripts', () => {
-  it('start --daemon --framework=<this package>, then stop --title', async () => {
+  it('start --daemon --framework=<this package> (the master loads no egg), then stop --title', async () => {
     const baseDir = copyFixture('basic');
+    const loaded = probe(baseDir);
     const port = await getFreePort();
     const title = `egg-cluster-rs-test-${process.pid}-${Date.now()}`;
     const stdoutLog = path.join(baseDir, 'logs/master-stdout.log');
@@ -36,7 +23,7 @@ describe('egg-scripts', () => {
     const start = runScript(BIN, [
       'start', '--daemon', `--framework=${ROOT}`, `--title=${title}`, `--port=${port}`, '--workers=2',
       `--stdout=${stdoutLog}`, `--stderr=${stderrLog}`, baseDir,
-    ], { marker: baseDir, home: baseDir });
+    ], { marker: baseDir, home: baseDir, env: loaded.env });
     const started = await start.waitExit(120000);
     assert.deepStrictEqual(started, { code: 0, signal: null }, start.tail());
     assert.match(start.stdout, new RegExp(`egg-cluster-rs started on http://127\\.0\\.0\\.1:${port}`));
@@ -48,10 +35,11 @@ describe('egg-scripts', () => {
     assert.strictEqual(workers.length, 3, JSON.stringify(procs, null, 2));
     for (const w of workers) {
       // what egg-scripts stop greps for: the title, and (for its SIGKILL fallback)
-      // "egg-cluster/lib/{app,agent}_worker.js", which our workers are started from
+      // "egg-cluster/lib/{app,agent}_worker.js", which our workers' path holds (lib/workers/)
       assert(w.cmdline.includes(`"title":"${title}"`), w.cmdline);
-      assert(w.cmdline.includes(path.join(ROOT, 'lib/egg-cluster/lib/')), w.cmdline);
+      assert(w.cmdline.includes(path.join(ROOT, 'lib/workers/egg-cluster/lib/')), w.cmdline);
     }
+    assertMasterWithoutEgg(loaded.dir, EGG[3], /egg-scripts\/lib\/start-cluster/);
 
     const res = await get(port, '/');
     assert.strictEqual(res.status, 200);

@@ -5,8 +5,8 @@
  * `node app_worker.js <options json>` when the app runs on egg 4. Ported from @eggjs/cluster 3.0
  * src/app_worker.ts (process mode), with lib/app_worker.js's additions (the early start and the
  * go-ahead, reusePort sockets kept by the master, the drain):
- *  - the framework and the `require` entries are loaded with `importModule` (the app may be
- *    ESM);
+ *  - the framework and the `require` entries are loaded with `importModule`, in the app's
+ *    module system (./framework.js);
  *  - `realport` is sent once the app is ready, and the worker reports its listen itself with
  *    `app-start` (`{address, workerId}`; a unix socket as `{address, addressType: -1}`), which
  *    is what the master counts;
@@ -19,7 +19,7 @@ require('../heartbeat')();
 
 const gracefulExit = require('graceful-process');
 const { workerId, exitOnBootFailure, reportBootError } = require('../self');
-const { importModule } = require('@eggjs/utils');
+const frameworkLoader = require('./framework');
 const debug = require('util').debuglog('egg-cluster:app_worker');
 const ConsoleLogger = require('egg-logger').EggConsoleLogger;
 
@@ -56,8 +56,9 @@ const started = new Promise(resolve => {
 });
 
 async function main() {
+  const { load, framework } = await frameworkLoader(options);
   for (const mod of options.require || []) {
-    await importModule(mod, { paths: [ options.baseDir ] });
+    await load(mod);
   }
   // Loading the framework is most of a worker's start-up: done while the agent boots — at once,
   // or, when the previous start showed that the agent sleeps long enough, on a spare CPU (never
@@ -65,7 +66,7 @@ async function main() {
   // previous start's Application loaded (lib/warm_start.js).
   if (waitForStart && warmStart.holdFrameworkBack(options)) await warmStart.whenCpuSpare(() => goAhead);
   const t = Date.now();
-  ({ Application } = await importModule(options.framework, { paths: [ options.baseDir ] }));
+  ({ Application } = await framework());
   warmStart.frameworkLoaded(Date.now() - t);
   warm = warmStart(options);
   if (waitForStart) warm.preload();
