@@ -105,6 +105,9 @@ pub(crate) struct MasterStatus {
     /// Why dead app workers are not being replaced (crash loop, refork off), while some are
     /// missing.
     pub(crate) refork_held: Option<String>,
+    /// The new master of an upgrade in progress, once started: the CLI joins that upgrade
+    /// rather than starting another.
+    pub(crate) upgrading_to: Option<u32>,
 }
 
 /// A lifecycle change for the service manager (`sd_notify`).
@@ -269,6 +272,7 @@ impl Core {
                 hung: self.ops.hung,
                 hung_replaced: self.ops.hung_replaced,
                 refork_held,
+                upgrading_to: self.upgrading_to(),
             },
             children: children
                 .into_iter()

@@ -286,6 +286,7 @@ mod tests {
                     hung: 2,
                     hung_replaced: 1,
                     refork_held: None,
+                    upgrading_to: None,
                 },
                 uptime_ms: 2500,
                 rss: Some(1 << 20),

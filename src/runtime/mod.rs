@@ -32,6 +32,7 @@ mod start;
 pub(crate) mod sticky;
 mod threads;
 mod upgrade;
+mod waiters;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -89,6 +90,8 @@ struct Runtime {
     reports: hung::Reports,
     worker_timeout: Option<std::time::Duration>,
     upgrade: upgrade::UpgradeHost,
+    /// Control-socket clients waiting on a reload or a scaling.
+    waiters: waiters::Waiters,
 }
 
 impl Runtime {
@@ -200,6 +203,7 @@ impl Runtime {
                 Ok(()) => Event::UpgradeReady { seq },
                 Err(reason) => Event::UpgradeFailed { seq, reason },
             }),
+            Input::Control { request, answers } => self.on_control_request(request, answers),
         }
     }
 
@@ -369,10 +373,14 @@ impl Runtime {
                 self.reports
                     .collect(pid, wait, fresh, thread, self.tx.clone());
             }
-            Action::SpawnMaster { seq } => return Some(self.spawn_master(seq)),
+            Action::SpawnMaster { seq, workers } => {
+                return Some(self.spawn_master(seq, workers));
+            }
             Action::StopMaster { pid, limit } => self.stop_master(pid, limit),
             Action::UpgradeOutcome { waiters, result } => self.upgrade_outcome(waiters, result),
             Action::StopAccepting => self.stop_accepting(),
+            Action::Progress { waiters, line } => self.control_progress(&waiters, line),
+            Action::Outcome { waiters, result } => self.control_outcome(waiters, result),
             Action::Exit(code) => {
                 tracing::debug!(code, "exit");
                 self.handles.closing();
