@@ -331,6 +331,58 @@ describe('live worker replacement (reload)', function() {
     await stop(m);
   });
 
+  it('local env: a dev reload of 4 workers boots every replacement at once and leaves no old worker serving once the first replacement serves', async () => {
+    // reloadConcurrency 1 is the production surge here: the local env's reload ignores it
+    const m = await startMaster('reload', { workers: 4, reloadConcurrency: 1 }, { env: LOCAL });
+    await m.waitReady();
+    const before = sorted(m.workers().app);
+    assert.strictEqual(before.length, 4);
+    await m.waitFor(h => h.messages.find(msg => msg && msg.action === 'agent-egg-pids' && msg.data.pids.length === 4));
+    const mark = m.messages.length;
+    m.send({ to: 'master', action: 'reload-worker' });
+    const done = await reloadDone(m, mark);
+    assert.strictEqual(done.data.ok, true, `${JSON.stringify(done)}\n${m.tail()}`);
+    assert.strictEqual(done.data.replaced.length, 4);
+    // what the agent was told of the serving workers, in order: once the first new worker
+    // serves, the old ones are all gone from it before a second new one joins
+    const told = m.messages.slice(mark).filter(msg => msg && msg.action === 'agent-egg-pids').map(msg => msg.data.pids);
+    const first = told.findIndex(pids => pids.some(pid => !before.includes(pid)));
+    assert(first >= 0, JSON.stringify(told));
+    const newOnly = told.slice(first).find(pids => pids.every(pid => !before.includes(pid)));
+    assert(newOnly && newOnly.length === 1, `no moment with only the first new worker serving: ${JSON.stringify(told)}`);
+    assert.match(m.output, masterLine(m, 'rolling reload \\(reload-worker\\): replacing 4 app worker\\(s\\), all at once; the old ones retire as soon as one new worker serves \\(local env\\)'));
+    const after = sorted(m.workers().app);
+    assert.strictEqual(after.length, 4);
+    assert(after.every(pid => !before.includes(pid)), `before ${before}, after ${after}`);
+    assert.strictEqual((await get(m.options.port, '/pid')).status, 200);
+    await stop(m);
+  });
+
+  it('20 quick scale-ups boot at most reloadConcurrency workers at once, up to EGG_CLUSTER_RS_MAX_WORKERS', async () => {
+    const m = await startMaster('reload', { workers: 1, reloadConcurrency: 2 }, { env: { ...PROD, EGG_CLUSTER_RS_MAX_WORKERS: '6' } });
+    await m.waitReady();
+    const from = m.output.length;
+    for (let i = 0; i < 20; i++) {
+      m.kill('SIGTTIN');
+      await new Promise(resolve => setTimeout(resolve, 50));
+    }
+    // the agent hears of 6 serving workers
+    await m.waitFor(h => h.messages.find(msg => msg && msg.action === 'agent-egg-pids' && msg.data.pids.length >= 6), 120000);
+    // replay the master's lines: a worker boots from its "start" line to its "started at" line
+    let booting = 0;
+    let maxBooting = 0;
+    for (const line of m.output.slice(from).split('\n')) {
+      if (/\[master\] app_worker#\d+:\d+ start, state:/.test(line)) booting++;
+      else if (/\[master\] app_worker#\d+:\d+ started at/.test(line)) booting--;
+      maxBooting = Math.max(maxBooting, booting);
+    }
+    assert.strictEqual(maxBooting, 2, m.tail(80));
+    await m.waitFor(masterLine(m, 'scaled from \\d+ to 6 app workers \\(\\d+ms\\)'), 10000);
+    assert(m.lines(/WARN \d+ \[master\] scaling to \d+ app workers capped at 6, the most this master runs \(EGG_CLUSTER_RS_MAX_WORKERS\)/).length >= 1, m.tail(80));
+    assert.strictEqual(m.workers().app.length, 6);
+    await stop(m);
+  });
+
   it('promise.reload() resolves with ok and the replaced pairs; promise.scale(n) scales', async () => {
     const m = await startMaster('reload', { workers: 2 }, { env: PROD });
     await m.waitReady();
