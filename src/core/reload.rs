@@ -165,7 +165,12 @@ impl Core {
                     reason.as_str()
                 ),
             ));
-            Self::outcome(out, waiters, Err("the app is not up".into()));
+            let why = if self.closing() {
+                "this master is closing"
+            } else {
+                "the app is not up"
+            };
+            Self::outcome(out, waiters, Err(why.into()));
             return;
         }
         if let Some(reload) = &mut self.reload {

@@ -58,7 +58,9 @@ impl Core {
                 Level::Warn,
                 "[master] scaling ignored: the app is not up, or a reload is in progress".into(),
             ));
-            let why = if self.reload.is_some() {
+            let why = if self.closing() {
+                "this master is closing"
+            } else if self.reload.is_some() {
                 "a reload is in progress; scale once it is done"
             } else {
                 "the app is not up"
