@@ -148,7 +148,11 @@ export interface ClusterPromise extends Promise<ReadyInfo> {
    * reload asked for during a reload is queued once. Also emitted as `reload-done` on `master`.
    */
   reload(): Promise<ReloadResult>;
-  /** Runs `workers` app workers: new ones start, extra ones are drained (`SIGTTIN`/`SIGTTOU` add/retire one). */
+  /**
+   * Runs `workers` app workers: new ones start, `reloadConcurrency` booting at a time, extra ones
+   * are drained (`SIGTTIN`/`SIGTTOU` add/retire one). Capped at `EGG_CLUSTER_RS_MAX_WORKERS`
+   * (default four per CPU), with a WARN line.
+   */
   scale(workers: number): void;
   /** The cluster's status snapshot (also `{to: 'master', action: 'cluster-status'}`, the CLI's `status`). */
   status(): Promise<ClusterStatus>;
@@ -225,6 +229,8 @@ export interface ClusterStatus {
     reloadsFailed: number;
     /** why dead app workers are not replaced now (a crash loop's backoff, refork off), while some are missing */
     reforkHeld: string | null;
+    /** the new master of an upgrade in progress (docs/upgrade.md), once started */
+    upgradingTo: number | null;
     rss: number | null;
     /** CPU % since the previous status (since start for the first), 100 = one core */
     cpu: number | null;
@@ -255,7 +261,7 @@ export interface ClusterStatus {
 /** How a rolling reload ended (also sent to the parent as `reload-done`). */
 export interface ReloadResult {
   ok: boolean;
-  /** `reload-worker`, `SIGUSR2`, `api`, `maxMemoryRestart` or `workerTimeout`. */
+  /** `reload-worker`, `SIGUSR2`, `api`, `egg-cluster-rs reload`, `maxMemoryRestart` or `workerTimeout`. */
   reason: string;
   /** `[oldPid, newPid]` of each slot replaced. */
   replaced: Array<[number, number]>;

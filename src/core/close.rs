@@ -31,7 +31,6 @@ impl Core {
         if self.closing() {
             return;
         }
-        self.abort_upgrade(out);
         let info = |out: &mut Vec<Action>, msg: String| out.push(Action::Log(Level::Info, msg));
         info(
             out,
@@ -45,6 +44,8 @@ impl Core {
             out,
             format!("[master] process info: heap_limit {heap_limit}, heap_used {heap_used}"),
         );
+        self.abort_upgrade(signal, out);
+        self.abort_waits("this master is closing", out);
         let delay = self.cfg.shutdown_delay;
         if delay.is_zero() {
             self.begin_close(out);
@@ -82,6 +83,7 @@ impl Core {
     /// The close proper: the app workers first.
     fn close_apps(&mut self, out: &mut Vec<Action>) {
         self.phase = MasterPhase::Closing;
+        self.abort_waits("this master is closing", out);
         for app in self.children.apps_mut() {
             app.disable_refork = true;
         }

@@ -108,6 +108,9 @@ pub(crate) struct MasterStatus {
     /// Why dead app workers are not being replaced (crash loop, refork off), while some are
     /// missing.
     pub(crate) refork_held: Option<String>,
+    /// The new master of an upgrade in progress, once started: the CLI joins that upgrade
+    /// rather than starting another.
+    pub(crate) upgrading_to: Option<u32>,
 }
 
 /// A lifecycle change for the service manager (`sd_notify`).
@@ -277,6 +280,7 @@ impl Core {
                 reloads: self.ops.reloads,
                 reloads_failed: self.ops.reloads_failed,
                 refork_held,
+                upgrading_to: self.upgrading_to(),
             },
             children: children
                 .into_iter()

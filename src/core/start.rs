@@ -64,9 +64,19 @@ impl Core {
                 format!("[master] serving /metrics, /healthz and /readyz on http://{addr}"),
             ));
         }
+        if self.workers != cfg.workers {
+            // An upgrade's new master: the old tree was scaled since its start.
+            out.push(Action::Log(
+                Level::Info,
+                format!(
+                    "[master] upgrade: starting {} app workers as the previous master ran them (workers: {} at its start)",
+                    self.workers, cfg.workers
+                ),
+            ));
+        }
         let id = self.children.next_id(Role::Agent);
         out.push(Action::SpawnAgent { id });
-        let apps = self.new_app_ids(self.cfg.workers);
+        let apps = self.new_app_ids(self.workers);
         self.early_unanswered = true;
         out.push(Action::SpawnApps {
             batch: Batch::Early,
@@ -136,15 +146,18 @@ impl Core {
             self.early_unanswered = false;
         }
         for app in apps {
-            if batch == Batch::Replace {
-                self.on_replacement_spawned(&app, out);
+            match batch {
+                Batch::Replace => self.on_replacement_spawned(&app, now, out),
+                Batch::Scale => self.on_scale_spawned(&app, now, out),
+                _ => {}
             }
             match app.pid {
                 Ok(pid) => {
                     let mut child = Child::new(Role::App, app.id, pid, Some(app.slot), now);
                     // A replacement is not reforked until it serves: if it fails, the reload
-                    // stops and the old worker goes on.
-                    child.disable_refork = !self.all_started || batch == Batch::Replace;
+                    // stops and the old worker goes on; a worker scaling adds, the scaling.
+                    child.disable_refork =
+                        !self.all_started || batch == Batch::Replace || batch == Batch::Scale;
                     if batch == Batch::Early {
                         child.phase = Phase::Waiting;
                     }
@@ -152,7 +165,7 @@ impl Core {
                     new_pids.push(pid);
                     self.start_timer(pid, out);
                 }
-                Err(_) if batch == Batch::Replace => {}
+                Err(_) if batch == Batch::Replace || batch == Batch::Scale => {}
                 Err(e) => {
                     out.push(Action::Log(
                         Level::Error,
@@ -274,7 +287,7 @@ impl Core {
                 a.phase = Phase::Forked;
             }
         }
-        let missing = self.cfg.workers.saturating_sub(waiting.len());
+        let missing = self.workers.saturating_sub(waiting.len());
         if !waiting.is_empty() {
             out.push(Action::Release(waiting.clone()));
         }
@@ -398,7 +411,7 @@ impl Core {
         let remain = if self.all_started {
             0
         } else {
-            self.cfg.workers.saturating_sub(self.start_success)
+            self.workers.saturating_sub(self.start_success)
         };
         self.verbose(
             out,
@@ -424,9 +437,10 @@ impl Core {
                 Some(self.cfg.options_json.as_bytes()),
             );
             self.on_serving(pid, now, out);
+            self.scaling_on_serving(pid, now, out);
             return;
         }
-        if self.start_success < self.cfg.workers {
+        if self.start_success < self.workers {
             return;
         }
         self.all_started = true;

@@ -53,6 +53,8 @@ pub(super) fn cfg(workers: usize) -> Config {
         start_timeout: None,
         upgrade_timeout: Duration::from_secs(300),
         is_pid1: false,
+        max_workers: 16,
+        inherited_workers: None,
     }
 }
 
@@ -1404,8 +1406,10 @@ fn a_debugged_master_closes_when_an_app_worker_is_sigkilled() {
     assert!(!has_log(&a, "worker kill by debugger"));
     assert!(!a.iter().any(|x| matches!(x, Action::TerminateGroup { .. })));
 }
+mod dev_reload;
 mod egg4;
 mod hung;
+mod scale;
 mod surge;
 mod threads;
 mod upgrade;

@@ -335,6 +335,7 @@ mod tests {
                     reloads: 4,
                     reloads_failed: 1,
                     refork_held: None,
+                    upgrading_to: None,
                 },
                 uptime_ms: 2500,
                 rss: Some(1 << 20),

@@ -85,6 +85,9 @@ pub struct Options {
     /// Absolute application directory.
     pub base_dir: PathBuf,
     pub workers: usize,
+    /// The most app workers scaling may ask for: `EGG_CLUSTER_RS_MAX_WORKERS`, else four per
+    /// CPU the master may use, or `workers` if that is more.
+    pub max_workers: usize,
     pub port: Option<u16>,
     pub https: bool,
     pub sticky: bool,
@@ -190,6 +193,8 @@ pub enum OptionsError {
         expected: &'static str,
         got: String,
     },
+    #[error("options.workers ({workers}) is over EGG_CLUSTER_RS_MAX_WORKERS ({max}): raise the variable, or run fewer workers")]
+    WorkersOverMax { workers: usize, max: usize },
 }
 
 /// Parses and validates the options like egg-cluster's `options.js`.
@@ -255,6 +260,11 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         (false, None) => default_workers(input.host_cpus),
     };
     raw.set("workers", Value::from(workers as u64));
+    let max_workers = match settings.max_workers {
+        Some(max) if workers > max => return Err(OptionsError::WorkersOverMax { workers, max }),
+        Some(max) => max,
+        None => workers.max(MAX_WORKERS_PER_CPU * default_workers(input.host_cpus)),
+    };
 
     if !raw.get("env").is_some_and(truthy) {
         if let Some(server_env) = input.env.get("EGG_SERVER_ENV").filter(|s| !s.is_empty()) {
@@ -428,6 +438,7 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         dialect,
         base_dir,
         workers,
+        max_workers,
         port,
         https,
         sticky,
@@ -451,6 +462,11 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         ports,
     })
 }
+
+/// The bound on scaling without `EGG_CLUSTER_RS_MAX_WORKERS`: egg's default is a worker per
+/// CPU; four leave room for I/O-bound apps, while a runaway `scale up` loop stops long before
+/// the memory does (an egg worker is 60-100 MiB of RSS).
+const MAX_WORKERS_PER_CPU: usize = 4;
 
 /// Puma's `worker_timeout`: long enough that no sane request handler, GC pause or synchronous
 /// start-up step in a serving worker comes near it, short enough that a stuck worker does not
@@ -868,6 +884,31 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.starts_with("options.reloadConcurrency should be"), "{e}");
+        }
+    }
+
+    #[test]
+    fn max_workers_from_the_env_else_four_per_cpu() {
+        let tmp = app();
+        let with = |options: Value, env: &[(&str, &str)]| {
+            parse(input_env(&tmp, options, env)).map(|o| (o.workers, o.max_workers))
+        };
+        let cpus = default_workers(4);
+        assert_eq!(with(json!({}), &[]).unwrap(), (cpus, 4 * cpus));
+        let many = 4 * cpus + 3;
+        assert_eq!(with(json!({ "workers": many }), &[]).unwrap(), (many, many));
+        let env = [("EGG_CLUSTER_RS_MAX_WORKERS", "6")];
+        assert_eq!(with(json!({ "workers": 2 }), &env).unwrap(), (2, 6));
+        let e = with(json!({ "workers": 7 }), &env).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "options.workers (7) is over EGG_CLUSTER_RS_MAX_WORKERS (6): raise the variable, or run fewer workers"
+        );
+        for bad in ["0", "-1", "many", ""] {
+            let e = with(json!({}), &[("EGG_CLUSTER_RS_MAX_WORKERS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("EGG_CLUSTER_RS_MAX_WORKERS should be"), "{e}");
         }
     }
 

@@ -81,6 +81,12 @@ pub(super) enum Input {
         seq: u64,
         outcome: std::result::Result<(), String>,
     },
+    /// The control socket asks for a reload or a scaling; `answers` gets the progress lines
+    /// and the outcome.
+    Control {
+        request: core::ControlRequest,
+        answers: tokio::sync::mpsc::UnboundedSender<crate::ops::control::Answer>,
+    },
 }
 
 pub(super) enum ChildEvent {

@@ -33,6 +33,7 @@ mod start;
 pub(crate) mod sticky;
 mod threads;
 mod upgrade;
+mod waiters;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -92,6 +93,8 @@ struct Runtime {
     upgrade: upgrade::UpgradeHost,
     /// Scrapes of /metrics waiting for the children's answers.
     scrapes: scrape::Scrapes,
+    /// Control-socket clients waiting on a reload or a scaling.
+    waiters: waiters::Waiters,
 }
 
 impl Runtime {
@@ -209,6 +212,7 @@ impl Runtime {
                 Ok(()) => Event::UpgradeReady { seq },
                 Err(reason) => Event::UpgradeFailed { seq, reason },
             }),
+            Input::Control { request, answers } => self.on_control_request(request, answers),
         }
     }
 
@@ -384,10 +388,14 @@ impl Runtime {
                 self.reports
                     .collect(pid, wait, fresh, thread, self.tx.clone());
             }
-            Action::SpawnMaster { seq } => return Some(self.spawn_master(seq)),
+            Action::SpawnMaster { seq, workers } => {
+                return Some(self.spawn_master(seq, workers));
+            }
             Action::StopMaster { pid, limit } => self.stop_master(pid, limit),
             Action::UpgradeOutcome { waiters, result } => self.upgrade_outcome(waiters, result),
             Action::StopAccepting => self.stop_accepting(),
+            Action::Progress { waiters, line } => self.control_progress(&waiters, line),
+            Action::Outcome { waiters, result } => self.control_outcome(waiters, result),
             Action::Exit(code) => {
                 tracing::debug!(code, "exit");
                 self.handles.closing();

@@ -185,6 +185,8 @@ pub(crate) fn start(
         start_timeout: settings.start_timeout,
         upgrade_timeout: settings.upgrade_timeout,
         is_pid1: std::process::id() == 1,
+        max_workers: opts.max_workers,
+        inherited_workers: inbound.workers,
     };
     let reports = hung::Reports::new(&opts.base_dir);
 
@@ -201,8 +203,7 @@ pub(crate) fn start(
     let mut env = launch.env.clone();
     env.retain(|(k, _)| {
         !crate::ops::systemd::CHILD_ENV_REMOVED.contains(&k.as_str())
-            && k != crate::process::spawn::UPGRADE_FDS
-            && k != crate::process::spawn::UPGRADE_READY_FD
+            && !crate::process::spawn::UPGRADE_VARS.contains(&k.as_str())
     });
     if settings.node_env.as_deref() == Some("production") {
         // egg-cluster sets this on its own process.env, so its children inherit it.
@@ -280,6 +281,7 @@ pub(crate) fn start(
         worker_timeout: opts.worker_timeout,
         upgrade: upgrade::UpgradeHost::new(master_launch, inbound, opts.pid_file.clone()),
         scrapes: Default::default(),
+        waiters: Default::default(),
     };
     std::thread::Builder::new()
         .name("egg-cluster-rs".into())
