@@ -144,7 +144,7 @@ fn spawned(c: Config) -> Core {
 }
 
 /// ... and the agent started: the early workers are released.
-fn released(c: Config) -> Core {
+pub(super) fn released(c: Config) -> Core {
     let workers = c.workers;
     let mut core = spawned(c);
     let a = core.handle(
