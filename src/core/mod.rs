@@ -148,6 +148,8 @@ pub(crate) enum Timer {
     },
     /// The new master of upgrade `seq` must be ready by now.
     UpgradeTimeout(u64),
+    /// The close must be over by now (both close timeouts and a margin after it began).
+    CloseTimeout,
 }
 
 /// The two steps of the close sequence.
@@ -551,6 +553,7 @@ impl Core {
             Event::UpgradeReady { seq } => self.on_upgrade_ready(seq, now, &mut out),
             Event::UpgradeFailed { seq, reason } => self.on_upgrade_failed(seq, reason, &mut out),
             Event::Timer(Timer::UpgradeTimeout(seq)) => self.on_upgrade_timeout(seq, &mut out),
+            Event::Timer(Timer::CloseTimeout) => self.on_close_timeout(&mut out),
         }
         self.ops_after(&mut out);
         if out.iter().any(|a| matches!(a, Action::Exit(_))) {

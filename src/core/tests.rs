@@ -1404,6 +1404,7 @@ fn a_debugged_master_closes_when_an_app_worker_is_sigkilled() {
     assert!(!has_log(&a, "worker kill by debugger"));
     assert!(!a.iter().any(|x| matches!(x, Action::TerminateGroup { .. })));
 }
+mod close;
 mod egg4;
 mod hung;
 mod surge;
