@@ -87,6 +87,9 @@ pub(crate) struct Config {
     pub(crate) is_debug: bool,
     /// egg 3 (egg-cluster 2.x's protocol and lines) or egg 4 (@eggjs/cluster 3's).
     pub(crate) dialect: Dialect,
+    /// The egg the app runs on, as found (the start lines say which and where); `None`: none
+    /// found.
+    pub(crate) egg: Option<Egg>,
     /// `startMode: 'worker_threads'`: children are threads of the master, named by thread id.
     pub(crate) threads: bool,
     /// worker_threads mode with `ports`: the port app thread slot `i` serves.
@@ -108,7 +111,7 @@ pub(crate) struct Config {
     pub(crate) is_pid1: bool,
 }
 
-pub(crate) use crate::options::Dialect;
+pub(crate) use crate::options::{Dialect, Egg};
 
 pub(crate) use crate::options::CloseTimeout;
 

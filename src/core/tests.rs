@@ -44,6 +44,13 @@ pub(super) fn cfg(workers: usize) -> Config {
         memory_check_interval: None,
         is_debug: false,
         dialect: Dialect::Egg3,
+        egg: Some(Egg {
+            dir: "/app/node_modules/egg".into(),
+            version: "3.0.0".into(),
+            wraps: None,
+            cluster: Some("egg-cluster"),
+            needs_node: Vec::new(),
+        }),
         threads: false,
         slot_ports: Vec::new(),
         metrics_addr: None,
@@ -181,7 +188,10 @@ fn start_logs_egg_clusters_lines_then_spawns_the_agent_and_early_workers() {
         "[master] =================== egg start ====================="
     );
     assert_eq!(l[1], "[master] node version v20.0.0");
-    assert_eq!(l[2], "[master] egg version 3.0.0");
+    assert_eq!(
+        l[2],
+        "[master] egg version 3.0.0 from /app/node_modules/egg: egg 3 dialect (egg-cluster's protocol)"
+    );
     assert_eq!(l[3], "[master] start with options:\n{\n  \"workers\": 2\n}");
     assert_eq!(
         l[4],

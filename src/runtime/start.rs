@@ -172,6 +172,7 @@ pub(crate) fn start(
         memory_check_interval: Some(opts.memory_check_interval),
         is_debug: opts.is_debug,
         dialect: opts.dialect,
+        egg: opts.egg.clone(),
         threads: opts.threads,
         slot_ports: if opts.threads {
             opts.ports.clone()
@@ -216,7 +217,7 @@ pub(crate) fn start(
         env.retain(|(k, _)| k != "EGG_CLUSTER_RS_EGG");
         env.push((
             "EGG_CLUSTER_RS_EGG".into(),
-            egg.to_string_lossy().into_owned(),
+            egg.dir.to_string_lossy().into_owned(),
         ));
     }
     for (k, v) in reports.child_env(cfg.heartbeat_interval, cfg.worker_timeout) {
