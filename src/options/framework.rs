@@ -148,6 +148,13 @@ pub struct Egg {
     pub needs_node: Vec<(PathBuf, String, String)>,
 }
 
+impl Egg {
+    /// The version of the egg that decided (a wrapper's own version says nothing).
+    pub fn real_version(&self) -> &str {
+        self.wraps.as_ref().map_or(&self.version, |(_, v)| v)
+    }
+}
+
 /// The egg the app runs on, and so the dialect. The egg: the framework itself when its package is
 /// named `egg`; else the `egg` the framework would `require()` (from its own directory up); else
 /// `egg` looked up like a framework name from the app. This package as the framework re-exports
@@ -446,6 +453,7 @@ mod tests {
         let wrapped = tmp.path().join("app/node_modules/egg/node_modules/egg");
         assert_eq!(egg.wraps, Some((wrapped, "3.34.0".to_string())));
         assert_eq!(egg.cluster, Some("egg-cluster"));
+        assert_eq!(egg.real_version(), "3.34.0");
 
         // A wrapper found up the tree from an absolute framework path, and the other way round.
         egg_pkg(&tmp, "fw/wrapper", "1.0.0", "");

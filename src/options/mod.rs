@@ -20,6 +20,7 @@
 //! runtime.
 
 mod cgroup;
+mod compile_cache;
 mod engines;
 mod framework;
 mod js;
@@ -85,6 +86,9 @@ pub struct Options {
     /// speak.
     pub egg: Option<Egg>,
     pub dialect: Dialect,
+    /// Where the workers keep V8's compile cache; `None`: off, or the user's own (see
+    /// [`compile_cache::dir`]).
+    pub compile_cache: Option<PathBuf>,
     /// Absolute application directory.
     pub base_dir: PathBuf,
     pub workers: usize,
@@ -292,6 +296,7 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
     if let Some(egg) = &egg {
         check_node(egg, &input.node_version)?;
     }
+    let compile_cache = compile_cache::dir(&base_dir, egg.as_ref(), &input.env);
 
     let https = raw.get("https").is_some_and(truthy);
     if https {
@@ -439,6 +444,7 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         framework_name,
         framework_version,
         egg,
+        compile_cache,
         dialect,
         base_dir,
         workers,

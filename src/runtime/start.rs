@@ -220,6 +220,14 @@ pub(crate) fn start(
             egg.dir.to_string_lossy().into_owned(),
         ));
     }
+    // lib/compile_cache.js enables it there (and takes the variable out of the worker's env).
+    env.retain(|(k, _)| k != "EGG_CLUSTER_RS_COMPILE_CACHE_DIR");
+    if let Some(dir) = &opts.compile_cache {
+        env.push((
+            "EGG_CLUSTER_RS_COMPILE_CACHE_DIR".into(),
+            dir.to_string_lossy().into_owned(),
+        ));
+    }
     for (k, v) in reports.child_env(cfg.heartbeat_interval, cfg.worker_timeout) {
         env.retain(|(name, _)| *name != k);
         env.push((k, v));
