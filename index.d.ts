@@ -274,8 +274,10 @@ export interface ReloadResult {
  * forking one agent worker and `workers` app workers.
  *
  * An async function (egg 4's launchers require one): bad options reject it with an `Error`
- * with `code: 'ERR_EGG_CLUSTER_OPTIONS'`. Once every app worker listens, `callback()` is
- * called with no argument (egg-cluster's form) and the Promise resolves.
+ * with `code: 'ERR_EGG_CLUSTER_OPTIONS'`, and an egg whose `engines.node` this Node.js does not
+ * satisfy (egg 4.1 needs >= 22.18) with `code: 'ERR_EGG_CLUSTER_NODE_VERSION'`. Once every app
+ * worker listens, `callback()` is called with no argument (egg-cluster's form) and the Promise
+ * resolves.
  *
  * Where no native binary loads (macOS, Windows, an unsupported libc), it starts the JS master the
  * app's egg depends on instead — egg-cluster (egg 3) or @eggjs/cluster (egg 4) — after one warning
@@ -297,8 +299,8 @@ export function startCluster(options?: ClusterOptions, callback?: () => void): P
 export function addMetricsRegistry(registry: { getMetricsAsJSON(): Promise<object[]> | object[] }): void;
 
 /**
- * {@link startCluster} started synchronously: throws (`ERR_EGG_CLUSTER_OPTIONS`) on bad
- * options, and the Promise carries the master's controls (`master`, `reload()`, `scale(n)`).
+ * {@link startCluster} started synchronously: throws (`ERR_EGG_CLUSTER_OPTIONS`,
+ * `ERR_EGG_CLUSTER_NODE_VERSION`) on bad options, and the Promise carries the master's controls (`master`, `reload()`, `scale(n)`).
  */
 export function createCluster(options?: ClusterOptions, callback?: () => void): ClusterPromise;
 

@@ -52,6 +52,9 @@ function onThisPackage(fixture) {
     const m = await startMaster(null, {}, { baseDir, env: { EGG_SERVER_ENV: 'prod' } });
     await m.waitReady(90000);
     assert.match(m.output, /\[master\] =================== egg-cluster-rs start 🥚🥚🥚🥚 =====================/);
+    // which egg runs under this package, where it was found, and the dialect
+    const eggVersion = require(path.join(EGG4, 'package.json')).version;
+    assert(m.lines(/\[master\] egg version /).some(l => l.endsWith(`[master] egg version ${eggVersion} from ${path.join(baseDir, 'node_modules/egg')}: egg 4 dialect (@eggjs/cluster's protocol)`)), m.tail());
     await m.waitForMessages('esm-app-ready', 2);
     const res = await get(m.options.port, '/');
     assert.strictEqual(res.status, 200, res.body);

@@ -190,6 +190,24 @@ describe('operations', () => {
     assert.strictEqual((await m.waitExit()).code, 0, m.tail());
   });
 
+  it('status just after boot: a worker\'s event-loop lag shows from a whole heartbeat after it serves, never its boot', async () => {
+    const m = await startMaster('boot-block', {}, { env: PROD });
+    // every lag a serving app worker shows, polled from the start until both show one
+    const shown = [];
+    await waitUntil(async () => {
+      m.send({ action: 'runner-status' });
+      const n = m.messages.filter(msg => msg.action === 'runner-status').length;
+      const s = (await m.waitFor(h => { const l = h.messages.filter(msg => msg.action === 'runner-status'); return l.length > n && l[l.length - 1]; })).data;
+      const apps = s.children.filter(c => c.role === 'app');
+      for (const c of apps) if (c.state === 'serving' && c.lagMs !== null) shown.push(c.lagMs);
+      return apps.length === 2 && apps.every(c => c.state === 'serving' && c.lagMs !== null);
+    }, 90000, 'both app workers to serve and show their lag');
+    // the 5 s the boot blocked each worker's loop (boot-block/app.js) are not lag
+    assert(shown.every(ms => ms < 2500), `lags shown: ${shown}`);
+    m.kill('SIGTERM');
+    assert.strictEqual((await m.waitExit()).code, 0, m.tail());
+  });
+
   it('/metrics is valid Prometheus text and its relay counters move; /healthz, /readyz; bad requests never hurt', async () => {
     const metricsPort = await getFreePort();
     const m = await startMaster('messenger', { metrics: { port: metricsPort } });

@@ -89,6 +89,9 @@ pub(crate) struct Config {
     pub(crate) is_debug: bool,
     /// egg 3 (egg-cluster 2.x's protocol and lines) or egg 4 (@eggjs/cluster 3's).
     pub(crate) dialect: Dialect,
+    /// The egg the app runs on, as found (the start lines say which and where); `None`: none
+    /// found.
+    pub(crate) egg: Option<Egg>,
     /// `startMode: 'worker_threads'`: children are threads of the master, named by thread id.
     pub(crate) threads: bool,
     /// worker_threads mode with `ports`: the port app thread slot `i` serves.
@@ -115,7 +118,7 @@ pub(crate) struct Config {
     pub(crate) inherited_workers: Option<usize>,
 }
 
-pub(crate) use crate::options::Dialect;
+pub(crate) use crate::options::{Dialect, Egg};
 
 pub(crate) use crate::options::CloseTimeout;
 
@@ -157,6 +160,8 @@ pub(crate) enum Timer {
     UpgradeTimeout(u64),
     /// An app worker added by scaling (boot number `seq`) must serve by now.
     ScaleTimeout(u64),
+    /// The close must be over by now (both close timeouts and a margin after it began).
+    CloseTimeout,
 }
 
 /// The two steps of the close sequence.
@@ -595,6 +600,7 @@ impl Core {
             Event::UpgradeReady { seq } => self.on_upgrade_ready(seq, now, &mut out),
             Event::UpgradeFailed { seq, reason } => self.on_upgrade_failed(seq, reason, &mut out),
             Event::Timer(Timer::UpgradeTimeout(seq)) => self.on_upgrade_timeout(seq, &mut out),
+            Event::Timer(Timer::CloseTimeout) => self.on_close_timeout(&mut out),
         }
         self.ops_after(&mut out);
         if out.iter().any(|a| matches!(a, Action::Exit(_))) {

@@ -31,9 +31,18 @@ impl Core {
             Level::Info,
             format!("[master] node version {}", cfg.node_version),
         ));
+        // egg-cluster's line names the framework; which egg runs under it, where it was found
+        // and which protocol its workers speak follow (in the same line when the framework is
+        // egg itself, which keeps the line's start).
+        if fw != "egg" || cfg.egg.is_none() {
+            out.push(Action::Log(
+                Level::Info,
+                format!("[master] {fw} version {}", cfg.framework_version),
+            ));
+        }
         out.push(Action::Log(
             Level::Info,
-            format!("[master] {fw} version {}", cfg.framework_version),
+            egg_line(cfg.egg.as_ref(), cfg.dialect),
         ));
         if cfg.is_production {
             out.push(Action::Log(
@@ -558,4 +567,30 @@ impl Core {
             out.push(Action::After(self.cfg.heartbeat_interval, Timer::HungCheck));
         }
     }
+}
+
+/// `[master] egg version 4.1.2 from /app/node_modules/egg: egg 4 dialect (@eggjs/cluster's
+/// protocol)`, with the egg a wrapper wraps and how the dialect was decided when not by a
+/// dependency.
+fn egg_line(egg: Option<&super::Egg>, dialect: Dialect) -> String {
+    let protocol = match dialect {
+        Dialect::Egg3 => "egg 3 dialect (egg-cluster's protocol)",
+        Dialect::Egg4 => "egg 4 dialect (@eggjs/cluster's protocol)",
+    };
+    let Some(egg) = egg else {
+        return format!("[master] egg not found from the framework or the app: {protocol}");
+    };
+    let wraps = egg.wraps.as_ref().map_or(String::new(), |(dir, version)| {
+        format!(", a wrapper of egg {version} from {}", dir.display())
+    });
+    let by_version = if egg.cluster.is_none() {
+        ", by its version: it depends on neither egg-cluster nor @eggjs/cluster"
+    } else {
+        ""
+    };
+    format!(
+        "[master] egg version {} from {}{wraps}: {protocol}{by_version}",
+        egg.version,
+        egg.dir.display()
+    )
 }

@@ -20,6 +20,8 @@
 //! runtime.
 
 mod cgroup;
+mod compile_cache;
+mod engines;
 mod framework;
 mod js;
 mod ops;
@@ -36,8 +38,8 @@ use serde_json::{Map, Value};
 
 use crate::client_key::{KeySource, TrustedNet};
 use cgroup::default_workers;
-pub use framework::Dialect;
 use framework::{read_framework_package, resolve_egg, resolve_framework};
+pub use framework::{Dialect, Egg};
 use js::{js_parse_int, json_repr, path_string, resolve, truthy, JsObject};
 pub use settings::{CloseTimeout, Settings};
 
@@ -60,6 +62,8 @@ pub struct OptionsInput {
     pub exec_argv: Vec<String>,
     /// `os.cpus().length`.
     pub host_cpus: usize,
+    /// `process.version` (the workers run the same `node`).
+    pub node_version: String,
 }
 
 /// The validated options.
@@ -80,8 +84,11 @@ pub struct Options {
     pub framework_version: String,
     /// The egg the app runs on (see [`framework::resolve_egg`]), and the protocol its workers
     /// speak.
-    pub egg: Option<PathBuf>,
+    pub egg: Option<Egg>,
     pub dialect: Dialect,
+    /// Where the workers keep V8's compile cache; `None`: off, or the user's own (see
+    /// [`compile_cache::dir`]).
+    pub compile_cache: Option<PathBuf>,
     /// Absolute application directory.
     pub base_dir: PathBuf,
     pub workers: usize,
@@ -195,6 +202,14 @@ pub enum OptionsError {
     },
     #[error("options.workers ({workers}) is over EGG_CLUSTER_RS_MAX_WORKERS ({max}): raise the variable, or run fewer workers")]
     WorkersOverMax { workers: usize, max: usize },
+    /// The app's egg (or a package along its chain) declares a Node.js this is not.
+    #[error("egg {version} ({}) needs Node.js {range} (engines.node of its package.json); this is Node.js {node}", .dir.display())]
+    NodeVersion {
+        dir: PathBuf,
+        version: String,
+        range: String,
+        node: String,
+    },
 }
 
 /// Parses and validates the options like egg-cluster's `options.js`.
@@ -288,6 +303,10 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
     raw.set("framework", Value::from(path_string(&framework)));
     let (framework_name, framework_version) = read_framework_package(&framework)?;
     let (egg, dialect) = resolve_egg(&framework, &framework_name, &base_dir, &input);
+    if let Some(egg) = &egg {
+        check_node(egg, &input.node_version)?;
+    }
+    let compile_cache = compile_cache::dir(&base_dir, egg.as_ref(), &input.env);
 
     let https = raw.get("https").is_some_and(truthy);
     if https {
@@ -435,6 +454,7 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         framework_name,
         framework_version,
         egg,
+        compile_cache,
         dialect,
         base_dir,
         workers,
@@ -553,6 +573,23 @@ fn parse_sticky_key(raw: &JsObject) -> Result<(Option<KeySource>, Vec<TrustedNet
         }
     };
     Ok((key, trusted))
+}
+
+/// egg 4.1 needs Node >= 22.18 and, on an older one, crashes deep in its own loading: the start
+/// is refused at once, naming what the egg declares. A range that cannot be read is no
+/// requirement.
+fn check_node(egg: &Egg, node: &str) -> Result<(), OptionsError> {
+    for (dir, version, range) in &egg.needs_node {
+        if engines::satisfies(range, node) == Some(false) {
+            return Err(OptionsError::NodeVersion {
+                dir: dir.clone(),
+                version: version.clone(),
+                range: range.clone(),
+                node: node.to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The one place that decides which `startMode`s run (`true`: worker_threads). egg-cluster

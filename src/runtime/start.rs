@@ -172,6 +172,7 @@ pub(crate) fn start(
         memory_check_interval: Some(opts.memory_check_interval),
         is_debug: opts.is_debug,
         dialect: opts.dialect,
+        egg: opts.egg.clone(),
         threads: opts.threads,
         slot_ports: if opts.threads {
             opts.ports.clone()
@@ -217,7 +218,15 @@ pub(crate) fn start(
         env.retain(|(k, _)| k != "EGG_CLUSTER_RS_EGG");
         env.push((
             "EGG_CLUSTER_RS_EGG".into(),
-            egg.to_string_lossy().into_owned(),
+            egg.dir.to_string_lossy().into_owned(),
+        ));
+    }
+    // lib/compile_cache.js enables it there (and takes the variable out of the worker's env).
+    env.retain(|(k, _)| k != "EGG_CLUSTER_RS_COMPILE_CACHE_DIR");
+    if let Some(dir) = &opts.compile_cache {
+        env.push((
+            "EGG_CLUSTER_RS_COMPILE_CACHE_DIR".into(),
+            dir.to_string_lossy().into_owned(),
         ));
     }
     for (k, v) in reports.child_env(cfg.heartbeat_interval, cfg.worker_timeout) {
