@@ -323,12 +323,12 @@ async function startMaster(fixture, opts = {}, more = {}) {
  * the leftover scan looks for.
  * @param {string} script -
  * @param {string[]} args -
- * @param {Object} more - { env, home, marker, cwd }
+ * @param {Object} more - { env, home, marker, cwd, execArgv }
  * @return {MasterHandle} -
  */
 function runScript(script, args, more = {}) {
   const env = makeEnv(more.env, more.home || more.marker);
-  return new MasterHandle({ baseDir: more.marker, options: null, env, script, args, cwd: more.cwd });
+  return new MasterHandle({ baseDir: more.marker, options: null, env, script, args, execArgv: more.execArgv, cwd: more.cwd });
 }
 
 /**
