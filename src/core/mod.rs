@@ -177,7 +177,36 @@ pub(crate) enum Batch {
 pub(crate) struct Spawned {
     pub(crate) id: u32,
     pub(crate) slot: usize,
-    pub(crate) pid: Result<u32, String>,
+    pub(crate) pid: Result<u32, SpawnError>,
+}
+
+/// Why a child could not be spawned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SpawnError {
+    /// The master is short of a resource (file descriptors, memory, processes): no fault of
+    /// the app's, and over once the resource is back.
+    Resource(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpawnError::Resource(e) | SpawnError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for SpawnError {
+    fn from(e: String) -> Self {
+        SpawnError::Failed(e)
+    }
+}
+
+impl From<&str> for SpawnError {
+    fn from(e: &str) -> Self {
+        SpawnError::Failed(e.to_string())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -186,7 +215,7 @@ pub(crate) enum Event {
     Start,
     AgentSpawned {
         id: u32,
-        pid: Result<u32, String>,
+        pid: Result<u32, SpawnError>,
     },
     AppsSpawned {
         batch: Batch,
@@ -413,6 +442,8 @@ pub(crate) struct Core {
     start_time: u64,
     app_address: String,
     refork: refork::ReforkPolicy,
+    /// Spawns that failed for want of a resource: retried outside the refork limit.
+    spawn_retry: refork::SpawnRetry,
     disconnect_count: u64,
     unexpected_count: u64,
     /// Consecutive failed health checks.
@@ -456,6 +487,7 @@ impl Core {
                 cfg.refork_limit,
                 cfg.refork_duration_ms,
             ),
+            spawn_retry: refork::SpawnRetry::default(),
             disconnect_count: 0,
             unexpected_count: 0,
             health_failures: 0,

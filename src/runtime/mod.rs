@@ -395,7 +395,7 @@ impl Runtime {
         id: u32,
         slot: Option<usize>,
         wait_start: bool,
-    ) -> std::result::Result<u32, String> {
+    ) -> std::result::Result<u32, core::SpawnError> {
         let spawned = self.children.spawn(role, id, slot, wait_start, &self.tx)?;
         if let Some(message) = spawned.debug_message {
             self.deliver_to_parent(message);
