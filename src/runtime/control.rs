@@ -1,6 +1,9 @@
 //! The control socket the CLI asks (`egg-cluster-rs status`): a unix stream socket in a
 //! directory of the user's own (see [`crate::ops::control`]). One request line, one JSON
 //! answer, then close. Peers of another uid are refused even if they got through the modes.
+//! At most [`MAX_CONNECTIONS`] are open at once ([`super::capped`]): past it, the oldest one
+//! that has not sent its request is closed, so clients holding thousands of connections keep
+//! neither the CLI out nor the master short of file descriptors (which its spawns need).
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -201,6 +204,9 @@ fn connect_refused(path: &Path) -> bool {
     )
 }
 
+/// Connections open at once (as `/metrics`'s).
+pub(super) const MAX_CONNECTIONS: usize = 128;
+
 /// Serves the socket. `upgrade_timeout` bounds how long an `upgrade` request may wait for
 /// its outcome (the core gives up on the new master at that limit; the margin covers its stop).
 pub(super) fn serve(
@@ -220,6 +226,7 @@ pub(super) fn serve(
         }
     };
     tokio::spawn(async move {
+        let mut open = super::capped::Capped::new(MAX_CONNECTIONS);
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -229,7 +236,7 @@ pub(super) fn serve(
                 continue;
             }
             let tx = tx.clone();
-            tokio::spawn(async move {
+            open.spawn(|busy| async move {
                 let (read, mut write) = stream.into_split();
                 let mut line = Vec::new();
                 let read = tokio::time::timeout(
@@ -240,6 +247,7 @@ pub(super) fn serve(
                 if !matches!(read, Ok(Ok(_))) {
                     return;
                 }
+                busy.set();
                 let answer = match control::request(&line) {
                     Some(control::Request::Status) => {
                         match tokio::time::timeout(
@@ -264,7 +272,8 @@ pub(super) fn serve(
                     write.shutdown().await
                 })
                 .await;
-            });
+            })
+            .await;
         }
     });
 }

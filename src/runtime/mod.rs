@@ -18,6 +18,7 @@
 //! - [`shutdown`]: terminating children (a channel lost, the close sequence).
 
 mod backpressure;
+mod capped;
 mod children;
 mod control;
 mod handles;
