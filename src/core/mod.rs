@@ -37,7 +37,7 @@ use crate::log::Level;
 use crate::messenger::{master_message, Role};
 use crate::protocol::MasterAction;
 use children::Children;
-pub(crate) use hung::HungReport;
+pub(crate) use hung::{report_wait, HungReport, NoReport};
 pub(crate) use ops::{CoreStatus, MasterStatus, Notice, OpsPhase, StatusTo};
 pub(crate) use reload::{ReloadReason, Scale};
 pub(crate) use upgrade::UpgradeRequest;
@@ -96,7 +96,7 @@ pub(crate) struct Config {
     /// `shutdownDelay`: after SIGTERM, how long the workers go on serving (not ready) before
     /// the close begins.
     pub(crate) shutdown_delay: Duration,
-    /// `workerTimeout`: a serving child silent this long is hung (`None`: never).
+    /// `workerTimeout`: a serving child whose event loop is blocked this long is hung (`None`: never).
     pub(crate) worker_timeout: Option<Duration>,
     /// How often children tick (`lib/heartbeat.js`), and the hung check runs.
     pub(crate) heartbeat_interval: Duration,
@@ -386,9 +386,13 @@ pub(crate) enum Action {
     Status(StatusTo, Box<CoreStatus>),
     /// The phase or the number of serving workers changed (for `sd_notify`).
     Notify(Notice),
-    /// `pid` is hung: wait up to `wait` for the report its watchdog thread writes (worker
-    /// threads: have one written), answer with [`Event::HungReport`].
-    CollectReport { pid: u32, wait: Duration },
+    /// `pid` is hung: ask its watchdog thread for a report (whose message is `message`), wait
+    /// up to `wait` for it, answer with [`Event::HungReport`].
+    CollectReport {
+        pid: u32,
+        wait: Duration,
+        message: String,
+    },
     /// Start the new master of upgrade `seq` on this one's sockets; answer with
     /// [`Event::UpgradeSpawned`], then [`Event::UpgradeReady`] or [`Event::UpgradeFailed`].
     SpawnMaster { seq: u64 },
@@ -572,7 +576,7 @@ impl Core {
             Event::Scale(scale) => self.on_scale(scale, &mut out),
             Event::MemorySample(samples) => self.on_memory(samples, now, &mut out),
             Event::StatusRequest(to) => self.on_status_request(to, &mut out),
-            Event::Heartbeat { pid, lag_ms } => self.on_heartbeat(pid, lag_ms, now),
+            Event::Heartbeat { pid, lag_ms } => self.on_heartbeat(pid, lag_ms, now, &mut out),
             Event::Timer(Timer::HungCheck) => self.on_hung_check(now, &mut out),
             Event::Timer(Timer::StartTimeout { pid }) => self.on_start_timeout(pid, &mut out),
             Event::HungReport { pid, report } => self.on_hung_report(pid, report, now, &mut out),

@@ -77,6 +77,11 @@ impl Reload {
         self.pending.retain(|p| *p != pid);
         self.pending.push_front(pid);
     }
+
+    /// Whether old worker `pid` is being replaced, or will be.
+    pub(super) fn will_replace(&self, pid: u32) -> bool {
+        self.pending.contains(&pid) || self.steps.iter().any(|s| s.old == pid)
+    }
 }
 
 #[derive(Debug)]
@@ -309,6 +314,20 @@ impl Core {
                 }
                 (None, _) => {}
             }
+        }
+        // A hung worker whose replacement failed serves nobody: it goes now, and its slot is
+        // reforked as a dead worker's (a refork that cannot spawn is tried again).
+        let hung: Vec<u32> = self
+            .children
+            .apps()
+            .filter(|c| c.phase == Phase::Serving && c.hung_since.is_some())
+            .map(|c| c.pid)
+            .collect();
+        for pid in hung {
+            out.push(Action::Terminate {
+                pid,
+                limit: std::time::Duration::ZERO,
+            });
         }
         let data = json!({"ok": false, "reason": reload.reason.as_str(), "error": error, "replaced": replaced});
         self.reload_done(data, out);

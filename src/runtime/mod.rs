@@ -88,7 +88,6 @@ struct Runtime {
     ops_start: Option<OpsStart>,
     backpressure: backpressure::Backpressure,
     reports: hung::Reports,
-    worker_timeout: Option<std::time::Duration>,
     upgrade: upgrade::UpgradeHost,
 }
 
@@ -364,11 +363,10 @@ impl Runtime {
                 .emit("master", String::from_utf8_lossy(&line).into_owned()),
             Action::Status(to, status) => return self.deliver_status(to, *status),
             Action::Notify(notice) => self.notify(notice),
-            Action::CollectReport { pid, wait } => {
-                let fresh = self.worker_timeout.unwrap_or_default() + wait;
+            Action::CollectReport { pid, wait, message } => {
                 let thread = self.children.is_thread(pid);
                 self.reports
-                    .collect(pid, wait, fresh, thread, self.tx.clone());
+                    .collect(pid, wait, &message, thread, self.tx.clone());
             }
             Action::SpawnMaster { seq } => return Some(self.spawn_master(seq)),
             Action::StopMaster { pid, limit } => self.stop_master(pid, limit),
