@@ -131,5 +131,6 @@ describe('limits', () => {
     assert.deepStrictEqual(m.lines(/crash loop|died too fast/), []);
     m.kill('SIGTERM');
     assert.strictEqual((await m.waitExit()).code, 0, m.tail());
+    fs.rmSync(tmp, { recursive: true, force: true });
   });
 });
