@@ -54,23 +54,7 @@ fn a_silent_serving_worker_is_hung_reported_and_replaced_then_killed() {
             t,
         );
     }
-    for t in [2000, 3000, 4000] {
-        core.handle(
-            Event::Heartbeat {
-                pid: app_pid(1),
-                lag_ms: 0,
-            },
-            t,
-        );
-        core.handle(
-            Event::Heartbeat {
-                pid: AGENT,
-                lag_ms: 0,
-            },
-            t,
-        );
-    }
-    for t in [5000] {
+    for t in [2000, 3000, 4000, 5000] {
         core.handle(
             Event::Heartbeat {
                 pid: app_pid(1),
