@@ -39,6 +39,7 @@ use crate::protocol::MasterAction;
 use children::Children;
 pub(crate) use hung::{report_wait, HungReport, NoReport};
 pub(crate) use ops::{CoreStatus, MasterStatus, Notice, OpsPhase, StatusTo};
+pub(crate) use refork::SpawnError;
 pub(crate) use reload::{ReloadReason, Scale};
 pub(crate) use upgrade::UpgradeRequest;
 
@@ -178,35 +179,6 @@ pub(crate) struct Spawned {
     pub(crate) id: u32,
     pub(crate) slot: usize,
     pub(crate) pid: Result<u32, SpawnError>,
-}
-
-/// Why a child could not be spawned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SpawnError {
-    /// The master is short of a resource (file descriptors, memory, processes): no fault of
-    /// the app's, and over once the resource is back.
-    Resource(String),
-    Failed(String),
-}
-
-impl std::fmt::Display for SpawnError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SpawnError::Resource(e) | SpawnError::Failed(e) => f.write_str(e),
-        }
-    }
-}
-
-impl From<String> for SpawnError {
-    fn from(e: String) -> Self {
-        SpawnError::Failed(e)
-    }
-}
-
-impl From<&str> for SpawnError {
-    fn from(e: &str) -> Self {
-        SpawnError::Failed(e.to_string())
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

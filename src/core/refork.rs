@@ -5,6 +5,9 @@
 //! the app with fewer workers until someone restarts it. Past the limit we keep reforking, each
 //! time after a longer delay (100 ms doubling up to 15 s), and start over once a worker has
 //! stayed up for 30 s.
+//!
+//! A spawn that fails because the master is short of a resource ([`SpawnError::Resource`]) is
+//! no death: it is tried again after a short delay ([`SpawnRetry`]), outside the limit.
 
 use std::collections::VecDeque;
 
@@ -80,6 +83,35 @@ impl ReforkPolicy {
         let delay = self.backoff_ms.unwrap_or(BACKOFF_START_MS);
         self.backoff_ms = Some((delay * 2).min(BACKOFF_CAP_MS));
         Decision::After(delay)
+    }
+}
+
+/// Why a child could not be spawned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SpawnError {
+    /// The master is short of a resource (file descriptors, memory, processes): no fault of
+    /// the app's, and over once the resource is back.
+    Resource(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpawnError::Resource(e) | SpawnError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for SpawnError {
+    fn from(e: String) -> Self {
+        SpawnError::Failed(e)
+    }
+}
+
+impl From<&str> for SpawnError {
+    fn from(e: &str) -> Self {
+        SpawnError::Failed(e.to_string())
     }
 }
 
