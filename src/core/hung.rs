@@ -225,6 +225,10 @@ impl Core {
             return;
         }
         if role == Role::Agent {
+            // Being killed: a tick it sent before does not make it kept.
+            if let Some(c) = self.children.get_mut(pid) {
+                c.phase = Phase::Retiring;
+            }
             out.push(Action::Terminate {
                 pid,
                 limit: Duration::ZERO,

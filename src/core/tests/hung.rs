@@ -193,6 +193,15 @@ fn a_hung_agent_is_reported_and_killed_for_egg_to_refork() {
         pid: AGENT,
         limit: Duration::ZERO
     }));
+    // A tick it sent before it died does not make it kept.
+    let a = core.handle(
+        Event::Heartbeat {
+            pid: AGENT,
+            lag_ms: 5000,
+        },
+        6010,
+    );
+    assert!(a.is_empty(), "{a:?}");
 }
 
 #[test]
