@@ -3,7 +3,7 @@
 
 use std::os::fd::OwnedFd;
 
-use super::{ops, upgrade};
+use super::{ops, scrape, upgrade};
 use crate::core::{self, Group, Timer};
 use crate::ipc::channel::Incoming;
 use crate::messenger::Role;
@@ -57,6 +57,18 @@ pub(super) enum Input {
     StickyConnections(Vec<(OwnedFd, std::net::IpAddr)>),
     /// The metrics endpoint or the control socket wants a snapshot.
     Status(ops::Waiter),
+    /// A scrape of /metrics: ask the children for their metrics, answers to `answers`; the
+    /// scrape's number and the children asked to `reply`.
+    ScrapeBegin {
+        answers: tokio::sync::mpsc::UnboundedSender<scrape::Reply>,
+        reply: tokio::sync::oneshot::Sender<(u64, Vec<u32>)>,
+    },
+    /// Scrape `seq` waited long enough: `timed_out` did not answer; a snapshot to `waiter`.
+    ScrapeEnd {
+        seq: u64,
+        timed_out: Vec<u32>,
+        waiter: ops::Waiter,
+    },
     /// What was found of a hung child's report.
     HungReport {
         pid: u32,
@@ -68,6 +80,12 @@ pub(super) enum Input {
     UpgradeReadiness {
         seq: u64,
         outcome: std::result::Result<(), String>,
+    },
+    /// The control socket asks for a reload or a scaling; `answers` gets the progress lines
+    /// and the outcome.
+    Control {
+        request: core::ControlRequest,
+        answers: tokio::sync::mpsc::UnboundedSender<crate::ops::control::Answer>,
     },
 }
 

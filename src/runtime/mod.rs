@@ -28,11 +28,13 @@ mod metrics;
 mod ops;
 mod pid_file;
 mod relay;
+mod scrape;
 mod shutdown;
 mod start;
 pub(crate) mod sticky;
 mod threads;
 mod upgrade;
+mod waiters;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -89,6 +91,10 @@ struct Runtime {
     backpressure: backpressure::Backpressure,
     reports: hung::Reports,
     upgrade: upgrade::UpgradeHost,
+    /// Scrapes of /metrics waiting for the children's answers.
+    scrapes: scrape::Scrapes,
+    /// Control-socket clients waiting on a reload or a scaling.
+    waiters: waiters::Waiters,
 }
 
 impl Runtime {
@@ -190,6 +196,12 @@ impl Runtime {
                 self.dispatch(Event::ThreadError { pid: tid, message })
             }
             Input::Status(waiter) => self.on_status_request(waiter),
+            Input::ScrapeBegin { answers, reply } => self.on_scrape_begin(answers, reply),
+            Input::ScrapeEnd {
+                seq,
+                timed_out,
+                waiter,
+            } => self.on_scrape_end(seq, timed_out, waiter),
             Input::HungReport { pid, report } => self.dispatch(Event::HungReport { pid, report }),
             Input::Command(Command::Upgrade(n)) => self.on_upgrade_request(match n {
                 Some(n) => upgrade::Waiter::Js(n),
@@ -200,6 +212,7 @@ impl Runtime {
                 Ok(()) => Event::UpgradeReady { seq },
                 Err(reason) => Event::UpgradeFailed { seq, reason },
             }),
+            Input::Control { request, answers } => self.on_control_request(request, answers),
         }
     }
 
@@ -216,8 +229,14 @@ impl Runtime {
                     }
                 }
             }
-            ChildEvent::Incoming(Incoming::Heartbeat { lag_ms }) => {
+            ChildEvent::Incoming(Incoming::Heartbeat { lag_ms, stats }) => {
+                if let Some(raw) = stats {
+                    self.ops.child_stats(pid, &raw);
+                }
                 self.dispatch(Event::Heartbeat { pid, lag_ms })
+            }
+            ChildEvent::Incoming(Incoming::Metrics { seq, metrics }) => {
+                self.on_metrics_answer(pid, seq, metrics)
             }
             ChildEvent::Incoming(Incoming::Malformed { reason }) => {
                 self.dispatch(Event::Malformed { pid, reason })
@@ -368,10 +387,14 @@ impl Runtime {
                 self.reports
                     .collect(pid, wait, &message, thread, self.tx.clone());
             }
-            Action::SpawnMaster { seq } => return Some(self.spawn_master(seq)),
+            Action::SpawnMaster { seq, workers } => {
+                return Some(self.spawn_master(seq, workers));
+            }
             Action::StopMaster { pid, limit } => self.stop_master(pid, limit),
             Action::UpgradeOutcome { waiters, result } => self.upgrade_outcome(waiters, result),
             Action::StopAccepting => self.stop_accepting(),
+            Action::Progress { waiters, line } => self.control_progress(&waiters, line),
+            Action::Outcome { waiters, result } => self.control_outcome(waiters, result),
             Action::Exit(code) => {
                 tracing::debug!(code, "exit");
                 self.handles.closing();

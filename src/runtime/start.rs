@@ -172,6 +172,7 @@ pub(crate) fn start(
         memory_check_interval: Some(opts.memory_check_interval),
         is_debug: opts.is_debug,
         dialect: opts.dialect,
+        egg: opts.egg.clone(),
         threads: opts.threads,
         slot_ports: if opts.threads {
             opts.ports.clone()
@@ -185,6 +186,8 @@ pub(crate) fn start(
         start_timeout: settings.start_timeout,
         upgrade_timeout: settings.upgrade_timeout,
         is_pid1: std::process::id() == 1,
+        max_workers: opts.max_workers,
+        inherited_workers: inbound.workers,
     };
     let reports = hung::Reports::new(&opts.base_dir);
 
@@ -201,8 +204,7 @@ pub(crate) fn start(
     let mut env = launch.env.clone();
     env.retain(|(k, _)| {
         !crate::ops::systemd::CHILD_ENV_REMOVED.contains(&k.as_str())
-            && k != crate::process::spawn::UPGRADE_FDS
-            && k != crate::process::spawn::UPGRADE_READY_FD
+            && !crate::process::spawn::UPGRADE_VARS.contains(&k.as_str())
     });
     if settings.node_env.as_deref() == Some("production") {
         // egg-cluster sets this on its own process.env, so its children inherit it.
@@ -216,7 +218,15 @@ pub(crate) fn start(
         env.retain(|(k, _)| k != "EGG_CLUSTER_RS_EGG");
         env.push((
             "EGG_CLUSTER_RS_EGG".into(),
-            egg.to_string_lossy().into_owned(),
+            egg.dir.to_string_lossy().into_owned(),
+        ));
+    }
+    // lib/compile_cache.js enables it there (and takes the variable out of the worker's env).
+    env.retain(|(k, _)| k != "EGG_CLUSTER_RS_COMPILE_CACHE_DIR");
+    if let Some(dir) = &opts.compile_cache {
+        env.push((
+            "EGG_CLUSTER_RS_COMPILE_CACHE_DIR".into(),
+            dir.to_string_lossy().into_owned(),
         ));
     }
     for (k, v) in reports.child_env(cfg.heartbeat_interval, cfg.worker_timeout) {
@@ -278,6 +288,8 @@ pub(crate) fn start(
         backpressure: Default::default(),
         reports,
         upgrade: upgrade::UpgradeHost::new(master_launch, inbound, opts.pid_file.clone()),
+        scrapes: Default::default(),
+        waiters: Default::default(),
     };
     std::thread::Builder::new()
         .name("egg-cluster-rs".into())
