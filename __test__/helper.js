@@ -257,6 +257,14 @@ class MasterHandle extends EventEmitter {
     return findProcesses(this.baseDir).filter(p => p.pid !== this.pid).map(p => p.pid);
   }
 
+  /** @return {Promise<Object>} the master's status snapshot, asked for with a `cluster-status` message */
+  async clusterStatus() {
+    const answers = h => h.messages.filter(msg => msg && msg.action === 'cluster-status');
+    const n = answers(this).length;
+    this.send({ to: 'master', action: 'cluster-status' });
+    return (await this.waitFor(h => answers(h).length > n && answers(h)[n])).data;
+  }
+
   /** @return {Object} {agent: pid[], app: pid[]} live workers of this master, by cmdline */
   workers() {
     const procs = findProcesses(this.baseDir).filter(p => p.pid !== this.pid);

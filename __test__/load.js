@@ -9,15 +9,18 @@ const assert = require('assert');
 const http = require('http');
 
 /**
- * One GET /pid; resolves with { pid } or { error }, never rejects
+ * One GET /pid (or `path`, which answers the same way); resolves with { pid } or { error },
+ * never rejects
  * @param {number} port -
  * @param {http.Agent|false} agent - a keep-alive agent, or false (a new connection, `Connection: close`)
+ * @param {string} [localAddress] -
+ * @param {string} [path] -
  * @return {Promise<Object>} -
  */
-function hit(port, agent, localAddress) {
+function hit(port, agent, localAddress, path = '/pid') {
   return new Promise(resolve => {
     const headers = agent ? {} : { connection: 'close' };
-    const req = http.get({ host: '127.0.0.1', port, path: '/pid', agent, headers, localAddress, timeout: 10000 }, res => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent, headers, localAddress, timeout: 10000 }, res => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', chunk => {
@@ -34,17 +37,19 @@ function hit(port, agent, localAddress) {
 /**
  * A bounded load loop: `keepAlive` clients on keep-alive connections (one agent, one socket
  * each) and `close` clients with a new connection per request, every one sending GET /pid
- * back to back until stop(). Client i connects from 127.0.0.<10 + i> (sticky mode spreads
- * connections by the client's address).
+ * (or `path`) back to back until stop(). Client i connects from 127.0.0.<10 + i> (sticky mode
+ * spreads connections by the client's address). `agents`: more keep-alive clients, on agents
+ * the caller made (say, with a connection to a given worker).
  */
 class Load {
-  constructor(port, { keepAlive = 4, close = 4 } = {}) {
+  constructor(port, { keepAlive = 4, close = 4, agents = [], path = '/pid' } = {}) {
     this.port = port;
+    this.path = path;
     this.results = [];
     this.stopped = false;
     this.waiters = new Set();
-    this.agents = [];
-    const loops = [];
+    this.agents = [ ...agents ];
+    const loops = agents.map(agent => this.loop(agent, 'keep-alive'));
     for (let i = 0; i < keepAlive; i++) {
       const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
       this.agents.push(agent);
@@ -56,7 +61,7 @@ class Load {
 
   async loop(agent, kind, localAddress) {
     while (!this.stopped) {
-      const r = await hit(this.port, agent, localAddress);
+      const r = await hit(this.port, agent, localAddress, this.path);
       r.kind = kind;
       r.t = Date.now();
       this.results.push(r);
