@@ -157,6 +157,31 @@ describe('drainServers (lib/drain.js)', () => {
     assert(Date.now() - start < 2000, `drained in ${Date.now() - start}ms`);
   });
 
+  it('a connection that has not sent its request yet is left open for it past the idle grace', async () => {
+    const { server, port } = await makeServer((req, res) => res.end('late'));
+    const accepted = once(server, 'connection');
+    const socket = net.connect(port, '127.0.0.1');
+    cleanups.push(() => socket.destroy());
+    await accepted;
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', chunk => {
+      text += chunk;
+    });
+
+    const drained = drainServers([ server ], { timeout: 5000, idleGrace: 300, freshGrace: 1500 });
+    // Time is what this test is about: a client starved of CPU sends its first request after
+    // the idle grace (300 ms) has run out; the connection waits for it (freshGrace).
+    await new Promise(resolve => setTimeout(resolve, 700));
+    assert(!socket.destroyed && socket.readyState === 'open', 'a fresh connection was closed before its first request');
+    socket.write('GET /late HTTP/1.1\r\nHost: x\r\n\r\n');
+    await once(socket, 'end');
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(text, /\r\nConnection: close\r\n/i);
+    assert.match(text, /\r\n\r\nlate$/);
+    assert.deepStrictEqual(await drained, { timedOut: false });
+  });
+
   it('bytes arriving on an idle connection keep it open for that request', async () => {
     const { server, port } = await makeServer((req, res) => res.end('whole'));
     const accepted = once(server, 'connection');

@@ -58,17 +58,58 @@ function copyFixture(name) {
   return dest;
 }
 
-/** @return {Promise<number>} a port that was free a moment ago */
-function getFreePort() {
-  return new Promise((resolve, reject) => {
+// Ports the tests hand to masters and apps come from below the kernel's ephemeral range
+// (/proc/sys/net/ipv4/ip_local_port_range starts at 32768 by default), where no outgoing
+// connection of a load client and no master's own bind(0) can take them between the check and
+// the bind; mocha runs two files at a time, so each port is also reserved across processes by
+// an O_EXCL file, kept while this process lives (a file older than an hour is a dead run's).
+const PORTS_LOW = 20000;
+const PORTS_HIGH = 32767;
+const PORTS_DIR = path.join(os.tmpdir(), 'egg-cluster-rs-test-ports');
+const reserved = new Set();
+
+/** @return {boolean} `port` is now this process's, for the whole run */
+function reservePort(port) {
+  if (reserved.has(port)) return false;
+  const file = path.join(PORTS_DIR, String(port));
+  try {
+    fs.mkdirSync(PORTS_DIR, { recursive: true });
+    fs.closeSync(fs.openSync(file, 'wx'));
+  } catch (e) {
+    if (e.code !== 'EEXIST') throw e;
+    try {
+      if (Date.now() - fs.statSync(file).mtimeMs < 3600000) return false;
+      fs.utimesSync(file, new Date(), new Date());
+    } catch (_) {
+      return false;
+    }
+  }
+  if (reserved.size === 0) {
+    process.once('exit', () => {
+      for (const p of reserved) fs.rmSync(path.join(PORTS_DIR, String(p)), { force: true });
+    });
+  }
+  reserved.add(port);
+  return true;
+}
+
+/** @return {Promise<boolean>} nothing listens on `port` (any address) right now */
+function canListen(port) {
+  return new Promise(resolve => {
     const server = net.createServer();
     server.unref();
-    server.once('error', reject);
-    server.listen(0, () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, () => server.close(() => resolve(true)));
   });
+}
+
+/** @return {Promise<number>} a port that was free a moment ago, which no other test gets */
+async function getFreePort() {
+  for (let i = 0; i < 1000; i++) {
+    const port = PORTS_LOW + Math.floor(Math.random() * (PORTS_HIGH - PORTS_LOW + 1));
+    if (reservePort(port) && await canListen(port)) return port;
+  }
+  throw new Error(`no free port in ${PORTS_LOW}-${PORTS_HIGH} after 1000 tries`);
 }
 
 /**

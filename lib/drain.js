@@ -21,6 +21,10 @@
  *  - A connection with nothing in flight is closed once it has been idle for `idleGrace` ms
  *    (counted from when it became idle, or from the start of the drain if later), unless bytes
  *    arrived meanwhile: a request on its way, which then gets its `Connection: close` answer.
+ *    A connection that has not sent a byte yet gets `freshGrace` instead: its client connected
+ *    to send a request, and the kernel accepted it for this worker, which alone can answer it;
+ *    a client whose process is starved of CPU may send it a second after its connect returned
+ *    (one of 1,334 `Connection: close` requests was reset in a reload under load otherwise).
  *  - Upgraded connections (WebSocket...) are the app's: the drain does not wait for them.
  */
 
@@ -96,9 +100,10 @@ function requestsInFlight(servers) {
  * @param {Object} [opts] -
  * @param {number} [opts.timeout] - give up after this many ms (default 5000)
  * @param {number} [opts.idleGrace] - how long an idle keep-alive connection is left open (default 500)
+ * @param {number} [opts.freshGrace] - how long a connection that sent nothing yet is left open (default 3000)
  * @return {Promise<{timedOut: boolean}>} -
  */
-function drainServers(servers, { timeout = 5000, idleGrace = 500 } = {}) {
+function drainServers(servers, { timeout = 5000, idleGrace = 500, freshGrace = 3000 } = {}) {
   const list = states(servers);
   const start = Date.now();
   return new Promise(resolve => {
@@ -155,7 +160,8 @@ function drainServers(servers, { timeout = 5000, idleGrace = 500 } = {}) {
             conn.bytesAtIdle = socket.bytesRead;
             conn.idleSince = now;
           }
-          const due = Math.max(conn.idleSince, start) + idleGrace;
+          const grace = socket.bytesRead === 0 ? Math.max(idleGrace, freshGrace) : idleGrace;
+          const due = Math.max(conn.idleSince, start) + grace;
           if (due <= now) {
             socket.destroy();
           } else {
