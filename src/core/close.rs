@@ -1,6 +1,7 @@
 //! Closing on SIGINT/SIGQUIT/SIGTERM, in egg-cluster's `_doClose` order: every app worker
 //! (SIGTERM, SIGKILL after the app close timeout), then the agent (the same with its own
-//! timeout), then exit 0. A second signal changes nothing.
+//! timeout), then what dead workers left behind (`orphans.rs`), then exit 0. A second signal
+//! changes nothing.
 //!
 //! With a `shutdownDelay` (Kubernetes keeps routing to a terminating pod for a few seconds
 //! after its SIGTERM), the close waits that long first: the master stops being ready at once
@@ -127,10 +128,8 @@ impl Core {
                     limit: self.cfg.agent_close.limit,
                 });
             }
-            Group::Agent => {
-                self.verbose(out, "[master] close done, exiting with code:0".into());
-                out.push(Action::Exit(0));
-            }
+            Group::Agent => self.close_orphans(out),
+            Group::Orphans => self.on_orphans_gone(out),
         }
     }
 }

@@ -21,6 +21,7 @@ mod hung;
 pub(crate) mod ops;
 #[cfg(test)]
 mod ops_tests;
+mod orphans;
 pub(crate) mod refork;
 mod reload;
 mod start;
@@ -39,6 +40,7 @@ use crate::protocol::MasterAction;
 use children::Children;
 pub(crate) use hung::HungReport;
 pub(crate) use ops::{CoreStatus, MasterStatus, Notice, OpsPhase, StatusTo};
+pub(crate) use orphans::Orphan;
 pub(crate) use reload::{ReloadReason, Scale};
 pub(crate) use upgrade::UpgradeRequest;
 
@@ -150,11 +152,13 @@ pub(crate) enum Timer {
     UpgradeTimeout(u64),
 }
 
-/// The two steps of the close sequence.
+/// The steps of the close sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Group {
     Apps,
     Agent,
+    /// What dead children left behind (see `orphans.rs`).
+    Orphans,
 }
 
 /// Why app workers are spawned; echoed back in [`Event::AppsSpawned`].
@@ -288,6 +292,11 @@ pub(crate) enum Event {
         seq: u64,
         reason: String,
     },
+    /// The processes dead children left behind, answering [`Action::FindOrphans`].
+    Orphans {
+        found: Vec<Orphan>,
+        at_close: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,6 +382,15 @@ pub(crate) enum Action {
     UpgradeOutcome {
         waiters: Vec<u64>,
         result: Result<u32, String>,
+    },
+    /// Look for the processes dead children left behind; answer with [`Event::Orphans`].
+    FindOrphans { at_close: bool },
+    /// SIGTERM these (each if still the process found), SIGKILL after `limit`; at the close,
+    /// answered with [`Event::Terminated`] of [`Group::Orphans`].
+    TerminateOrphans {
+        orphans: Vec<Orphan>,
+        limit: Duration,
+        at_close: bool,
     },
 }
 
@@ -514,8 +532,12 @@ impl Core {
                 self.on_channel_closed(pid, reason, now, &mut out)
             }
             Event::Exited { pid, code, signal } => {
+                let orphans = self.exit_leaves_orphans(pid);
                 self.ops_record_exit(pid, code, signal, now);
-                self.on_exited(pid, code, signal, now, &mut out)
+                self.on_exited(pid, code, signal, now, &mut out);
+                if orphans && !out.iter().any(|a| matches!(a, Action::Exit(_))) {
+                    out.push(Action::FindOrphans { at_close: false });
+                }
             }
             Event::Timer(Timer::HealthCheck) => self.on_health_check(&mut out),
             Event::Timer(Timer::ReforkApp) => self.refork_app(&mut out),
@@ -551,6 +573,7 @@ impl Core {
             Event::UpgradeReady { seq } => self.on_upgrade_ready(seq, now, &mut out),
             Event::UpgradeFailed { seq, reason } => self.on_upgrade_failed(seq, reason, &mut out),
             Event::Timer(Timer::UpgradeTimeout(seq)) => self.on_upgrade_timeout(seq, &mut out),
+            Event::Orphans { found, at_close } => self.on_orphans(found, at_close, &mut out),
         }
         self.ops_after(&mut out);
         if out.iter().any(|a| matches!(a, Action::Exit(_))) {

@@ -22,6 +22,7 @@ mod handles;
 mod hung;
 mod metrics;
 mod ops;
+mod orphans;
 mod pid_file;
 mod relay;
 mod shutdown;
@@ -131,6 +132,11 @@ enum Input {
     UpgradeReadiness {
         seq: u64,
         outcome: std::result::Result<(), String>,
+    },
+    /// What dead children left behind.
+    Orphans {
+        found: Vec<core::Orphan>,
+        at_close: bool,
     },
 }
 
@@ -326,7 +332,17 @@ pub(crate) fn start(
             egg.to_string_lossy().into_owned(),
         ));
     }
-    for (k, v) in reports.child_env(cfg.heartbeat_interval, cfg.worker_timeout) {
+    let tree_marker = (!opts.threads)
+        .then(crate::process::orphans::marker)
+        .flatten();
+    let marker_env = tree_marker
+        .clone()
+        .map(|m| (crate::process::orphans::VAR.to_string(), m));
+    for (k, v) in reports
+        .child_env(cfg.heartbeat_interval, cfg.worker_timeout)
+        .into_iter()
+        .chain(marker_env)
+    {
         env.retain(|(name, _)| *name != k);
         env.push((k, v));
     }
@@ -386,6 +402,7 @@ pub(crate) fn start(
         reports,
         worker_timeout: opts.worker_timeout,
         upgrade: upgrade::UpgradeHost::new(master_launch, inbound, opts.pid_file.clone()),
+        tree_marker,
     };
     std::thread::Builder::new()
         .name("egg-cluster-rs".into())
@@ -427,6 +444,8 @@ struct Runtime {
     reports: hung::Reports,
     worker_timeout: Option<std::time::Duration>,
     upgrade: upgrade::UpgradeHost,
+    /// The value of `process::orphans::VAR` the children carry (process mode).
+    tree_marker: Option<String>,
 }
 
 struct OpsStart {
@@ -549,6 +568,7 @@ impl Runtime {
                 Ok(()) => Event::UpgradeReady { seq },
                 Err(reason) => Event::UpgradeFailed { seq, reason },
             }),
+            Input::Orphans { found, at_close } => self.dispatch(Event::Orphans { found, at_close }),
         }
     }
 
@@ -722,6 +742,12 @@ impl Runtime {
             Action::StopMaster { pid, limit } => self.stop_master(pid, limit),
             Action::UpgradeOutcome { waiters, result } => self.upgrade_outcome(waiters, result),
             Action::StopAccepting => self.stop_accepting(),
+            Action::FindOrphans { at_close } => self.find_orphans(at_close),
+            Action::TerminateOrphans {
+                orphans,
+                limit,
+                at_close,
+            } => self.terminate_orphans(orphans, limit, at_close),
             Action::Exit(code) => {
                 tracing::debug!(code, "exit");
                 self.handles.closing();
