@@ -24,6 +24,7 @@ mod ops_tests;
 mod orphans;
 pub(crate) mod refork;
 mod reload;
+mod spawn_fail;
 mod start;
 #[cfg(test)]
 mod tests;
@@ -453,6 +454,8 @@ pub(crate) struct Core {
     upgrade_seq: u64,
     /// An upgrade's new master took over: it speaks to systemd from now on.
     handed_over: bool,
+    /// Spawns failing after the start (the host out of fds, processes or memory).
+    spawn_failing: Option<spawn_fail::SpawnFailing>,
 }
 
 impl Core {
@@ -487,6 +490,7 @@ impl Core {
             upgrade: None,
             upgrade_seq: 0,
             handed_over: false,
+            spawn_failing: None,
             cfg,
         }
     }
