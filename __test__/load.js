@@ -12,12 +12,14 @@ const http = require('http');
  * One GET /pid; resolves with { pid } or { error }, never rejects
  * @param {number} port -
  * @param {http.Agent|false} agent - a keep-alive agent, or false (a new connection, `Connection: close`)
+ * @param {string} [localAddress] -
+ * @param {number} [timeout] - ms without activity before the request fails
  * @return {Promise<Object>} -
  */
-function hit(port, agent, localAddress) {
+function hit(port, agent, localAddress, timeout = 10000) {
   return new Promise(resolve => {
     const headers = agent ? {} : { connection: 'close' };
-    const req = http.get({ host: '127.0.0.1', port, path: '/pid', agent, headers, localAddress, timeout: 10000 }, res => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/pid', agent, headers, localAddress, timeout }, res => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', chunk => {
@@ -36,31 +38,49 @@ function hit(port, agent, localAddress) {
  * each) and `close` clients with a new connection per request, every one sending GET /pid
  * back to back until stop(). Client i connects from 127.0.0.<10 + i> (sticky mode spreads
  * connections by the client's address).
+ *
+ * For long runs (bench/soak.js): `keep: false` stores no results (each goes to `onResult`
+ * only), `pace` (ms) is the least time from one request's start to the client's next (a rate
+ * bound; a failed request waits it too), `timeout` the request's inactivity limit.
+ * `inflight[i]` is when client i's current request started (0 between requests).
  */
 class Load {
-  constructor(port, { keepAlive = 4, close = 4 } = {}) {
+  constructor(port, { keepAlive = 4, close = 4, keep = true, onResult = null, pace = 0, timeout = 10000 } = {}) {
     this.port = port;
     this.results = [];
+    this.keep = keep;
+    this.onResult = onResult;
+    this.pace = pace;
+    this.timeout = timeout;
     this.stopped = false;
     this.waiters = new Set();
     this.agents = [];
+    this.inflight = [];
     const loops = [];
     for (let i = 0; i < keepAlive; i++) {
       const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
       this.agents.push(agent);
-      loops.push(this.loop(agent, 'keep-alive', `127.0.0.${10 + i}`));
+      loops.push(this.loop(agent, 'keep-alive', `127.0.0.${10 + i}`, i));
     }
-    for (let i = 0; i < close; i++) loops.push(this.loop(false, 'close', `127.0.0.${10 + keepAlive + i}`));
+    for (let i = 0; i < close; i++) loops.push(this.loop(false, 'close', `127.0.0.${10 + keepAlive + i}`, keepAlive + i));
     this.done = Promise.all(loops);
   }
 
-  async loop(agent, kind, localAddress) {
+  async loop(agent, kind, localAddress, client) {
     while (!this.stopped) {
-      const r = await hit(this.port, agent, localAddress);
+      const start = Date.now();
+      this.inflight[client] = start;
+      const r = await hit(this.port, agent, localAddress, this.timeout);
+      this.inflight[client] = 0;
       r.kind = kind;
+      r.client = client;
+      r.start = start;
       r.t = Date.now();
-      this.results.push(r);
+      if (this.keep) this.results.push(r);
+      if (this.onResult) this.onResult(r);
       for (const w of this.waiters) w();
+      const rest = this.pace - (Date.now() - start);
+      if (rest > 0 && !this.stopped) await new Promise(resolve => setTimeout(resolve, rest));
     }
   }
 

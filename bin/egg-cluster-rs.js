@@ -484,4 +484,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { main, parseArgs, findMasters, catches, askStatus, formatStatus, socketPaths };
+module.exports = { main, parseArgs, findMasters, catches, ask, askStatus, formatStatus, socketPaths };
