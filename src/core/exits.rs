@@ -150,7 +150,7 @@ impl Core {
 
     /// Dead app workers are not replaced at once, or not at all: one line saying so and why,
     /// the first time (until every slot serves again), and the health verdict says it.
-    pub(super) fn refork_held(&mut self, why: String, out: &mut Vec<Action>) {
+    fn refork_held(&mut self, why: String, out: &mut Vec<Action>) {
         if self.ops.refork_held.is_none() {
             let serving = self
                 .children
@@ -184,12 +184,10 @@ impl Core {
         if self.closing() {
             return;
         }
-        if !self.spawns_failing() {
-            out.push(Action::Log(
-                Level::Info,
-                "[master] new agent_worker starting...".into(),
-            ));
-        }
+        out.push(Action::Log(
+            Level::Info,
+            "[master] new agent_worker starting...".into(),
+        ));
         let id = self.children.next_id(Role::Agent);
         self.ops.reforks += 1;
         out.push(Action::SpawnAgent { id });

@@ -24,7 +24,6 @@ mod ops_tests;
 mod orphans;
 pub(crate) mod refork;
 mod reload;
-mod spawn_fail;
 mod start;
 #[cfg(test)]
 mod tests;
@@ -454,8 +453,6 @@ pub(crate) struct Core {
     upgrade_seq: u64,
     /// An upgrade's new master took over: it speaks to systemd from now on.
     handed_over: bool,
-    /// Spawns failing after the start (the host out of fds, processes or memory).
-    spawn_failing: Option<spawn_fail::SpawnFailing>,
 }
 
 impl Core {
@@ -490,7 +487,6 @@ impl Core {
             upgrade: None,
             upgrade_seq: 0,
             handed_over: false,
-            spawn_failing: None,
             cfg,
         }
     }

@@ -95,17 +95,22 @@ impl Core {
     ) {
         let pid = match pid {
             Ok(pid) => pid,
-            Err(e) if self.started() => return self.spawn_failed(Role::Agent, id, &e, now, out),
             Err(e) => {
                 out.push(Action::Log(
                     Level::Error,
                     format!("[master] failed to spawn agent_worker#{id}: {e}"),
                 ));
-                out.push(Action::Exit(1));
+                if self.started() {
+                    out.push(Action::After(
+                        std::time::Duration::from_secs(1),
+                        Timer::ReforkAgent,
+                    ));
+                } else {
+                    out.push(Action::Exit(1));
+                }
                 return;
             }
         };
-        self.spawn_succeeded(now, out);
         self.children
             .add(Child::new(Role::Agent, id, pid, None, now));
         let how = if self.cfg.threads {
@@ -136,7 +141,6 @@ impl Core {
             }
             match app.pid {
                 Ok(pid) => {
-                    self.spawn_succeeded(now, out);
                     let mut child = Child::new(Role::App, app.id, pid, Some(app.slot), now);
                     // A replacement is not reforked until it serves: if it fails, the reload
                     // stops and the old worker goes on.
@@ -149,14 +153,16 @@ impl Core {
                     self.start_timer(pid, out);
                 }
                 Err(_) if batch == Batch::Replace => {}
-                Err(e) if self.all_started => self.spawn_failed(Role::App, app.id, &e, now, out),
                 Err(e) => {
                     out.push(Action::Log(
                         Level::Error,
                         format!("[master] failed to spawn app_worker#{}: {e}", app.id),
                     ));
-                    out.push(Action::Exit(1));
-                    return;
+                    if !self.all_started {
+                        out.push(Action::Exit(1));
+                        return;
+                    }
+                    self.refork_decision(0, now, out);
                 }
             }
         }

@@ -1415,7 +1415,6 @@ fn a_debugged_master_closes_when_an_app_worker_is_sigkilled() {
 mod egg4;
 mod hung;
 mod orphans;
-mod spawn_fail;
 mod surge;
 mod threads;
 mod upgrade;
