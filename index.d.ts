@@ -148,7 +148,11 @@ export interface ClusterPromise extends Promise<ReadyInfo> {
    * reload asked for during a reload is queued once. Also emitted as `reload-done` on `master`.
    */
   reload(): Promise<ReloadResult>;
-  /** Runs `workers` app workers: new ones start, extra ones are drained (`SIGTTIN`/`SIGTTOU` add/retire one). */
+  /**
+   * Runs `workers` app workers: new ones start, `reloadConcurrency` booting at a time, extra ones
+   * are drained (`SIGTTIN`/`SIGTTOU` add/retire one). Capped at `EGG_CLUSTER_RS_MAX_WORKERS`
+   * (default four per CPU), with a WARN line.
+   */
   scale(workers: number): void;
   /** The cluster's status snapshot (also `{to: 'master', action: 'cluster-status'}`, the CLI's `status`). */
   status(): Promise<ClusterStatus>;
@@ -173,6 +177,30 @@ export interface RelayCounters {
   bytesRelayed: number;
   /** Sticky connections handed to the worker. */
   stickyHandedOver: number;
+  /** Scrapes of /metrics the child did not answer in time (master: all). */
+  scrapeTimeouts: number;
+}
+
+/** What a child's heartbeat carries, cumulative since it started but `elu` and `inFlight` (docs/observability.md). */
+export interface ChildStats {
+  /** event-loop utilization over the last heartbeat interval, 0..1 */
+  elu: number;
+  /** ms the event loop was busy */
+  busyMs: number;
+  heapUsed: number;
+  heapTotal: number;
+  /** ms spent in garbage collection */
+  gcMs: number;
+  /** app workers: the requests of the servers the master hands sockets to */
+  http?: {
+    /** responses by status class 1xx..5xx, then those cut off before the end */
+    codes: [number, number, number, number, number, number];
+    inFlight: number;
+    /** requests per duration bucket (not cumulative): <= 1, 2.5, 5, 10, 25, 50, 100, 250, 500 ms, 1, 2.5, 5, 10 s, then more */
+    buckets: number[];
+    /** the durations' sum, seconds */
+    sum: number;
+  };
 }
 
 export interface ClusterStatus {
@@ -196,8 +224,13 @@ export interface ClusterStatus {
     /** children found hung, and hung or never-listening app workers replaced, so far */
     hung: number;
     hungReplaced: number;
+    /** rolling reloads finished so far, and those of them that failed */
+    reloads: number;
+    reloadsFailed: number;
     /** why dead app workers are not replaced now (a crash loop's backoff, refork off), while some are missing */
     reforkHeld: string | null;
+    /** the new master of an upgrade in progress (docs/upgrade.md), once started */
+    upgradingTo: number | null;
     rss: number | null;
     /** CPU % since the previous status (since start for the first), 100 = one core */
     cpu: number | null;
@@ -220,13 +253,15 @@ export interface ClusterStatus {
     hungSince: number | null;
     rss: number | null;
     cpu: number | null;
+    /** what its last heartbeat carried (null before the first) */
+    stats: ChildStats | null;
   }>;
 }
 
 /** How a rolling reload ended (also sent to the parent as `reload-done`). */
 export interface ReloadResult {
   ok: boolean;
-  /** `reload-worker`, `SIGUSR2`, `api`, `maxMemoryRestart` or `workerTimeout`. */
+  /** `reload-worker`, `SIGUSR2`, `api`, `egg-cluster-rs reload`, `maxMemoryRestart` or `workerTimeout`. */
   reason: string;
   /** `[oldPid, newPid]` of each slot replaced. */
   replaced: Array<[number, number]>;
@@ -239,8 +274,10 @@ export interface ReloadResult {
  * forking one agent worker and `workers` app workers.
  *
  * An async function (egg 4's launchers require one): bad options reject it with an `Error`
- * with `code: 'ERR_EGG_CLUSTER_OPTIONS'`. Once every app worker listens, `callback()` is
- * called with no argument (egg-cluster's form) and the Promise resolves.
+ * with `code: 'ERR_EGG_CLUSTER_OPTIONS'`, and an egg whose `engines.node` this Node.js does not
+ * satisfy (egg 4.1 needs >= 22.18) with `code: 'ERR_EGG_CLUSTER_NODE_VERSION'`. Once every app
+ * worker listens, `callback()` is called with no argument (egg-cluster's form) and the Promise
+ * resolves.
  *
  * Where no native binary loads (macOS, Windows, an unsupported libc), it starts the JS master the
  * app's egg depends on instead — egg-cluster (egg 3) or @eggjs/cluster (egg 4) — after one warning
@@ -255,13 +292,24 @@ export interface ReloadResult {
 export function startCluster(options?: ClusterOptions, callback?: () => void): Promise<ReadyInfo>;
 
 /**
- * {@link startCluster} started synchronously: throws (`ERR_EGG_CLUSTER_OPTIONS`) on bad
- * options, and the Promise carries the master's controls (`master`, `reload()`, `scale(n)`).
+ * In an app worker or the agent: adds a prom-client `Registry` to those the master's `/metrics`
+ * merges over the workers, besides prom-client's default registry, which it finds by itself
+ * (docs/observability.md).
+ */
+export function addMetricsRegistry(registry: { getMetricsAsJSON(): Promise<object[]> | object[] }): void;
+
+/**
+ * {@link startCluster} started synchronously: throws (`ERR_EGG_CLUSTER_OPTIONS`,
+ * `ERR_EGG_CLUSTER_NODE_VERSION`) on bad options, and the Promise carries the master's controls (`master`, `reload()`, `scale(n)`).
  */
 export function createCluster(options?: ClusterOptions, callback?: () => void): ClusterPromise;
 
-// egg 3's exports, so this package can be used as a framework; loaded on first access (a
-// `require` of this package does not load egg; an ESM `import` of it reads them all, so it does)
+// egg's exports, so this package can be an app's framework, read from egg on first access:
+// loading this package never loads egg. From CommonJS (and TypeScript compiled to it) they are
+// named exports: `require('egg-cluster-rs').Application`. Node gives an ES module only
+// `startCluster`, `createCluster` and the default export as named exports (the rest would be read,
+// and egg loaded, at every `import`): there, `import eggClusterRs from 'egg-cluster-rs'` and
+// `eggClusterRs.Application`, or egg's classes from 'egg' itself, as an app's own code has them.
 export {
   start,
   Application,
@@ -304,3 +352,7 @@ export declare const HttpClient: any;
 export declare const ContextHttpClient: any;
 export declare const CookieLimitExceedError: any;
 export declare const MessageUnhandledRejectionError: any;
+
+/** module.exports itself (with `__esModule`, which @eggjs/utils' importModule and TypeScript unwrap). */
+declare const eggClusterRs: typeof import('./index');
+export default eggClusterRs;

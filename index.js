@@ -12,9 +12,9 @@
  *    `framework` (egg-scripts `--framework=<this dir>`, egg-mock `customEgg`) and
  *    the app/agent workers load `options.framework` and read `Application`/`Agent`.
  *
- * Requiring this file is cheap: egg is only loaded when one of its exports is
- * read (workers do, the master never does) and the native addon is only loaded
- * by startCluster(). Where no binary loads, startCluster() starts the JS master of the app's egg
+ * Loading this file is cheap, by `require` or `import`: egg is only loaded when one of its
+ * exports is read (workers do, the master never does) and the native addon is only loaded by
+ * startCluster(). Where no binary loads, startCluster() starts the JS master of the app's egg
  * instead (lib/fallback.js).
  */
 
@@ -23,43 +23,42 @@ const path = require('path');
 // captured at module load, like egg-utils' initCwd (survives a later chdir / mocked cwd)
 const INIT_CWD = process.cwd();
 
-// egg 3's exports, read from egg on first access: requiring this file must not load egg (the
-// master never does). Each is spelled out as a literal `Object.defineProperty(exports, 'Name', {
-// enumerable: true, get() { return egg.Name; } })`, the getter form cjs-module-lexer recognises,
-// so `import { Application } from 'egg-cluster-rs'` works from ESM too. (An ESM import reads every
-// export once, so it does load egg; a plain `require` does not.)
+// egg's exports, read from egg on first access, so that this package can be an app's framework:
+// the workers and egg-mock's / @eggjs/mock's `mm.app()` read `Application` and `Agent` from it.
+// The master never reads them, and must not load egg whatever starts it: launchers that
+// `import()` this file (@eggjs/scripts, @eggjs/bin and @eggjs/mock through @eggjs/utils'
+// importModule) get an ESM namespace, which Node fills by reading every export that
+// cjs-module-lexer finds in the source, getters included. So these getters are defined in a loop,
+// a form the lexer does not see: from ESM only `startCluster`, `createCluster` and `default` are
+// named exports, and egg's classes are `default.Application` & co (importModule unwraps
+// `default`, see below). A CommonJS `require` sees them all.
 //
 // Which egg: in the workers, the one the master resolved for the app (EGG_CLUSTER_RS_EGG: egg 3
-// or egg 4, see docs/guide.md "egg 4"); elsewhere the `egg` this package resolves.
-const egg = new Proxy({}, {
-  get(_, name) {
-    return require(process.env.EGG_CLUSTER_RS_EGG || 'egg')[name];
-  },
-});
+// or egg 4, see docs/guide.md "egg 4"); elsewhere the `egg` this package resolves (the app's,
+// where npm installed this package as the app's dependency).
+const EGG_EXPORTS = [
+  'start', 'Application', 'Agent', 'AppWorkerLoader', 'AgentWorkerLoader', 'Controller', 'Service',
+  'Subscription', 'BaseContextClass', 'Boot',
+  // egg 4's own (undefined on egg 3)
+  'Helper', 'Singleton', 'Request', 'Response', 'Context', 'Router', 'EggApplicationCore', 'startEgg',
+  'HttpClient', 'ContextHttpClient', 'CookieLimitExceedError', 'MessageUnhandledRejectionError',
+];
+for (const name of EGG_EXPORTS) {
+  Object.defineProperty(exports, name, {
+    enumerable: true,
+    get() {
+      return require(process.env.EGG_CLUSTER_RS_EGG || 'egg')[name];
+    },
+  });
+}
 
-Object.defineProperty(exports, 'start', { enumerable: true, get() { return egg.start; } });
-Object.defineProperty(exports, 'Application', { enumerable: true, get() { return egg.Application; } });
-Object.defineProperty(exports, 'Agent', { enumerable: true, get() { return egg.Agent; } });
-Object.defineProperty(exports, 'AppWorkerLoader', { enumerable: true, get() { return egg.AppWorkerLoader; } });
-Object.defineProperty(exports, 'AgentWorkerLoader', { enumerable: true, get() { return egg.AgentWorkerLoader; } });
-Object.defineProperty(exports, 'Controller', { enumerable: true, get() { return egg.Controller; } });
-Object.defineProperty(exports, 'Service', { enumerable: true, get() { return egg.Service; } });
-Object.defineProperty(exports, 'Subscription', { enumerable: true, get() { return egg.Subscription; } });
-Object.defineProperty(exports, 'BaseContextClass', { enumerable: true, get() { return egg.BaseContextClass; } });
-Object.defineProperty(exports, 'Boot', { enumerable: true, get() { return egg.Boot; } });
-// egg 4's own (undefined on egg 3)
-Object.defineProperty(exports, 'Helper', { enumerable: true, get() { return egg.Helper; } });
-Object.defineProperty(exports, 'Singleton', { enumerable: true, get() { return egg.Singleton; } });
-Object.defineProperty(exports, 'Request', { enumerable: true, get() { return egg.Request; } });
-Object.defineProperty(exports, 'Response', { enumerable: true, get() { return egg.Response; } });
-Object.defineProperty(exports, 'Context', { enumerable: true, get() { return egg.Context; } });
-Object.defineProperty(exports, 'Router', { enumerable: true, get() { return egg.Router; } });
-Object.defineProperty(exports, 'EggApplicationCore', { enumerable: true, get() { return egg.EggApplicationCore; } });
-Object.defineProperty(exports, 'startEgg', { enumerable: true, get() { return egg.startEgg; } });
-Object.defineProperty(exports, 'HttpClient', { enumerable: true, get() { return egg.HttpClient; } });
-Object.defineProperty(exports, 'ContextHttpClient', { enumerable: true, get() { return egg.ContextHttpClient; } });
-Object.defineProperty(exports, 'CookieLimitExceedError', { enumerable: true, get() { return egg.CookieLimitExceedError; } });
-Object.defineProperty(exports, 'MessageUnhandledRejectionError', { enumerable: true, get() { return egg.MessageUnhandledRejectionError; } });
+// The ESM interop marker that @eggjs/utils' importModule unwraps: an `import()` of this file
+// whose `default` (module.exports, for a CommonJS module) has `__esModule` and a `default` gives
+// the launcher module.exports itself, egg's getters included; a `require` of it likewise
+// (`obj.__esModule && 'default' in obj` → `obj.default`). TypeScript's default-import helper
+// reads `default` too. Not enumerable: `Object.keys()` of this module stays the API and egg's.
+Object.defineProperty(exports, '__esModule', { value: true });
+Object.defineProperty(exports, 'default', { value: exports });
 
 /**
  * Start an egg application in cluster mode (master in this process, one agent
@@ -183,10 +182,10 @@ exports.createCluster = function createCluster(options, callback) {
     tzOffsetMinutes: -new Date().getTimezoneOffset(),
     // egg-logger's console colours for stdout, decided as chalk 4 does (without loading chalk)
     color: require('supports-color').stdout !== false,
-    agentWorkerFile: path.join(WORKER_DIR, 'agent_worker.js'),
-    appWorkerFile: path.join(WORKER_DIR, 'app_worker.js'),
-    egg4AgentWorkerFile: path.join(__dirname, 'lib/@eggjs/cluster/dist/esm/agent_worker.js'),
-    egg4AppWorkerFile: path.join(__dirname, 'lib/@eggjs/cluster/dist/esm/app_worker.js'),
+    agentWorkerFile: workerFile('agent', 'commonjs'),
+    appWorkerFile: workerFile('app', 'commonjs'),
+    egg4AgentWorkerFile: workerFile('agent', 'esm'),
+    egg4AppWorkerFile: workerFile('app', 'esm'),
     nodeVersion: process.version,
     debugPort: process.debugPort,
     // what an upgrade starts the new master with: this very command line
@@ -266,12 +265,22 @@ exports.createCluster = function createCluster(options, callback) {
   return promise;
 };
 
-// Where the workers are started from: lib/*_worker.js under a path whose tail is the one the
-// stop command of the tool that started this master (egg-scripts 3, or @eggjs/scripts) looks for
-// when it SIGKILLs leftover workers; both paths only load lib/*_worker.js.
-const WORKER_DIR = /@eggjs[\/\\]scripts[\/\\]/.test(process.argv[1] || '')
-  ? path.join(__dirname, 'lib/@eggjs/cluster/dist/commonjs')
-  : path.join(__dirname, 'lib/egg-cluster/lib');
+/**
+ * In an app worker or the agent: adds a prom-client Registry to those the master's /metrics
+ * merges over the workers (besides prom-client's default registry, which it finds by itself;
+ * docs/observability.md). Does nothing visible outside a cluster of this master.
+ * @param {Object} registry - a prom-client Registry
+ */
+exports.addMetricsRegistry = function addMetricsRegistry(registry) {
+  require('./lib/app_metrics').addRegistry(registry);
+};
+
+// Where the workers are started from: a path every egg-scripts / @eggjs/scripts `stop` matches in
+// its sweep for leftover workers (lib/workers/README.md); `commonjs` for egg 3, `esm` for egg 4.
+function workerFile(role, dialect) {
+  const file = `${role}_worker.js`;
+  return path.join(__dirname, 'lib/workers/egg-cluster/lib', file, '@eggjs/cluster/dist', file, '@eggjs/cluster/dist', dialect, file);
+}
 
 function ignore() {}
 
@@ -286,17 +295,8 @@ function hasControllingTerminal() {
   }
 }
 
-// process.execArgv minus an `-e`/`-p <code>` pair, as child_process.fork does: a master
-// started with `node -e` would otherwise make every child run that code again (a fork bomb).
+// process.execArgv without `-e`/`-p` and their code: a master started with `node -e` would
+// otherwise make every child run that code again (lib/exec_argv.js).
 function childExecArgv() {
-  let execArgv = process.execArgv;
-  // process._eval is private, but the only way to find the -e/-p code in execArgv (fork uses it too)
-  if (process._eval != null) {
-    const index = execArgv.lastIndexOf(process._eval);
-    if (index > 0) {
-      execArgv = execArgv.slice();
-      execArgv.splice(index - 1, 2);
-    }
-  }
-  return execArgv;
+  return require('./lib/exec_argv').withoutEval(process.execArgv);
 }

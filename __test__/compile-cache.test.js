@@ -6,9 +6,12 @@ const os = require('os');
 const path = require('path');
 const { REFERENCE, startMaster } = require('./helper');
 
-const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
+const [ NODE_MAJOR, NODE_MINOR ] = process.versions.node.split('.').map(Number);
 // Node >= 22 has module.enableCompileCache; Node 20 has not, and the worker scripts leave it off.
 const HAS_API = NODE_MAJOR >= 22;
+// Node >= 24.12 takes `{ directory, portable }`; before, the worker passes the directory alone
+// (the stand-in on Node 20 takes the object).
+const PORTABLE = !HAS_API || NODE_MAJOR > 24 || (NODE_MAJOR === 24 && NODE_MINOR >= 12);
 
 // lib/compile_cache.js in the worker scripts. A preloaded probe (fixtures/probes) records each
 // call (role, directory, whether egg was already loaded); on Node >= 22 it calls the real API
@@ -23,15 +26,27 @@ describe(`compile cache (Node ${NODE_MAJOR}: ${HAS_API ? 'the real module.enable
   const calls = () => (fs.existsSync(out) ? fs.readFileSync(out, 'utf8').trim().split('\n').filter(Boolean).map(l => JSON.parse(l)) : []);
   const env = extra => ({ NODE_OPTIONS: `--require ${probe}`, FAKE_COMPILE_CACHE_OUT: out, ...extra });
 
-  it('every worker enables it under the app\'s run/ dir before it loads the framework', async () => {
+  it('every worker enables it under the app\'s run/ dir (egg 3), portable, before it loads the framework', async () => {
     const m = await startMaster('basic', {}, { env: env() });
     await m.waitFor('egg-ready', 60000);
     const dir = path.join(m.baseDir, 'run', 'compile-cache');
+    const call = { dir, portable: PORTABLE, eggLoaded: false, real: HAS_API };
     assert.deepStrictEqual(calls().sort((a, b) => a.role.localeCompare(b.role)), [
-      { role: 'agent', dir, eggLoaded: false, real: HAS_API },
-      { role: 'app', dir, eggLoaded: false, real: HAS_API },
-      { role: 'app', dir, eggLoaded: false, real: HAS_API },
+      { role: 'agent', ...call },
+      { role: 'app', ...call },
+      { role: 'app', ...call },
     ]);
+  });
+
+  it('a NODE_COMPILE_CACHE the user set is theirs: the workers leave it to Node, which caches there', async () => {
+    const own = path.join(path.dirname(out), 'own-cache');
+    const m = await startMaster('basic', {}, { env: env({ NODE_COMPILE_CACHE: own }) });
+    await m.waitFor('egg-ready', 60000);
+    assert.deepStrictEqual(calls(), []);
+    m.kill('SIGTERM'); // Node writes the cache as each worker exits
+    assert.strictEqual((await m.waitExit(30000)).code, 0);
+    assert(!fs.existsSync(path.join(m.baseDir, 'run', 'compile-cache')));
+    if (HAS_API) assert(fs.readdirSync(own).some(d => d.startsWith(`${process.version}-`)), `${own}: ${fs.readdirSync(own)}`);
   });
 
   it('EGG_CLUSTER_RS_COMPILE_CACHE=0 leaves it off', async () => {

@@ -1,7 +1,7 @@
 'use strict';
 
-// How the workers are reached: https (options and app config), https + plain
-// debugPort, unix socket, listen hostname, a port in use, an app listening on
+// How the workers are reached: https (options and app config), debugPort beside an https or a
+// plain HTTP port, unix socket, listen hostname, a port in use, an app listening on
 // another port, sticky sessions (spread, failover, idle clients).
 
 const assert = require('assert');
@@ -170,6 +170,20 @@ describe('connections', () => {
       assert(!(plain.status === 200), `plain HTTP on the TLS port answered ${plain.status} ${plain.body}`);
       await stop(m);
     });
+  });
+
+  it('plain HTTP + debugPort: every worker serves on both ports (egg-cluster listens the one server twice: on the debug port alone)', async () => {
+    const debugPort = await getFreePort();
+    const m = await startMaster('basic', { debugPort }, { env: PROD });
+    const port = m.options.port;
+    const info = await m.waitReady();
+    assert.deepStrictEqual(info, { port, debugPort, address: `http://127.0.0.1:${port}`, protocol: 'http' });
+    assert.match(m.output, masterLine(m, `egg started on http://127\\.0\\.0\\.1:${debugPort}`));
+    assert.strictEqual(m.lines(/\[master\] app_worker#\d+:\d+ started at /).length, 2, m.tail());
+    const apps = m.workers().app.sort(byNumber);
+    assert.deepStrictEqual(await pidsOver({ port }, 2), apps, 'the port');
+    assert.deepStrictEqual(await pidsOver({ port: debugPort }, 2), apps, 'the debug port');
+    await stop(m);
   });
 
   it('config.cluster.listen.path: serves on the unix socket, egg-ready address is the path', async () => {

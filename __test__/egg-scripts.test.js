@@ -4,30 +4,16 @@ const assert = require('assert');
 const fs = require('fs');
 const path = require('path');
 const {
-  ROOT, copyFixture, getFreePort, runScript, findProcesses, waitDead, get,
+  ROOT, copyFixture, getFreePort, runScript, findProcesses, waitDead, get, watchdogOf,
 } = require('./helper');
+const { EGG, probe, assertMasterWithoutEgg } = require('./launch');
 
 const BIN = require.resolve('egg-scripts/bin/egg-scripts.js');
-const CLI = path.join(__dirname, '../bin/egg-cluster-rs.js');
-
-// The watchdog (/bin/sh ... egg-cluster-rs-watchdog) the master `pid` started.
-function watchdogOf(pid) {
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid && fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('egg-cluster-rs-watchdog')) return Number(name);
-    } catch (_) {
-      // gone meanwhile
-    }
-  }
-  return null;
-}
 
 describe('egg-scripts', () => {
-  it('start --daemon --framework=<this package>, then stop --title', async () => {
+  it('start --daemon --framework=<this package> (the master loads no egg), then stop --title', async () => {
     const baseDir = copyFixture('basic');
+    const loaded = probe(baseDir);
     const port = await getFreePort();
     const title = `egg-cluster-rs-test-${process.pid}-${Date.now()}`;
     const stdoutLog = path.join(baseDir, 'logs/master-stdout.log');
@@ -36,7 +22,7 @@ describe('egg-scripts', () => {
     const start = runScript(BIN, [
       'start', '--daemon', `--framework=${ROOT}`, `--title=${title}`, `--port=${port}`, '--workers=2',
       `--stdout=${stdoutLog}`, `--stderr=${stderrLog}`, baseDir,
-    ], { marker: baseDir, home: baseDir });
+    ], { marker: baseDir, home: baseDir, env: loaded.env });
     const started = await start.waitExit(120000);
     assert.deepStrictEqual(started, { code: 0, signal: null }, start.tail());
     assert.match(start.stdout, new RegExp(`egg-cluster-rs started on http://127\\.0\\.0\\.1:${port}`));
@@ -48,10 +34,11 @@ describe('egg-scripts', () => {
     assert.strictEqual(workers.length, 3, JSON.stringify(procs, null, 2));
     for (const w of workers) {
       // what egg-scripts stop greps for: the title, and (for its SIGKILL fallback)
-      // "egg-cluster/lib/{app,agent}_worker.js", which our workers are started from
+      // "egg-cluster/lib/{app,agent}_worker.js", which our workers' path holds (lib/workers/)
       assert(w.cmdline.includes(`"title":"${title}"`), w.cmdline);
-      assert(w.cmdline.includes(path.join(ROOT, 'lib/egg-cluster/lib/')), w.cmdline);
+      assert(w.cmdline.includes(path.join(ROOT, 'lib/workers/egg-cluster/lib/')), w.cmdline);
     }
+    assertMasterWithoutEgg(loaded.dir, EGG[3], /egg-scripts\/lib\/start-cluster/);
 
     const res = await get(port, '/');
     assert.strictEqual(res.status, 200);
@@ -67,38 +54,8 @@ describe('egg-scripts', () => {
     assert.match(fs.readFileSync(stdoutLog, 'utf8'), /\[master\] exit with code:0/);
   });
 
-  it('egg-cluster-rs upgrade --title after start --daemon: a new tree under the same title, which stop --title then stops', async () => {
-    const baseDir = copyFixture('basic');
-    const port = await getFreePort();
-    const title = `egg-cluster-rs-test-${process.pid}-${Date.now()}`;
-    const stdoutLog = path.join(baseDir, 'logs/master-stdout.log');
-    const start = runScript(BIN, [
-      'start', '--daemon', `--framework=${ROOT}`, `--title=${title}`, `--port=${port}`, '--workers=2',
-      `--stdout=${stdoutLog}`, baseDir,
-    ], { marker: baseDir, home: baseDir });
-    assert.deepStrictEqual(await start.waitExit(120000), { code: 0, signal: null }, start.tail());
-    const old = findProcesses(baseDir);
-    const oldMaster = old.find(p => p.cmdline.includes('start-cluster')).pid;
-
-    // egg-scripts disconnected from the master at egg-ready: the upgrade is allowed
-    const up = runScript(CLI, [ 'upgrade', `--title=${title}` ], { marker: title, home: baseDir });
-    assert.strictEqual((await up.waitExit(120000)).code, 0, up.tail());
-    const newMaster = Number(up.stdout.match(/upgrade done: new master pid (\d+) serves/)[1]);
-    await waitDead([ oldMaster ], 30000);
-    const now = findProcesses(baseDir);
-    assert.deepStrictEqual(now.filter(p => p.cmdline.includes('start-cluster')).map(p => p.pid), [ newMaster ]);
-    assert(now.every(p => !old.some(o => o.pid === p.pid)), 'nothing of the old tree is left');
-    assert.strictEqual((await get(port, '/')).body, 'hi, egg');
-    const log = fs.readFileSync(stdoutLog, 'utf8');
-    assert.match(log, new RegExp(`${newMaster} \\[master\\] egg-cluster-rs started on http://127\\.0\\.0\\.1:${port}`));
-    assert.match(log, new RegExp(`${oldMaster} \\[master\\] exit with code:0`));
-
-    const stop = runScript(BIN, [ 'stop', `--title=${title}`, '--timeout=1000' ], { marker: title, home: baseDir });
-    assert.strictEqual((await stop.waitExit(60000)).code, 0, stop.tail());
-    assert.match(stop.stdout, new RegExp(`got master pid \\["${newMaster}"\\]`));
-    await waitDead(now.map(p => p.pid), 10000);
-    assert.deepStrictEqual(findProcesses(baseDir), []);
-  });
+  // `egg-cluster-rs upgrade --title` after `start --daemon`, then `stop --title` stopping the new
+  // tree: cli.test.js, with the rest of a deploy's life.
 
   it('stop\'s fallback finds and SIGKILLs a worker left behind by a dead master', async () => {
     const baseDir = copyFixture('busy');

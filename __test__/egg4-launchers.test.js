@@ -10,6 +10,7 @@ const path = require('path');
 const {
   REFERENCE, ROOT, copyFixture, getFreePort, runScript, findProcesses, waitDead, get, startMaster,
 } = require('./helper');
+const { EGG, probe, assertMasterWithoutEgg } = require('./launch');
 
 const EGG4 = path.join(ROOT, 'node_modules/egg4');
 const SCRIPTS4 = path.join(ROOT, 'node_modules/@eggjs/scripts/bin/run.js');
@@ -51,6 +52,9 @@ function onThisPackage(fixture) {
     const m = await startMaster(null, {}, { baseDir, env: { EGG_SERVER_ENV: 'prod' } });
     await m.waitReady(90000);
     assert.match(m.output, /\[master\] =================== egg-cluster-rs start 🥚🥚🥚🥚 =====================/);
+    // which egg runs under this package, where it was found, and the dialect
+    const eggVersion = require(path.join(EGG4, 'package.json')).version;
+    assert(m.lines(/\[master\] egg version /).some(l => l.endsWith(`[master] egg version ${eggVersion} from ${path.join(baseDir, 'node_modules/egg')}: egg 4 dialect (@eggjs/cluster's protocol)`)), m.tail());
     await m.waitForMessages('esm-app-ready', 2);
     const res = await get(m.options.port, '/');
     assert.strictEqual(res.status, 200, res.body);
@@ -64,8 +68,9 @@ function onThisPackage(fixture) {
 });
 
 (REFERENCE ? describe.skip : describe)('egg 4: launchers', () => {
-  it('@eggjs/scripts 4: start --daemon --framework=<this package>, then stop', async () => {
+  it('@eggjs/scripts 4: start --daemon --framework=<this package> (the master loads no egg), then stop', async () => {
     const baseDir = onThisPackage('egg4-app');
+    const loaded = probe(baseDir);
     const port = await getFreePort();
     const title = `egg-cluster-rs-test4-${process.pid}-${Date.now()}`;
     const stdoutLog = path.join(baseDir, 'logs/master-stdout.log');
@@ -73,7 +78,7 @@ function onThisPackage(fixture) {
     const start = runScript(SCRIPTS4, [
       'start', '--daemon', `--framework=${ROOT}`, `--title=${title}`, `--port=${port}`, '--workers=2',
       `--stdout=${stdoutLog}`, `--stderr=${stderrLog}`, baseDir,
-    ], { marker: baseDir, home: baseDir, cwd: baseDir });
+    ], { marker: baseDir, home: baseDir, cwd: baseDir, env: loaded.env });
     const started = await start.waitExit(120000);
     assert.deepStrictEqual(started, { code: 0, signal: null }, start.tail());
     assert.match(start.stdout, new RegExp(`egg-cluster-rs started on http://127\\.0\\.0\\.1:${port}`));
@@ -85,6 +90,8 @@ function onThisPackage(fixture) {
     assert.strictEqual(res.status, 200, res.body);
     assert.strictEqual(JSON.parse(res.body).egg, ROOT);
     assert.match(fs.readFileSync(stdoutLog, 'utf8'), /\[master\] egg-cluster-rs started on/);
+    // a CommonJS app: start-cluster.cjs (an ESM app's start-cluster.mjs: launchers.test.js)
+    assertMasterWithoutEgg(loaded.dir, EGG[4], /@eggjs\/scripts\/scripts\/start-cluster\.cjs/);
 
     const stop = runScript(SCRIPTS4, [ 'stop', `--title=${title}`, '--timeout=1000' ], { marker: title, home: baseDir, cwd: baseDir });
     assert.strictEqual((await stop.waitExit(60000)).code, 0, stop.tail());

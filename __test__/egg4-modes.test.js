@@ -5,7 +5,7 @@
 
 const assert = require('assert');
 const path = require('path');
-const { REFERENCE, ROOT, startMaster, get, collectWorkerPids, waitDead } = require('./helper');
+const { REFERENCE, ROOT, startMaster, get, getFreePort, collectWorkerPids, waitDead } = require('./helper');
 
 const EGG4 = path.join(ROOT, 'node_modules/egg4');
 const PROD = { EGG_SERVER_ENV: 'prod' };
@@ -40,12 +40,16 @@ async function stop(m) {
 }
 
 (REFERENCE ? describe.skip : describe)('egg 4: connection modes and faults', () => {
-  it('reusePort: every worker serves from its own socket', async () => {
-    const { m, appPids } = await start({ reusePort: true });
+  it('reusePort: every worker serves from its own socket; with debugPort, on that port too', async () => {
+    const debugPort = await getFreePort();
+    const { m, appPids } = await start({ reusePort: true, debugPort });
     const pids = await collectWorkerPids(m.options.port, 2);
     assert.deepStrictEqual([ ...pids ].sort(), appPids);
     // one SO_REUSEPORT listening socket per worker slot (a shared socket would be one)
     assert.strictEqual(listeners(m.options.port), 2);
+    // @eggjs/cluster (up to 4.0.2-beta.9) listens the one server a second time there instead
+    assert.deepStrictEqual([ ...await collectWorkerPids(debugPort, 2) ].sort(), appPids);
+    assert.match(m.output, new RegExp(`\\[master\\] egg started debug port on http://127\\.0\\.0\\.1:${debugPort}$`, 'm'));
     await stop(m);
   });
 

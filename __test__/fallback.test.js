@@ -176,6 +176,29 @@ describe('fallback: no native binary', () => {
     assert.match(t.stderr, /ERR_EGG_CLUSTER_NATIVE_ONLY: options\.sticky with startMode 'worker_threads' needs the native master/);
   });
 
+  // `node -e "require('egg-cluster-rs').startCluster(...)"` (docs/operations.md's systemd unit):
+  // the JS masters fork with this process's execArgv, and an app worker that inherited `-e <code>`
+  // would run the launcher again (a second master in it) instead of its worker file. fork('-e',
+  // [code]) runs `node -e code`, with an IPC channel to this test.
+  for (const [ flag, fixture, dialect ] of [ [ '-e', 'basic', 'egg-cluster' ], [ '-p', 'basic', 'egg-cluster' ], [ '-e', 'egg4-app', '@eggjs/cluster' ], [ '-p', 'egg4-app', '@eggjs/cluster' ] ]) {
+    it(`node ${flag} "...startCluster(...)" on ${dialect}: the workers do not inherit ${flag}`, async function() {
+      this.timeout(120000);
+      const baseDir = copyFixture(fixture);
+      const options = { baseDir, workers: 1, port: await getFreePort() };
+      const code = `require(${JSON.stringify(pkg)}).startCluster(${JSON.stringify(options)})`;
+      const m = runScript(flag, [ code ], { marker: baseDir, home: baseDir, cwd: ROOT });
+      await m.waitReady(90000);
+      assert.strictEqual((await get(options.port, '/')).status, 200, m.tail());
+      assert.match(m.output, new RegExp(`starting the JS master ${dialect} `));
+      const workers = findProcesses(baseDir).filter(p => p.pid !== m.pid);
+      assert.strictEqual(workers.length, 2, JSON.stringify(workers));
+      for (const w of workers) assert(!w.cmdline.includes('startCluster'), w.cmdline);
+      m.kill('SIGTERM');
+      assert.strictEqual((await m.waitExit(30000)).code, 0, m.tail());
+      await waitDead(workers.map(p => p.pid), 10000);
+    });
+  }
+
   it('neither a binary nor a JS master: the error names both', async () => {
     // an app whose egg depends on no cluster package
     const baseDir = copyFixture('basic');

@@ -180,11 +180,11 @@ describe('operations hardening', () => {
         assert.strictEqual(cli.stdout, '');
       }
 
-      const reload = runScript(CLI, [ 'reload', `--pid=${d0.pid}` ], { marker: d0.baseDir, home: d0.baseDir });
+      const reload = runScript(CLI, [ 'reload', '--no-wait', `--pid=${d0.pid}` ], { marker: d0.baseDir, home: d0.baseDir });
       assert.deepStrictEqual(await reload.waitExit(20000), { code: 0, signal: null }, reload.tail());
       assert.match(reload.stdout, new RegExp(`sent SIGUSR2 to master pid ${d0.pid}$`, 'm'));
       await waitUntil(() => /\[master\] rolling reload \(SIGUSR2\) done: 1 app worker\(s\) replaced/.test(d0.log()), 60000, 'd0 reloaded');
-      const up = runScript(CLI, [ 'scale', 'up', `--pid=${d1.pid}` ], { marker: d1.baseDir, home: d1.baseDir });
+      const up = runScript(CLI, [ 'scale', 'up', '--no-wait', `--pid=${d1.pid}` ], { marker: d1.baseDir, home: d1.baseDir });
       assert.deepStrictEqual(await up.waitExit(20000), { code: 0, signal: null }, up.tail());
       assert.match(up.stdout, new RegExp(`sent SIGTTIN to master pid ${d1.pid}$`, 'm'));
       await waitUntil(() => findProcesses(d1.baseDir).filter(p => /app_worker\.js/.test(p.cmdline)).length === 2, 60000, 'd1 scaled up');

@@ -648,7 +648,29 @@ function boundSocket() {
   return { handle, port: addr.port };
 }
 
+/**
+ * The watchdog (/bin/sh ... egg-cluster-rs-watchdog) a master started: it SIGKILLs the master's
+ * children 1 s after the master's death (docs/operations-hardening.md), so a test that needs a
+ * tree whose master died kills it first.
+ * @param {number} pid - the master's
+ * @return {?number} its pid
+ */
+function watchdogOf(pid) {
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid && fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('egg-cluster-rs-watchdog')) return Number(name);
+    } catch (_) {
+      // gone meanwhile
+    }
+  }
+  return null;
+}
+
 module.exports = {
+  watchdogOf,
   notifyListener,
   boundSocket,
   ROOT,

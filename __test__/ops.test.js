@@ -24,7 +24,8 @@ function procRss(pid) {
 
 /**
  * A strict parser of the Prometheus/OpenMetrics text format: every sample belongs to a family
- * declared by `# TYPE` before it, counters' samples end in `_total`, labels are `k="v"` with
+ * declared by `# TYPE` before it, counters' samples end in `_total` (histograms' in `_bucket`,
+ * `_count`, `_sum`), labels are `k="v"` with
  * escapes, values are numbers, the text ends with `# EOF`. Throws on anything else.
  * @param {string} text -
  * @return {{types: Object, samples: Array<{name: string, labels: Object, value: number}>}} -
@@ -60,7 +61,8 @@ function parseMetrics(text) {
     }
     const value = Number(valueText);
     assert(!Number.isNaN(value) || valueText === 'NaN', `bad value: ${line}`);
-    const family = Object.keys(types).find(f => name === f || (types[f] === 'counter' && name === `${f}_total`));
+    const suffixes = { counter: [ '_total' ], histogram: [ '_bucket', '_count', '_sum' ], summary: [ '_count', '_sum' ] };
+    const family = Object.keys(types).find(f => name === f || (suffixes[types[f]] || []).some(x => name === `${f}${x}`));
     assert(family, `sample before its TYPE: ${name}`);
     if (types[family] === 'counter') assert(name.endsWith('_total'), `counter sample without _total: ${name}`);
     samples.push({ name, labels, value });
@@ -184,6 +186,24 @@ describe('operations', () => {
     assert.strictEqual(sample(metrics, 'egg_cluster_reforks_total'), 1);
     assert.strictEqual(sample(metrics, 'egg_cluster_slot_restarts_total', { role: 'app', id: String(replacement.id) }), 1);
 
+    m.kill('SIGTERM');
+    assert.strictEqual((await m.waitExit()).code, 0, m.tail());
+  });
+
+  it('status just after boot: a worker\'s event-loop lag shows from a whole heartbeat after it serves, never its boot', async () => {
+    const m = await startMaster('boot-block', {}, { env: PROD });
+    // every lag a serving app worker shows, polled from the start until both show one
+    const shown = [];
+    await waitUntil(async () => {
+      m.send({ action: 'runner-status' });
+      const n = m.messages.filter(msg => msg.action === 'runner-status').length;
+      const s = (await m.waitFor(h => { const l = h.messages.filter(msg => msg.action === 'runner-status'); return l.length > n && l[l.length - 1]; })).data;
+      const apps = s.children.filter(c => c.role === 'app');
+      for (const c of apps) if (c.state === 'serving' && c.lagMs !== null) shown.push(c.lagMs);
+      return apps.length === 2 && apps.every(c => c.state === 'serving' && c.lagMs !== null);
+    }, 90000, 'both app workers to serve and show their lag');
+    // the 5 s the boot blocked each worker's loop (boot-block/app.js) are not lag
+    assert(shown.every(ms => ms < 2500), `lags shown: ${shown}`);
     m.kill('SIGTERM');
     assert.strictEqual((await m.waitExit()).code, 0, m.tail());
   });

@@ -12,7 +12,7 @@ const assert = require('assert');
 const fs = require('fs');
 const path = require('path');
 const { Load } = require('./load');
-const { TS, REFERENCE, startMaster, get, isAlive } = require('./helper');
+const { TS, REFERENCE, startMaster, get, isAlive, waitUntil } = require('./helper');
 
 const PROD = { EGG_SERVER_ENV: 'prod' };
 const LOCAL = { EGG_SERVER_ENV: 'local' };
@@ -138,28 +138,48 @@ describe('live worker replacement (reload)', function() {
     await stop(m);
   });
 
-  it('local env: reload-worker from the agent, then from the parent, replaces every app worker', async () => {
-    const m = await startMaster('reload', { workers: 2 }, { env: LOCAL });
+  it('local env: reload-worker from the agent, then from the parent, replaces every app worker: all 4 boot at once, and no old worker serves once the first replacement does', async function() {
+    this.timeout(180000);
+    // reloadConcurrency 1 is the production surge here: the local env's reload ignores it
+    const m = await startMaster('reload', { workers: 4, reloadConcurrency: 1 }, { env: LOCAL });
     await m.waitReady();
     let workers = sorted(m.workers().app);
-    assert.strictEqual(workers.length, 2);
+    assert.strictEqual(workers.length, 4);
+    await m.waitFor(h => h.messages.find(msg => msg && msg.action === 'agent-egg-pids' && msg.data.pids.length === 4));
 
-    for (const [ via, send ] of [
-      [ 'agent', () => m.send({ to: 'agent', action: 'ask-reload' }) ],
-      [ 'parent', () => m.send({ to: 'master', action: 'reload-worker' }) ],
+    for (const [ via, send, count ] of [
+      [ 'agent', () => m.send({ to: 'agent', action: 'ask-reload' }), 4 ],
+      [ 'parent', () => m.send({ to: 'master', action: 'reload-worker' }), 2 ],
     ]) {
+      if (workers.length > count) {
+        // two workers are enough to show the parent's path: the test boots fewer
+        const mark = m.messages.length;
+        m.send({ action: 'runner-scale', data: count });
+        await m.waitFor(h => h.messages.slice(mark).find(msg => msg && msg.action === 'agent-egg-pids' && msg.data.pids.length === count));
+        workers = await waitUntil(() => m.workers().app.length === count && sorted(m.workers().app), 30000, `${count} app workers`);
+      }
       const mark = m.messages.length;
       send();
-      const done = await reloadDone(m, mark);
+      const done = await reloadDone(m, mark, 150000);
       assert.strictEqual(done.data.ok, true, `${via}: ${JSON.stringify(done)}\n${m.tail()}`);
       assert.deepStrictEqual(sorted(done.data.replaced.map(p => p[0])), workers, via);
+      // what the agent was told of the serving workers, in order: once the first new worker
+      // serves, the old ones are all gone from it before a second new one joins
+      const told = m.messages.slice(mark).filter(msg => msg && msg.action === 'agent-egg-pids').map(msg => msg.data.pids);
+      const first = told.findIndex(pids => pids.some(pid => !workers.includes(pid)));
+      assert(first >= 0, JSON.stringify(told));
+      const newOnly = told.slice(first).find(pids => pids.every(pid => !workers.includes(pid)));
+      assert(newOnly && newOnly.length === 1, `${via}: no moment with only the first new worker serving: ${JSON.stringify(told)}`);
       const after = sorted(m.workers().app);
-      assert.strictEqual(after.length, 2);
+      assert.strictEqual(after.length, count);
       assert(after.every(pid => !workers.includes(pid)), `${via}: before ${workers}, after ${after}`);
       assert.strictEqual((await get(m.options.port, '/pid')).status, 200);
       workers = after;
     }
-    assert.match(m.output, masterLine(m, 'rolling reload \\(reload-worker\\) done: 2 app worker\\(s\\) replaced \\(\\d+ms\\)'));
+    for (const n of [ 4, 2 ]) {
+      assert.match(m.output, masterLine(m, `rolling reload \\(reload-worker\\): replacing ${n} app worker\\(s\\), all at once; the old ones retire as soon as one new worker serves \\(local env\\)`));
+      assert.match(m.output, masterLine(m, `rolling reload \\(reload-worker\\) done: ${n} app worker\\(s\\) replaced \\(\\d+ms\\)`));
+    }
     await stop(m);
   });
 
@@ -293,8 +313,9 @@ describe('live worker replacement (reload)', function() {
     await stop(m);
   });
 
-  it('SIGTTIN then SIGTTOU: 2 -> 3 -> 2 app workers, the agent\'s egg-pids follows', async () => {
-    const m = await startMaster('reload', { workers: 2 }, { env: PROD });
+  it('SIGTTIN then SIGTTOU: 2 -> 3 -> 2 app workers, the agent\'s egg-pids follows; then 20 quick scale-ups boot at most reloadConcurrency workers at once, up to EGG_CLUSTER_RS_MAX_WORKERS', async function() {
+    this.timeout(180000);
+    const m = await startMaster('reload', { workers: 2, reloadConcurrency: 1 }, { env: { ...PROD, EGG_CLUSTER_RS_MAX_WORKERS: '4' } });
     const port = m.options.port;
     await m.waitReady();
     const before = sorted(m.workers().app);
@@ -328,6 +349,27 @@ describe('live worker replacement (reload)', function() {
     await l.until(r => r.filter(x => x.t > t).length >= 20);
     await l.stop();
     l.assertAllOk(m);
+
+    // 20 SIGTTIN 50 ms apart: 2 more workers, one booting at a time, the rest capped
+    const from = m.output.length;
+    for (let i = 0; i < 20; i++) {
+      m.kill('SIGTTIN');
+      await new Promise(resolve => setTimeout(resolve, 50));
+    }
+    // the agent hears of 4 serving workers
+    await m.waitFor(h => h.messages.slice(mark).find(msg => msg && msg.action === 'agent-egg-pids' && msg.data.pids.length >= 4), 120000);
+    // replay the master's lines: a worker boots from its "start" line to its "started at" line
+    let booting = 0;
+    let maxBooting = 0;
+    for (const line of m.output.slice(from).split('\n')) {
+      if (/\[master\] app_worker#\d+:\d+ start, state:/.test(line)) booting++;
+      else if (/\[master\] app_worker#\d+:\d+ started at/.test(line)) booting--;
+      maxBooting = Math.max(maxBooting, booting);
+    }
+    assert.strictEqual(maxBooting, 1, m.tail(80));
+    await m.waitFor(masterLine(m, 'scaled from \\d+ to 4 app workers \\(\\d+ms\\)'), 10000);
+    assert(m.lines(/WARN \d+ \[master\] scaling to \d+ app workers capped at 4, the most this master runs \(EGG_CLUSTER_RS_MAX_WORKERS\)/).length >= 1, m.tail(80));
+    assert.strictEqual(m.workers().app.length, 4);
     await stop(m);
   });
 

@@ -1,8 +1,9 @@
 'use strict';
 
 const assert = require('assert');
+const path = require('path');
 const {
-  TS, LOG_PREFIX, REFERENCE, startMaster, get, collectWorkerPids, waitDead, findProcesses,
+  TS, LOG_PREFIX, REFERENCE, ROOT, startMaster, get, collectWorkerPids, waitDead, findProcesses,
 } = require('./helper');
 
 describe('start', () => {
@@ -60,7 +61,9 @@ describe('start', () => {
     const line = text => new RegExp(`${LOG_PREFIX}\\[master\\] ${text}`, 'm');
     assert.match(m.stdout, line('=================== egg start ====================='));
     assert.match(m.stdout, line(`node version ${process.version.replace(/\./g, '\\.')}$`));
-    assert.match(m.stdout, line('egg version 3\\.\\d+\\.\\d+$'));
+    // ours says where egg was found and which protocol its workers speak
+    const egg = path.join(ROOT, 'node_modules/egg').replace(/[.\\/]/g, '\\$&');
+    assert.match(m.stdout, line(`egg version 3\\.\\d+\\.\\d+${REFERENCE ? '' : ` from ${egg}: egg 3 dialect \\(egg-cluster's protocol\\)`}$`));
     assert.match(m.stdout, line('start with options:$'));
     assert.match(m.stdout, line('start with env: isProduction: true, EGG_SERVER_ENV: prod, NODE_ENV: undefined$'));
     assert.match(m.stdout, line('agent_worker#1:\\d+ start with clusterPort:\\d+$'));

@@ -122,7 +122,8 @@ describe('master upgrade', function() {
     });
   }
 
-  it('a new tree that fails at boot is stopped, the old one serves on; the CLI says why (exit 1)', async () => {
+  it('a new tree that fails at boot is stopped, the old one serves on; the CLI says why (exit 1); a SIGTERM while the next new tree boots closes both, and says so', async function() {
+    this.timeout(180000);
     const { m, pidFile } = await start({}, { ipc: false });
     const port = m.options.port;
     await m.waitFor(masterLine(m.pid, 'egg started on http://127\\.0\\.0\\.1:\\d+ \\(\\d+ms\\).*'), 60000);
@@ -154,8 +155,22 @@ describe('master upgrade', function() {
     assert(!m.exited);
 
     fs.unlinkSync(path.join(m.baseDir, 'boot-fail'));
+
+    // SIGTERM while the next upgrade's new tree boots (held at boot): both close, and the lines
+    // say so (not "this master serves on")
+    fs.writeFileSync(path.join(m.baseDir, 'boot-hold'), '');
+    const from = m.output.length;
+    m.kill('SIGHUP');
+    const held = await m.waitFor(h => h.output.slice(from).match(masterLine(m.pid, 'upgrade: new master pid (\\d+) started, waiting for its ready')));
+    const heldPid = Number(held[1]);
+    extra.push(heldPid);
+    await m.waitFor(masterLine(heldPid, 'agent_worker#1:\\d+ started \\(\\d+ms\\)'), 60000);
     m.kill('SIGTERM');
     assert.deepStrictEqual(await m.waitExit(30000), { code: 0, signal: null }, m.tail());
+    assert.doesNotMatch(m.output.slice(from), /serves on/);
+    assert.match(m.output, masterLine(m.pid, `upgrade abandoned: SIGTERM came before new master pid ${heldPid} was ready; it is stopped, and this master closes`, 'WARN'));
+    await waitDead([ heldPid ], 30000);
+    await waitUntil(() => m.children().length === 0, 30000, 'nothing of either tree left');
   });
 
   it('promise.upgrade() with an IPC parent is refused and says why; the cluster serves on', async () => {

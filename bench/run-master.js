@@ -1,9 +1,9 @@
 'use strict';
 
 /**
- * One cluster master, forked by bench/index.js:
+ * One cluster master, forked by bench/index.js and bench/large.js:
  *
- *   node bench/run-master.js '{"impl":"egg-cluster"|"rs","options":{...}}'
+ *   node bench/run-master.js '{"impl":"egg-cluster"|"rs"|"stock","options":{...},"cluster":path}'
  *
  * Calls egg-cluster 2.5's or egg-cluster-rs's startCluster(options, cb) and, on ready, sends
  * `{ action: 'bench-ready', masterPid, t, ... }` to the bench driver. Everything else the driver
@@ -13,7 +13,7 @@
 const path = require('path');
 
 const tRequire = Date.now();
-const { impl, options, egg } = JSON.parse(process.argv[2]);
+const { impl, options, egg, cluster } = JSON.parse(process.argv[2]);
 const ROOT = path.join(__dirname, '..');
 
 let startCluster;
@@ -28,6 +28,21 @@ if (impl === 'baseline') {
   startCluster = (options, cb) => eggjsCluster.startCluster(options).then(() => cb(), cb);
 } else if (impl === 'egg-cluster') {
   startCluster = require(path.join(ROOT, 'node_modules/egg-cluster')).startCluster;
+} else if (impl === 'stock') {
+  // bench/large.js: the master the app's own egg depends on, at `cluster` (egg-cluster 2.5's
+  // callback, @eggjs/cluster 3 and 4's Promise; 4 is ESM)
+  startCluster = (options, cb) => {
+    let called = false;
+    const done = err => {
+      if (!called) cb(err);
+      called = true;
+    };
+    import(require('url').pathToFileURL(require.resolve(cluster)).href)
+      .then(m => {
+        const r = (m.startCluster || m.default.startCluster)(options, done);
+        if (r && typeof r.then === 'function') r.then(() => done(), done);
+      }, done);
+  };
 } else if (impl === 'rs') {
   startCluster = require(ROOT).startCluster;
 } else {

@@ -2,17 +2,20 @@
 'use strict';
 
 /**
- * egg-cluster-rs reload [--title=T] [--pid=N]       rolling reload of the app workers (SIGUSR2)
- * egg-cluster-rs scale up|down [--title=T] [--pid=N] add / retire one app worker (SIGTTIN / SIGTTOU)
- * egg-cluster-rs status [--title=T] [--pid=N] [--json]   the cluster's status, from the master's
- *                                          control socket (same user only, see docs/operations.md)
+ * egg-cluster-rs reload [--title=T] [--pid=N] [--no-wait]  rolling reload of the app workers
+ * egg-cluster-rs scale up|down [--title=T] [--pid=N] [--no-wait]  add / retire one app worker
+ * egg-cluster-rs status [--title=T] [--pid=N] [--json]   the cluster's status
  * egg-cluster-rs upgrade [--title=T] [--pid=N]      master upgrade: a new master takes the sockets
- *                                          over (docs/upgrade.md); waits for the outcome
+ *                                          over (docs/upgrade.md)
+ * egg-cluster-rs top [--title=T] [--pid=N] [--once] a live view of the cluster (lib/top.js)
  *
+ * Each asks the master over its control socket (same user only, see docs/operations.md) and
+ * waits for the outcome; `--no-wait` sends the signal (SIGUSR2, SIGTTIN / SIGTTOU) instead.
  * Finds the master like `egg-scripts stop` does: `ps -wweo "pid,args"`, node
  * processes whose args include `start-cluster` (and `"title":"T"` with --title),
- * restricted to the current user's processes. reload and scale signal one master: with
- * several found and neither --title nor --pid, they list them and do nothing.
+ * restricted to the current user's processes; reload, scale and upgrade skip the masters that
+ * are starting or closing (an upgrade's new master booting, the old one draining). With several
+ * left and neither --title nor --pid, they list them and do nothing.
  */
 
 const fs = require('fs');
@@ -20,10 +23,14 @@ const path = require('path');
 const { execFileSync } = require('child_process');
 
 const USAGE = `Usage:
-  egg-cluster-rs reload [--title=T] [--pid=N]
-                                           rolling reload: replace the app workers, a surge at a time (SIGUSR2)
-  egg-cluster-rs scale up|down [--title=T] [--pid=N]
-                                           add (SIGTTIN) / retire (SIGTTOU) one app worker
+  egg-cluster-rs reload [--title=T] [--pid=N] [--no-wait]
+                                           rolling reload: replace the app workers, a surge at a
+                                           time; waits: a line per worker replaced, exit 0 once
+                                           every new worker serves, 1 with the reason when the
+                                           reload failed
+  egg-cluster-rs scale up|down [--title=T] [--pid=N] [--no-wait]
+                                           add / retire one app worker; waits until it serves
+                                           (up) or has drained and exited (down)
   egg-cluster-rs status [--title=T] [--pid=N] [--json]
                                            the master's status: its phase and each worker's
                                            state, restarts, last exit, RSS, CPU and counters
@@ -32,24 +39,34 @@ const USAGE = `Usage:
                                            the code on disk, keeping the sockets; waits for the
                                            outcome: exit 0 once the new master serves, 1 with
                                            the reason when it was refused or rolled back
+  egg-cluster-rs top [--title=T] [--pid=N] [--once]
+                                           a live view of one master's cluster, refreshed each
+                                           second: per worker CPU, memory, event loop, req/s,
+                                           latency; q quits. --once prints one frame
 
 Options:
   --title=T    only the master started with egg-scripts start --title=T
   --pid=N      the master with this pid (any egg-cluster-rs master of yours, not only egg-scripts')
   --json       status: print the snapshot as JSON
+  --once       top: print one frame (rates over one second) and exit
+  --no-wait    reload, scale: send the signal (SIGUSR2, SIGTTIN, SIGTTOU) and exit at once
   -h, --help   show this help
 
 The master is found as \`egg-scripts stop\` finds it: a node process of the
 current user whose arguments contain "start-cluster" (and "title":"T").
-reload, scale and upgrade refuse to guess: when several masters match and
-neither --title nor --pid was given, they list them and signal none.`;
+reload, scale and upgrade skip masters that are starting or closing (during an
+upgrade: the new master booting, the old one draining), and join an upgrade
+that runs. They refuse to guess: when several masters are left and neither
+--title nor --pid was given, they list them and ask none.`;
 
 function parseArgs(argv) {
-  const out = { _: [], title: undefined, help: false, json: false, pid: undefined };
+  const out = { _: [], title: undefined, help: false, json: false, once: false, pid: undefined, wait: true };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '-h' || arg === '--help') out.help = true;
     else if (arg === '--json') out.json = true;
+    else if (arg === '--once') out.once = true;
+    else if (arg === '--no-wait') out.wait = false;
     else if (arg.startsWith('--pid=')) {
       out.pid = Number(arg.slice('--pid='.length));
       if (!Number.isInteger(out.pid) || out.pid <= 0) throw new Error('--pid needs a positive integer');
@@ -166,7 +183,7 @@ function main(argv) {
   }
 
   const [ cmd, sub, ...rest ] = args._;
-  if ([ 'status', 'reload', 'scale', 'upgrade' ].includes(cmd)) {
+  if ([ 'status', 'reload', 'scale', 'upgrade', 'top' ].includes(cmd)) {
     // a master started here without the binary is the app's JS master (lib/fallback.js): it
     // neither catches these signals nor has a control socket
     const fallback = require('../lib/fallback');
@@ -178,20 +195,31 @@ function main(argv) {
   }
   if (cmd === 'status' && sub === undefined) return status(args);
   if (cmd === 'upgrade' && sub === undefined) return upgrade(args);
-  let signal;
-  let what;
+  if (cmd === 'top' && sub === undefined) return top(args);
+  let job;
   if (cmd === 'reload' && sub === undefined) {
-    signal = 'SIGUSR2';
-    what = 'rolling reload';
+    job = { request: 'reload', signal: 'SIGUSR2', what: 'rolling reload' };
   } else if (cmd === 'scale' && (sub === 'up' || sub === 'down') && rest.length === 0) {
-    signal = sub === 'up' ? 'SIGTTIN' : 'SIGTTOU';
-    what = sub === 'up' ? 'add one app worker' : 'retire one app worker';
+    job = sub === 'up'
+      ? { request: 'scale up', signal: 'SIGTTIN', what: 'add one app worker' }
+      : { request: 'scale down', signal: 'SIGTTOU', what: 'retire one app worker' };
   } else {
     console.error(`egg-cluster-rs: unknown command: ${args._.join(' ')}\n\n${USAGE}`);
     return 2;
   }
+  return args.wait ? waitJob(args, job) : signalJob(args, job);
+}
 
-  const masters = pickMasters(args);
+/**
+ * `reload`, `scale --no-wait`: signals the masters addressed and returns at once.
+ * @param {Object} args - parsed
+ * @param {{signal: string, what: string}} job -
+ * @param {Array<{pid: number}>} [picked] - the masters, when already picked
+ * @return {Promise<number>} exit code
+ */
+async function signalJob(args, job, picked) {
+  const { signal, what } = job;
+  const masters = picked || await pickServing(args);
   if (!masters) return 1;
   const signalled = [];
   for (const { pid } of masters) {
@@ -214,13 +242,90 @@ function main(argv) {
   return 0;
 }
 
+// How long `reload`/`scale` wait for a line from the master. The master bounds each boot itself
+// (EGG_CLUSTER_RS_RELOAD_TIMEOUT) and answers every waiter, even when it closes: this only
+// covers a master that stopped answering at all.
+const JOB_IDLE_MS = 15 * 60 * 1000;
+
+/**
+ * `reload`, `scale`: asks each master addressed over its control socket and waits for the
+ * outcome, printing each step (a worker replaced, added, retired) as it comes.
+ * @param {Object} args - parsed
+ * @param {{request: string, signal: string, what: string}} job -
+ * @return {Promise<number>} exit code: 0 when every master did it
+ */
+async function waitJob(args, job) {
+  const masters = await pickServing(args);
+  if (!masters) return 1;
+  const codes = await Promise.all(masters.map(async ({ pid }) => {
+    console.log(`egg-cluster-rs: ${job.what} on master pid ${pid}: waiting for the outcome...`);
+    let answer;
+    try {
+      answer = await ask(pid, job.request, JOB_IDLE_MS,
+        progress => console.log(`egg-cluster-rs: master pid ${pid}: ${progress}`));
+    } catch (err) {
+      if (!err.noSocket) {
+        console.error(`egg-cluster-rs: ${err.message}`);
+        return 1;
+      }
+      // a master whose control socket is off can still be signalled, without an outcome
+      console.error(`egg-cluster-rs: ${err.message}: sending ${job.signal} instead (no outcome to wait for)`);
+      return signalJob(args, job, [{ pid }]);
+    }
+    if (answer.error && answer.ok === undefined) {
+      // a master older than this CLI: it knows the signal only
+      console.error(`egg-cluster-rs: master pid ${pid} cannot report the outcome (${answer.error}; an older egg-cluster-rs?): sending ${job.signal} instead`);
+      return signalJob(args, job, [{ pid }]);
+    }
+    if (answer.ok) {
+      console.log(`egg-cluster-rs: ${job.what} done on master pid ${pid}: ${answer.summary}`);
+      return 0;
+    }
+    console.error(`egg-cluster-rs: ${job.what} on master pid ${pid} failed: ${answer.error}`);
+    return 1;
+  }));
+  return codes.every(c => c === 0) ? 0 : 1;
+}
+
+/**
+ * The masters a reload, scale or upgrade addresses: `--pid`, else those found (by title) that
+ * serve: a master that is starting (an upgrade's new master booting) or closing (the old one
+ * draining after the hand-over) is skipped, so that a deploy's retry or a second deploy in that
+ * window addresses the one that serves. Errors are printed.
+ * @param {Object} args - parsed
+ * @return {Promise<Array<{pid: number, cmd?: string, upgradingTo?: number}>|null>} null when none
+ */
+async function pickServing(args) {
+  if (args.pid !== undefined) return pickMasters(args);
+  const found = findMasters(args.title);
+  const serving = [];
+  const skipped = [];
+  await Promise.all(found.map(async m => {
+    let snap = null;
+    try {
+      snap = await askStatus(m.pid, 5000);
+    } catch (_) {
+      // no control socket (or no answer): its phase is unknown, it may still take a signal
+    }
+    const phase = snap && snap.master.phase;
+    if (phase === 'starting' || phase === 'closing') skipped.push(`pid ${m.pid} is ${phase}`);
+    else serving.push({ ...m, upgradingTo: snap && snap.master.upgradingTo });
+  }));
+  if (skipped.length) {
+    console.error(`egg-cluster-rs: skipping master ${skipped.join(', ')} (an upgrade's new master booting, or the old one draining)`);
+  }
+  return pickMasters(args, serving.sort((a, b) => a.pid - b.pid), found.length);
+}
+
 /**
  * The masters a command for one master addresses: `--pid`, else those found by title; errors
  * are printed.
  * @param {Object} args - parsed
+ * @param {Array<{pid: number, cmd: string}>} [candidates] - those found and not skipped
+ * @param {number} [found] - how many were found before any was skipped
  * @return {Array<{pid: number, cmd?: string}>|null} null when none may be addressed
  */
-function pickMasters(args) {
+function pickMasters(args, candidates, found) {
   let masters;
   if (args.pid !== undefined) {
     const uid = uidOf(args.pid);
@@ -241,9 +346,10 @@ function pickMasters(args) {
     }
     masters = [{ pid: args.pid }];
   } else {
-    masters = findMasters(args.title);
+    masters = candidates || findMasters(args.title);
     if (!masters.length) {
-      console.error(`egg-cluster-rs: no running egg-cluster-rs master found${args.title !== undefined ? ` with --title=${args.title}` : ''} (looked for your "start-cluster" processes)`);
+      const why = found ? `: the ${found} found are starting or closing; try again once one is ready` : ' (looked for your "start-cluster" processes)';
+      console.error(`egg-cluster-rs: no running egg-cluster-rs master found${args.title !== undefined ? ` with --title=${args.title}` : ''}${why}`);
       return null;
     }
     if (masters.length > 1 && args.title === undefined) {
@@ -332,28 +438,62 @@ async function askStatus(pid, timeout = 5000) {
 }
 
 /**
- * One request line to the master `pid`'s control socket, one JSON answer.
+ * One request line to the master `pid`'s control socket; JSON lines back until it closes
+ * (docs/operations.md, "Control socket protocol"): `{"progress": ...}` lines as the work goes,
+ * then the answer.
  * @param {number} pid -
- * @param {string} request - `status` or `upgrade`
- * @param {number} timeout - ms
- * @return {Promise<Object>} the answer
+ * @param {string} request - `status`, `upgrade`, `reload`, `scale up` or `scale down`
+ * @param {number} timeout - ms without a line before giving up
+ * @param {Function} [onProgress] - called with each progress line's text
+ * @return {Promise<Object>} the answer (the last line)
  */
-async function ask(pid, request, timeout) {
+async function ask(pid, request, timeout, onProgress) {
   const net = require('net');
   const uid = process.getuid();
   const sock = controlSocket(pid);
   if (!sock) {
     if (!alive(pid)) throw new Error(`master pid ${pid} is not running`);
-    throw new Error(`master pid ${pid} has no control socket (not an egg-cluster-rs master of yours, or started before status existed)`);
+    const err = new Error(`master pid ${pid} has no control socket (not an egg-cluster-rs master of yours, or started before status existed)`);
+    err.noSocket = true;
+    throw err;
   }
-  const text = await new Promise((resolve, reject) => {
+  const answer = await new Promise((resolve, reject) => {
     const conn = net.connect(sock);
     let data = '';
+    let last;
+    const take = line => {
+      if (!line.trim()) return;
+      const msg = JSON.parse(line);
+      if (typeof msg.progress === 'string' && msg.ok === undefined) {
+        if (onProgress) onProgress(msg.progress);
+      } else {
+        last = msg;
+      }
+    };
     conn.setEncoding('utf8');
     conn.setTimeout(timeout, () => conn.destroy(new Error(`no answer from master pid ${pid} within ${timeout}ms`)));
     conn.on('connect', () => conn.write(`${request}\n`));
-    conn.on('data', chunk => { data += chunk; });
-    conn.on('end', () => resolve(data));
+    conn.on('data', chunk => {
+      data += chunk;
+      let i;
+      try {
+        while ((i = data.indexOf('\n')) >= 0) {
+          take(data.slice(0, i));
+          data = data.slice(i + 1);
+        }
+      } catch (err) {
+        conn.destroy(new Error(`master pid ${pid} answered something that is not JSON: ${err.message}`));
+      }
+    });
+    conn.on('end', () => {
+      try {
+        take(data);
+      } catch (err) {
+        return reject(new Error(`master pid ${pid} answered something that is not JSON: ${err.message}`));
+      }
+      if (last === undefined) reject(new Error(`master pid ${pid} closed the connection without an answer (exiting?)`));
+      else resolve(last);
+    });
     conn.on('error', reject);
   }).catch(err => {
     if (err.code !== 'ECONNREFUSED') throw err;
@@ -371,7 +511,7 @@ async function ask(pid, request, timeout) {
     }
     throw new Error(`master pid ${pid} is gone (no such process)${removed ? `; removed its stale control socket ${sock}` : ''}`);
   });
-  return JSON.parse(text);
+  return answer;
 }
 
 function fmtBytes(n) {
@@ -403,7 +543,8 @@ function formatStatus(snap, now = Date.now()) {
     `, rss ${fmtBytes(m.rss)}, cpu ${m.cpu == null ? '-' : `${m.cpu}%`}, relayed ${m.messagesRelayed} msgs / ${fmtBytes(m.bytesRelayed)}` +
     (m.stickyHandedOver ? `, sticky ${m.stickyHandedOver}` : '') + (m.malformed ? `, malformed ${m.malformed}` : '') +
     (m.hungReplaced ? `, hung workers replaced ${m.hungReplaced}` : '') +
-    (m.reforkHeld ? `\ndead app workers not replaced now: ${m.reforkHeld}` : '');
+    (m.reforkHeld ? `\ndead app workers not replaced now: ${m.reforkHeld}` : '') +
+    (m.upgradingTo ? `\nupgrading: new master pid ${m.upgradingTo} is booting; this one serves until it is ready` : '');
   const rows = [[ 'ROLE', 'ID', 'PID', 'SLOT', 'STATE', 'UP', 'RESTARTS', 'LAST EXIT', 'RSS', 'CPU', 'MSGS', 'BYTES', 'STICKY', 'MALFORMED', 'LAG', 'HUNG' ]];
   for (const c of snap.children) {
     const last = c.lastExit ? `${c.lastExit.signal || `code ${c.lastExit.code}`} ${fmtAge(now - c.lastExit.at)} ago` : '-';
@@ -453,22 +594,32 @@ async function status(args) {
  * @return {Promise<number>} exit code
  */
 async function upgrade(args) {
-  const masters = pickMasters(args);
-  if (!masters) return 1;
-  if (masters.length > 1) {
-    console.error(`egg-cluster-rs: ${masters.length} masters match; an upgrade addresses one: pick it with --pid=N:\n` +
-      masters.map(m => `  pid ${m.pid}  ${describeMaster(m.cmd)}`).join('\n'));
-    return 1;
-  }
-  const { pid } = masters[0];
   const limit = Number(process.env.EGG_CLUSTER_RS_UPGRADE_TIMEOUT) > 0 ? Number(process.env.EGG_CLUSTER_RS_UPGRADE_TIMEOUT) : 300000;
-  console.log(`egg-cluster-rs: upgrade of master pid ${pid}: starting a new master, waiting for its ready...`);
+  let pid;
   let answer;
-  try {
-    answer = await ask(pid, 'upgrade', limit + 90000);
-  } catch (err) {
-    console.error(`egg-cluster-rs: ${err.message}`);
-    return 1;
+  // The master picked may hand over to its new master between our look and our request: it
+  // then refuses as closing, and the look is taken again (once).
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const masters = await pickServing(args);
+    if (!masters) return 1;
+    if (masters.length > 1) {
+      console.error(`egg-cluster-rs: ${masters.length} masters match; an upgrade addresses one: pick it with --pid=N:\n` +
+        masters.map(m => `  pid ${m.pid}  ${describeMaster(m.cmd || cmdlineOf(m.pid))}`).join('\n'));
+      return 1;
+    }
+    pid = masters[0].pid;
+    if (masters[0].upgradingTo) {
+      console.log(`egg-cluster-rs: master pid ${pid} is upgrading to new master pid ${masters[0].upgradingTo} already: joining that upgrade, waiting for its ready...`);
+    } else {
+      console.log(`egg-cluster-rs: upgrade of master pid ${pid}: starting a new master, waiting for its ready...`);
+    }
+    try {
+      answer = await ask(pid, 'upgrade', limit + 90000);
+    } catch (err) {
+      console.error(`egg-cluster-rs: ${err.message}`);
+      return 1;
+    }
+    if (answer.ok || args.pid !== undefined || answer.error !== 'this master is closing') break;
   }
   if (answer.ok) {
     console.log(`egg-cluster-rs: upgrade done: new master pid ${answer.pid} serves; master pid ${pid} is closing`);
@@ -478,10 +629,26 @@ async function upgrade(args) {
   return 1;
 }
 
+/**
+ * `top`: the live view (lib/top.js) of the one master addressed.
+ * @param {Object} args - parsed
+ * @return {Promise<number>} exit code
+ */
+async function top(args) {
+  const masters = pickMasters(args);
+  if (!masters) return 1;
+  if (masters.length > 1) {
+    console.error(`egg-cluster-rs: ${masters.length} masters match; top shows one: pick it with --pid=N:\n` +
+      masters.map(m => `  pid ${m.pid}  ${describeMaster(m.cmd)}`).join('\n'));
+    return 1;
+  }
+  return require('../lib/top').run({ pid: masters[0].pid, once: args.once, ask: pid => askStatus(pid, 2000) });
+}
+
 if (require.main === module) {
   Promise.resolve(main(process.argv.slice(2))).then(code => {
     process.exitCode = code;
   });
 }
 
-module.exports = { main, parseArgs, findMasters, catches, ask, askStatus, formatStatus, socketPaths };
+module.exports = { main, parseArgs, findMasters, pickServing, catches, askStatus, ask, formatStatus, socketPaths };

@@ -8,7 +8,7 @@
  */
 
 // first, so that everything the worker loads can come from the cache (Node >= 22)
-require('./compile_cache')(process.argv[2]);
+require('./compile_cache')();
 require('./heartbeat')();
 
 // $ node agent_worker.js options

@@ -13,6 +13,7 @@ module.exports = function appServer(options, consoleLogger) {
   const fs = require('fs');
   const { trackServer, requestsInFlight, drainServers } = require('./drain');
   const { sigtermSelf } = require('./self');
+  const { trackRequests } = require('./child_stats');
   const debug = require('util').debuglog('egg-cluster:app_worker');
 
   /**
@@ -75,6 +76,7 @@ module.exports = function appServer(options, consoleLogger) {
     const { server, debugPortServer } = createServers(app, listen.https);
     trackServer(server);
     if (debugPortServer) trackServer(debugPortServer);
+    countRequests(server, debugPortServer);
 
     server.once('error', err => {
       consoleLogger.error('[app_worker] server got error: %s, code: %s', err.message, err.code);
@@ -101,26 +103,34 @@ module.exports = function appServer(options, consoleLogger) {
   }
 
   /**
-   * The app's server, and the plain HTTP one for `options.debugPort` (the same server when
-   * the app is not HTTPS)
+   * The app's server, and the plain HTTP one for `options.debugPort`: a server of its own, also
+   * when the app is plain HTTP. (egg-cluster 2.x and @eggjs/cluster up to 4.0.2-beta.9 listen the
+   * app's server a second time there: a server listens once, and the worker ended up on the debug
+   * port alone, the app's port never listening.)
    * @param {Object} app -
    * @param {Object} [https] - https options, with file paths
    * @return {Object} { server, debugPortServer }
    */
   function createServers(app, https) {
-    const debugPort = options.debugPort;
+    const debugPortServer = options.debugPort ? require('http').createServer(app.callback()) : null;
     if (https) {
       const tlsOptions = Object.assign({}, https, {
         key: fs.readFileSync(https.key),
         cert: fs.readFileSync(https.cert),
         ca: https.ca && fs.readFileSync(https.ca),
       });
-      const server = require('https').createServer(tlsOptions, app.callback());
-      const debugPortServer = debugPort ? require('http').createServer(app.callback()) : null;
-      return { server, debugPortServer };
+      return { server: require('https').createServer(tlsOptions, app.callback()), debugPortServer };
     }
-    const server = require('http').createServer(app.callback());
-    return { server, debugPortServer: debugPort ? server : null };
+    return { server: require('http').createServer(app.callback()), debugPortServer };
+  }
+
+  /**
+   * The request metrics the heartbeat carries (lib/child_stats.js), of every server the worker
+   * serves with: before the app's own listeners, so that a response sent at once is counted.
+   * @param {...Object} servers - http(s) servers (null ones are skipped)
+   */
+  function countRequests(...servers) {
+    for (const server of servers) trackRequests(server);
   }
 
   /**

@@ -15,7 +15,7 @@
  */
 
 // first, so that everything the worker loads can come from the cache (Node >= 22)
-require('./compile_cache')(process.argv[2]);
+require('./compile_cache')();
 require('./heartbeat')();
 
 // $ node app_worker.js options
@@ -27,30 +27,55 @@ if (options.require) {
 
 const gracefulExit = require('graceful-process');
 const debug = require('util').debuglog('egg-cluster:app_worker');
-const { reportBootError } = require('./self');
+const { reportBootError, exitOnBootFailure } = require('./self');
 const ConsoleLogger = require('egg-logger').EggConsoleLogger;
 
 const consoleLogger = new ConsoleLogger({
   level: process.env.EGG_APP_WORKER_LOGGER_LEVEL,
 });
 const { listenSettings, startServer, drain, exitProcess } = require('./app_server')(options, consoleLogger);
-// Loading the framework is most of a worker's start-up; a worker the master starts while the
-// agent is still booting (egg-cluster-rs) does it now, in parallel with the agent.
-const Application = require(options.framework).Application;
+const warmStart = require('./warm_start');
+let Application;
+let warm;
 
-// ...but, as with egg-cluster, the Application is constructed only once the agent has started
+// As with egg-cluster, the Application is constructed only once the agent has started
 // (cluster-client followers need its leader): the master says so with an internal message,
 // which neither the app nor `process.on('message')` ever sees.
 const waitForStart = process.env.EGG_CLUSTER_RS_WAIT_START === '1';
 delete process.env.EGG_CLUSTER_RS_WAIT_START;
 if (waitForStart) {
+  let started = false;
   process.on('internalMessage', function onStart(message) {
     if (message && message.cmd === 'NODE_EGG_CLUSTER_RS_START') {
       process.removeListener('internalMessage', onStart);
+      started = true;
+      warmStart.goAhead();
+      // still waiting for a CPU to load the framework on: bootEarly() goes on now
+      if (!Application) return;
+      warm.stop();
       startApp();
     }
   });
+  // Loading the framework is most of a worker's start-up: a worker the master starts while the
+  // agent boots (egg-cluster-rs) does it then — at once, or, when the previous start showed that
+  // the agent sleeps long enough, on a spare CPU (never on one the agent's boot needs) — and
+  // spends the rest of the wait loading the modules the previous start's Application loaded
+  // (lib/warm_start.js).
+  exitOnBootFailure((async function bootEarly() {
+    if (warmStart.holdFrameworkBack(options)) await warmStart.whenCpuSpare(() => started);
+    const t = Date.now();
+    Application = require(options.framework).Application;
+    warmStart.frameworkLoaded(Date.now() - t);
+    warm = warmStart(options);
+    if (started) {
+      warm.stop();
+      return startApp();
+    }
+    warm.preload();
+  })());
 } else {
+  Application = require(options.framework).Application;
+  warm = warmStart(options);
   startApp();
 }
 
@@ -80,7 +105,10 @@ function startApp() {
       return;
     }
     app.removeListener('startTimeout', onStartTimeout);
-    servers = startServer(app, listen, reportListening);
+    servers = startServer(app, listen, (server, listen) => {
+      reportListening(server, listen);
+      setImmediate(warm.record);
+    });
   });
 
   // exit if worker start timeout

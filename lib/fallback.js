@@ -172,6 +172,9 @@ function createCluster(options, callback, packageDir) {
 
   // the workers load egg through this package when it is the framework (index.js)
   process.env.EGG_CLUSTER_RS_EGG = found.egg;
+  // `node -e "...startCluster()"`: the JS masters fork with this process's execArgv, and a fork
+  // that inherits `-e <code>` runs the launcher again instead of its worker file
+  require('./exec_argv').dropEvalFromProcess();
   const mod = require(found.cluster);
   const Master = mod.Master || require(path.join(found.cluster, 'lib/master'));
   const master = new Master(options);

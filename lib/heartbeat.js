@@ -39,6 +39,7 @@ module.exports = function heartbeat() {
   const ticks = isMainThread && reportAfter > 0 && reportDir ? new Int32Array(new SharedArrayBuffer(4)) : null;
   const beat = { cmd: 'NODE_EGG_CLUSTER_RS_BEAT', lag: 0 };
   const noop = () => {};
+  const stats = childStats();
   const delay = monitorEventLoopDelay({ resolution: RESOLUTION });
   delay.enable();
   let last = performance.now();
@@ -51,6 +52,7 @@ module.exports = function heartbeat() {
     beat.lag = Math.max(0, Math.round(Math.max(late, blocked)));
     last = now;
     if (ticks) Atomics.add(ticks, 0, 1);
+    beat.stats = stats();
     // a callback: a closed channel is not an 'error' event on process
     if (process.connected) process.send(beat, noop);
   }, interval);
@@ -58,6 +60,18 @@ module.exports = function heartbeat() {
 
   if (ticks) startReporter(ticks, interval, reportAfter, reportDir);
 };
+
+/**
+ * What the heartbeat carries besides the lag (lib/child_stats.js), and the answers to the
+ * master's /metrics questions (lib/app_metrics.js): both ride this channel, as the beat does.
+ * @return {Function} the figures of the moment
+ */
+function childStats() {
+  const stats = require('./child_stats');
+  stats.start();
+  require('./app_metrics').answer();
+  return stats.stats;
+}
 
 function startReporter(ticks, interval, reportAfter, reportDir) {
   const { Worker } = require('worker_threads');

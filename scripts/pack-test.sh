@@ -7,7 +7,12 @@
 #      @eggjs/scripts@4) install both tarballs from the registry (--prefer-offline), start with
 #      `--framework=egg-cluster-rs`, serve a request from the native master, stop;
 #      node_modules/egg-cluster-rs must hold no target/;
-#   3. the same apps reinstall the package without its platform package: the install must
+#      and a scratch egg 4.1 beta ESM app ("type": "module", egg@4.1.2-beta.9,
+#      @eggjs/scripts@5.0.2-beta.9) installs them with no flags (the peer range admits egg 4's
+#      prereleases) and starts on Node 24 (egg 4.1 needs Node >= 22.18; the default Node of CI
+#      is 20: scripts/install-nodes.sh provides 24) with `eggctl start --daemon
+#      --framework=egg-cluster-rs`, `egg-cluster-rs status` answers, `eggctl stop`;
+#   3. the egg 3 and egg 4 apps reinstall the package without its platform package: the install must
 #      succeed with its one line; where the package has the JS fallback (lib/fallback.js in the
 #      tarball, or PACK_TEST_FALLBACK=serve) the app must also serve through it, with its warning.
 #      PACK_TEST_FALLBACK=install checks the install only.
@@ -67,16 +72,22 @@ fi
 
 free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 
-# make_app <dir> <egg spec> <scripts package@spec>
+# make_app <dir> <egg spec> <scripts package@spec> [esm]
 make_app() {
-  local dir=$1 egg=$2 scripts=$3
+  local dir=$1 egg=$2 scripts=$3 esm=${4:-} type=
+  [ -z "$esm" ] || type=' "type": "module",'
   mkdir -p "$dir/app" "$dir/config"
   cat > "$dir/package.json" <<EOF
-{ "name": "$(basename "$dir")", "private": true,
+{ "name": "$(basename "$dir")", "private": true,$type
   "dependencies": { "egg": "$egg", "${scripts%@*}": "${scripts##*@}" } }
 EOF
-  echo "exports.keys = 'pack-test';" > "$dir/config/config.default.js"
-  echo "module.exports = app => { app.router.get('/', ctx => { ctx.body = 'hi, egg'; }); };" > "$dir/app/router.js"
+  if [ -n "$esm" ]; then
+    echo "export default { keys: 'pack-test' };" > "$dir/config/config.default.js"
+    echo "export default app => { app.router.get('/', ctx => { ctx.body = 'hi, egg'; }); };" > "$dir/app/router.js"
+  else
+    echo "exports.keys = 'pack-test';" > "$dir/config/config.default.js"
+    echo "module.exports = app => { app.router.get('/', ctx => { ctx.body = 'hi, egg'; }); };" > "$dir/app/router.js"
+  fi
 }
 
 # npm_install <dir> <log> <args...>: with no cargo on PATH, the install scripts' lines shown
@@ -86,9 +97,10 @@ npm_install() {
     --foreground-scripts "$@" > "$log" 2>&1) || { tail -30 "$log" >&2; fail "npm install in $dir failed (log: $log)"; }
 }
 
-# serve <dir> <start bin> <native|fallback>
+# serve <dir> <start bin> <native|fallback> [a node's bin dir, put first on PATH]
 serve() {
   local dir=$1 bin=$2 mode=$3
+  local bare_path=${4:+$4:}$bare_path
   local port title out err st
   port=$(free_port)
   title="egg-cluster-rs-pack-test-$$-$(basename "$dir")-$mode"
@@ -125,16 +137,17 @@ serve() {
   echo "  served 'hi, egg' on :$port, stopped"
 }
 
-# install_native <name> <egg> <scripts>: the app with both tarballs (no cargo on PATH)
+# install_native <name> <egg> <scripts> [esm]: the app with both tarballs (no cargo on PATH)
 install_native() {
   local name=$1 egg=$2 scripts=$3
   local dir="$scratch/$name"
-  make_app "$dir" "$egg" "$scripts"
+  make_app "$dir" "$egg" "$scripts" "${4:-}"
   npm_install "$dir" "$dir/install-native.log" "$main_tgz" "$plat_tgz"
 }
 
-run_app() {
-  local name=$1 bin=$2
+# check_install <name>: the install found the prebuilt binary and built nothing into the package
+check_install() {
+  local name=$1
   local dir="$scratch/$name"
   grep -q 'egg-cluster-rs: native master ready (linux-x64-gnu)' "$dir/install-native.log" \
     || { cat "$dir/install-native.log" >&2; fail "$name: the install did not find the prebuilt binary"; }
@@ -142,6 +155,13 @@ run_app() {
   [ ! -e "$pkg/target" ] || fail "$name: node_modules/egg-cluster-rs/target exists"
   [ -z "$(find "$pkg" -maxdepth 1 -name '*.node' -print -quit)" ] || fail "$name: a .node file in node_modules/egg-cluster-rs"
   echo "  node_modules/egg-cluster-rs: $(du -sk --exclude=node_modules "$pkg" | cut -f1) KiB (without its nested node_modules), egg-cluster-rs-linux-x64-gnu: $(du -sk "$dir/node_modules/egg-cluster-rs-linux-x64-gnu" | cut -f1) KiB, the app's whole node_modules: $(du -sk "$dir/node_modules" | cut -f1) KiB"
+}
+
+run_app() {
+  local name=$1 bin=$2
+  local dir="$scratch/$name"
+  local pkg="$dir/node_modules/egg-cluster-rs"
+  check_install "$name"
   serve "$dir" "$dir/node_modules/$bin" native
 
   step "$name: reinstall without the platform package"
@@ -160,12 +180,20 @@ run_app() {
   fi
 }
 
-# the two apps' installs in parallel: most of their time is the registry and the disk
-step "npm install in egg3-app (egg@^3, egg-scripts@^3) and egg4-app (egg@^4, @eggjs/scripts@^4), with both tarballs, no cargo on PATH"
+# egg 4.1 needs Node >= 22.18: its app starts on Node 24 (installed before the installs begin)
+node24_dir=$(dirname "$("$repo/scripts/install-nodes.sh" 24)")
+
+# the apps' installs in parallel: most of their time is the registry and the disk
+step "npm install in egg3-app (egg@^3, egg-scripts@^3), egg4-app (egg@^4, @eggjs/scripts@^4) and egg41-esm-app (egg@4.1.2-beta.9, @eggjs/scripts@5.0.2-beta.9, ESM), with both tarballs, no flags, no cargo on PATH"
 install_native egg3-app '^3' 'egg-scripts@^3' & egg3=$!
 install_native egg4-app '^4' '@eggjs/scripts@^4' & egg4=$!
+install_native egg41-esm-app '4.1.2-beta.9' '@eggjs/scripts@5.0.2-beta.9' esm & egg41=$!
 wait "$egg3" || fail "egg3-app: install failed"
 wait "$egg4" || fail "egg4-app: install failed"
+wait "$egg41" || fail "egg41-esm-app: install failed (an egg 4 prerelease outside the peer range?)"
 run_app egg3-app egg-scripts/bin/egg-scripts.js
 run_app egg4-app @eggjs/scripts/bin/run.js
+# the native master only (without its binary an egg 4.1 app runs @eggjs/cluster 4's own master)
+check_install egg41-esm-app
+serve "$scratch/egg41-esm-app" "$scratch/egg41-esm-app/node_modules/@eggjs/scripts/bin/run.js" native "$node24_dir"
 step "done in $(( $(date +%s) - began ))s"

@@ -42,6 +42,7 @@ impl Error {
     /// Stable code exposed to JS as `err.code`.
     pub fn code(&self) -> &'static str {
         match self {
+            Error::Options(OptionsError::NodeVersion { .. }) => "ERR_EGG_CLUSTER_NODE_VERSION",
             Error::Options(_) => "ERR_EGG_CLUSTER_OPTIONS",
             Error::Json { .. } => "ERR_EGG_CLUSTER_INVALID_JSON",
             Error::Spawn { .. } => "ERR_EGG_CLUSTER_SPAWN",

@@ -98,7 +98,11 @@ pub struct OptionsContext {
     pub cpus: u32,
 }
 
-fn options_input(options_json: &str, ctx: OptionsContext) -> Result<options::OptionsInput, Error> {
+fn options_input(
+    options_json: &str,
+    ctx: OptionsContext,
+    node_version: &str,
+) -> Result<options::OptionsInput, Error> {
     let options = serde_json::from_str(options_json).map_err(|source| Error::Json {
         what: "options",
         source,
@@ -111,6 +115,7 @@ fn options_input(options_json: &str, ctx: OptionsContext) -> Result<options::Opt
         package_dir: PathBuf::from(ctx.package_dir),
         exec_argv: ctx.exec_argv,
         host_cpus: ctx.cpus as usize,
+        node_version: node_version.to_owned(),
     })
 }
 
@@ -179,7 +184,9 @@ impl Master {
         init_tracing();
         let env = context.env.clone();
         let cwd = PathBuf::from(&context.cwd);
-        let opts = options::parse(options_input(&options_json, context)?).map_err(Error::from)?;
+        let node_version = launch.node_version.clone().unwrap_or_default();
+        let opts = options::parse(options_input(&options_json, context, &node_version)?)
+            .map_err(Error::from)?;
         let logger = Arc::new(Logger::new(LoggerConfig {
             level: opts.settings.logger_level.clone(),
             egg_log: opts.settings.egg_log.clone(),

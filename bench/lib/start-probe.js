@@ -16,6 +16,10 @@
  *   send:<action>     process.send of agent-start, realport, listening, bench-ready
  */
 
+// NODE_OPTIONS reaches worker threads too (egg-cluster-rs's watchdog thread): their marks would
+// be taken for the process's
+if (!require('worker_threads').isMainThread) return;
+
 const fs = require('fs');
 const Module = require('module');
 const { performance } = require('perf_hooks');
@@ -79,7 +83,12 @@ if (role === 'app') {
   };
 }
 
+// an ESM worker script (@eggjs/cluster 4) never goes through Module._load as the main module
+if (role !== 'master') patchSend();
+
 function patchSend() {
+  if (patchSend.done) return;
+  patchSend.done = true;
   process.on('internalMessage', m => {
     if (m && m.cmd === 'NODE_EGG_CLUSTER_RS_START') mark('go-ahead');
   });

@@ -5,8 +5,8 @@
  * `node app_worker.js <options json>` when the app runs on egg 4. Ported from @eggjs/cluster 3.0
  * src/app_worker.ts (process mode), with lib/app_worker.js's additions (the early start and the
  * go-ahead, reusePort sockets kept by the master, the drain):
- *  - the framework and the `require` entries are loaded with `importModule` (the app may be
- *    ESM);
+ *  - the framework and the `require` entries are loaded with `importModule`, in the app's
+ *    module system (./framework.js);
  *  - `realport` is sent once the app is ready, and the worker reports its listen itself with
  *    `app-start` (`{address, workerId}`; a unix socket as `{address, addressType: -1}`), which
  *    is what the master counts;
@@ -14,12 +14,12 @@
  */
 
 // first, so that everything the worker loads can come from the cache (Node >= 22)
-require('../compile_cache')(process.argv[2]);
+require('../compile_cache')();
 require('../heartbeat')();
 
 const gracefulExit = require('graceful-process');
 const { workerId, exitOnBootFailure, reportBootError } = require('../self');
-const { importModule } = require('@eggjs/utils');
+const frameworkLoader = require('./framework');
 const debug = require('util').debuglog('egg-cluster:app_worker');
 const ConsoleLogger = require('egg-logger').EggConsoleLogger;
 
@@ -29,7 +29,9 @@ const consoleLogger = new ConsoleLogger({
   level: process.env.EGG_APP_WORKER_LOGGER_LEVEL,
 });
 const { listenSettings, startServer, drain, exitProcess } = require('../app_server')(options, consoleLogger);
+const warmStart = require('../warm_start');
 let Application;
+let warm;
 
 function send(message) {
   message.senderWorkerId = String(workerId);
@@ -40,23 +42,36 @@ function send(message) {
 // may send it while the framework is still loading.
 const waitForStart = process.env.EGG_CLUSTER_RS_WAIT_START === '1';
 delete process.env.EGG_CLUSTER_RS_WAIT_START;
+let goAhead = !waitForStart;
 const started = new Promise(resolve => {
   if (!waitForStart) return resolve();
   process.on('internalMessage', function onStart(message) {
     if (message && message.cmd === 'NODE_EGG_CLUSTER_RS_START') {
       process.removeListener('internalMessage', onStart);
+      goAhead = true;
+      warmStart.goAhead();
       resolve();
     }
   });
 });
 
 async function main() {
+  const { load, framework } = await frameworkLoader(options);
   for (const mod of options.require || []) {
-    await importModule(mod, { paths: [ options.baseDir ] });
+    await load(mod);
   }
-  // Loading the framework is most of a worker's start-up: done while the agent boots.
-  ({ Application } = await importModule(options.framework, { paths: [ options.baseDir ] }));
+  // Loading the framework is most of a worker's start-up: done while the agent boots — at once,
+  // or, when the previous start showed that the agent sleeps long enough, on a spare CPU (never
+  // on one the agent's boot needs); the rest of the wait is spent loading the modules the
+  // previous start's Application loaded (lib/warm_start.js).
+  if (waitForStart && warmStart.holdFrameworkBack(options)) await warmStart.whenCpuSpare(() => goAhead);
+  const t = Date.now();
+  ({ Application } = await framework());
+  warmStart.frameworkLoaded(Date.now() - t);
+  warm = warmStart(options);
+  if (waitForStart) warm.preload();
   await started;
+  warm.stop();
   startApp();
 }
 
@@ -86,7 +101,10 @@ function startApp() {
       },
     });
     app.removeListener('startTimeout', onStartTimeout);
-    servers = startServer(app, listen, reportListening);
+    servers = startServer(app, listen, (server, listen) => {
+      reportListening(server, listen);
+      setImmediate(warm.record);
+    });
   });
 
   // exit if worker start timeout

@@ -66,6 +66,8 @@ pub(crate) struct Child {
     /// When its last heartbeat came, and how late that tick's timer fired (ms).
     pub(crate) beat_at: Option<u64>,
     pub(crate) lag_ms: Option<u64>,
+    /// Its last heartbeat came while it served: the next one measures serving time only.
+    pub(crate) beat_serving: bool,
     /// When the master found it hung (silent past `workerTimeout`).
     pub(crate) hung_since: Option<u64>,
 }
@@ -87,6 +89,7 @@ impl Child {
             malformed: 0,
             beat_at: None,
             lag_ms: None,
+            beat_serving: false,
             hung_since: None,
         }
     }

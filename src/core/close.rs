@@ -7,9 +7,20 @@
 //! after its SIGTERM), the close waits that long first: the master stops being ready at once
 //! (`/readyz` 503, systemd `STOPPING=1`) while the workers go on accepting and serving. A second
 //! signal during the delay ends it: the close begins at once.
+//!
+//! Each step SIGKILLs what is left at its timeout, so the close ends by their sum; only a child
+//! that even SIGKILL does not end (stuck in the kernel: a hung NFS or FUSE read) could hold it.
+//! @eggjs/cluster 4 exits 2 after a fixed 15 s, which also cuts a close whose timeouts were set
+//! longer; here the deadline is the two timeouts and [`CLOSE_MARGIN`] (15 s at the defaults).
+
+use std::time::Duration;
 
 use super::{Action, Core, Group, MasterPhase, Timer};
 use crate::log::Level;
+
+/// How long past the app and agent close timeouts the close may take before the master gives up
+/// on it and exits 2.
+pub(crate) const CLOSE_MARGIN: Duration = Duration::from_secs(5);
 
 impl Core {
     pub(super) fn on_signal(
@@ -32,7 +43,6 @@ impl Core {
         if self.closing() {
             return;
         }
-        self.abort_upgrade(out);
         let info = |out: &mut Vec<Action>, msg: String| out.push(Action::Log(Level::Info, msg));
         info(
             out,
@@ -46,6 +56,8 @@ impl Core {
             out,
             format!("[master] process info: heap_limit {heap_limit}, heap_used {heap_used}"),
         );
+        self.abort_upgrade(signal, out);
+        self.abort_waits("this master is closing", out);
         let delay = self.cfg.shutdown_delay;
         if delay.is_zero() {
             self.begin_close(out);
@@ -83,6 +95,7 @@ impl Core {
     /// The close proper: the app workers first.
     fn close_apps(&mut self, out: &mut Vec<Action>) {
         self.phase = MasterPhase::Closing;
+        self.abort_waits("this master is closing", out);
         for app in self.children.apps_mut() {
             app.disable_refork = true;
         }
@@ -104,6 +117,30 @@ impl Core {
             pids: self.children.apps().map(|a| a.pid).collect(),
             limit: self.cfg.app_close.limit,
         });
+        out.push(Action::After(self.close_deadline(), Timer::CloseTimeout));
+    }
+
+    fn close_deadline(&self) -> Duration {
+        self.cfg.app_close.limit + self.cfg.agent_close.limit + CLOSE_MARGIN
+    }
+
+    /// The close is still not over at its deadline: @eggjs/cluster 4's line, and exit 2.
+    pub(super) fn on_close_timeout(&mut self, out: &mut Vec<Action>) {
+        if self.phase != MasterPhase::Closing {
+            return;
+        }
+        let left: Vec<String> = self.children.all().map(|c| c.name()).collect();
+        out.push(Action::Log(
+            Level::Error,
+            format!(
+                "[master] the close is not over {}ms after it began (both close timeouts and {}ms); still alive: {}",
+                self.close_deadline().as_millis(),
+                CLOSE_MARGIN.as_millis(),
+                if left.is_empty() { "none".to_string() } else { left.join(", ") }
+            ),
+        ));
+        self.verbose(out, "[master] close timeout, exiting with code:2".into());
+        out.push(Action::Exit(2));
     }
 
     pub(super) fn on_terminated(&mut self, group: Group, out: &mut Vec<Action>) {

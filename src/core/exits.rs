@@ -243,13 +243,16 @@ impl Core {
         if app.phase == Phase::Retiring {
             self.on_retired_exit(&app, code, signal, out);
             self.reload_on_exit(&app, code, signal, now, out);
+            self.scaling_on_exit(&app, code, signal, now, out);
             return;
         }
         // egg-cluster: a debugged master whose app worker is SIGKILLed (a debugger session
         // ending kills its target) closes instead of carrying on without it.
         let debugger_kill = self.cfg.is_debug && signal == Some("SIGKILL");
-        // A worker a reload is replacing anyway is not reforked.
-        let replaced = self.reload_on_exit(&app, code, signal, now, out);
+        // A worker a reload is replacing anyway is not reforked, nor one scaling added that
+        // never served (the scaling fails).
+        let replaced = self.reload_on_exit(&app, code, signal, now, out)
+            | self.scaling_on_exit(&app, code, signal, now, out);
         if !app.refork_handled && !app.disable_refork && !replaced {
             self.unexpected_count += 1;
             let uptime = app.serving_since.map_or(0, |t| now.saturating_sub(t));

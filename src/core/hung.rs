@@ -32,7 +32,14 @@ impl Core {
     pub(super) fn on_heartbeat(&mut self, pid: u32, lag_ms: u64, now: u64) {
         if let Some(c) = self.children.get_mut(pid) {
             c.beat_at = Some(now);
-            c.lag_ms = Some(lag_ms);
+            // A tick measures the loop since the previous one: the first after the child serves
+            // still covers its boot (loading egg blocks the loop for seconds), which is no lag
+            // of a serving child. The lag is reported from a whole heartbeat after it serves.
+            let serving = c.phase >= Phase::Serving;
+            if serving && c.beat_serving {
+                c.lag_ms = Some(lag_ms);
+            }
+            c.beat_serving = serving;
         }
     }
 

@@ -18,12 +18,14 @@ mod children;
 mod close;
 mod exits;
 mod hung;
+mod memory;
 pub(crate) mod ops;
 #[cfg(test)]
 mod ops_tests;
 mod orphans;
 pub(crate) mod refork;
 mod reload;
+mod scale;
 mod start;
 #[cfg(test)]
 mod tests;
@@ -89,6 +91,9 @@ pub(crate) struct Config {
     pub(crate) is_debug: bool,
     /// egg 3 (egg-cluster 2.x's protocol and lines) or egg 4 (@eggjs/cluster 3's).
     pub(crate) dialect: Dialect,
+    /// The egg the app runs on, as found (the start lines say which and where); `None`: none
+    /// found.
+    pub(crate) egg: Option<Egg>,
     /// `startMode: 'worker_threads'`: children are threads of the master, named by thread id.
     pub(crate) threads: bool,
     /// worker_threads mode with `ports`: the port app thread slot `i` serves.
@@ -108,9 +113,14 @@ pub(crate) struct Config {
     pub(crate) upgrade_timeout: Duration,
     /// This master is PID 1: nothing outlives it, so it cannot hand over to a new master.
     pub(crate) is_pid1: bool,
+    /// The most app workers scaling may ask for (`EGG_CLUSTER_RS_MAX_WORKERS`).
+    pub(crate) max_workers: usize,
+    /// This master is an upgrade's new master, and the old one ran this many app workers
+    /// (scaled since its start): the count it starts with instead of `workers`.
+    pub(crate) inherited_workers: Option<usize>,
 }
 
-pub(crate) use crate::options::Dialect;
+pub(crate) use crate::options::{Dialect, Egg};
 
 pub(crate) use crate::options::CloseTimeout;
 
@@ -150,6 +160,10 @@ pub(crate) enum Timer {
     },
     /// The new master of upgrade `seq` must be ready by now.
     UpgradeTimeout(u64),
+    /// An app worker added by scaling (boot number `seq`) must serve by now.
+    ScaleTimeout(u64),
+    /// The close must be over by now (both close timeouts and a margin after it began).
+    CloseTimeout,
 }
 
 /// The steps of the close sequence.
@@ -297,6 +311,20 @@ pub(crate) enum Event {
         found: Vec<Orphan>,
         at_close: bool,
     },
+    /// The control socket (`egg-cluster-rs reload|scale`) asks, and `waiter` waits for the
+    /// outcome ([`Action::Progress`], then [`Action::Outcome`]).
+    Control {
+        waiter: u64,
+        request: ControlRequest,
+    },
+}
+
+/// What a waiting client may ask for besides an upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ControlRequest {
+    /// A rolling reload of every app worker.
+    Reload,
+    Scale(Scale),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,9 +397,10 @@ pub(crate) enum Action {
     /// `pid` is hung: wait up to `wait` for the report its watchdog thread writes (worker
     /// threads: have one written), answer with [`Event::HungReport`].
     CollectReport { pid: u32, wait: Duration },
-    /// Start the new master of upgrade `seq` on this one's sockets; answer with
+    /// Start the new master of upgrade `seq` on this one's sockets, telling it to run `workers`
+    /// app workers (this one's count now, scaled or not); answer with
     /// [`Event::UpgradeSpawned`], then [`Event::UpgradeReady`] or [`Event::UpgradeFailed`].
-    SpawnMaster { seq: u64 },
+    SpawnMaster { seq: u64, workers: usize },
     /// SIGTERM new master `pid` (it closes its own tree), SIGKILL its process group after
     /// `limit`.
     StopMaster { pid: u32, limit: Duration },
@@ -391,6 +420,14 @@ pub(crate) enum Action {
         orphans: Vec<Orphan>,
         limit: Duration,
         at_close: bool,
+    },
+    /// A step of a reload or scaling these waiters asked for (a worker replaced, added,
+    /// retired): one line for them.
+    Progress { waiters: Vec<u64>, line: String },
+    /// How the reload or scaling these waiters asked for ended: a summary, or why it failed.
+    Outcome {
+        waiters: Vec<u64>,
+        result: Result<String, String>,
     },
 }
 
@@ -439,6 +476,8 @@ pub(crate) struct Core {
     workers: usize,
     /// The rolling reload in progress.
     reload: Option<reload::Reload>,
+    /// The scaling in progress (workers booting through the surge, or draining).
+    scaling: Option<scale::Scaling>,
     /// Numbers reload steps, so a stale timeout is recognised.
     step_seq: u64,
     /// Why the last reload failed, until one succeeds (which then says it recovered).
@@ -479,8 +518,11 @@ impl Core {
             health_failures: 0,
             routes: Routes::default(),
             routes_seq: 0,
-            workers: cfg.workers,
+            workers: cfg
+                .inherited_workers
+                .map_or(cfg.workers, |n| n.clamp(1, cfg.max_workers.max(1))),
             reload: None,
+            scaling: None,
             step_seq: 0,
             reload_failed: None,
             ops: ops::OpsState::default(),
@@ -555,11 +597,18 @@ impl Core {
                 mem_free,
             } => self.on_signal(&name, heap_limit, heap_used, mem_total, mem_free, &mut out),
             Event::Terminated(group) => self.on_terminated(group, &mut out),
-            Event::Timer(Timer::ReloadTimeout(seq)) => self.on_reload_timeout(seq, &mut out),
+            Event::Timer(Timer::ReloadTimeout(seq)) => self.on_reload_timeout(seq, now, &mut out),
             Event::Timer(Timer::MemoryCheck) => self.on_memory_check(&mut out),
             Event::Timer(Timer::ShutdownDelay) => self.on_shutdown_delay_over(&mut out),
             Event::Reload(reason) => self.on_reload(reason, now, &mut out),
-            Event::Scale(scale) => self.on_scale(scale, &mut out),
+            Event::Scale(scale) => self.on_scale(scale, None, now, &mut out),
+            Event::Control { waiter, request } => match request {
+                ControlRequest::Reload => {
+                    self.start_reload(ReloadReason::Control, vec![waiter], now, &mut out)
+                }
+                ControlRequest::Scale(scale) => self.on_scale(scale, Some(waiter), now, &mut out),
+            },
+            Event::Timer(Timer::ScaleTimeout(seq)) => self.on_scale_timeout(seq, now, &mut out),
             Event::MemorySample(samples) => self.on_memory(samples, now, &mut out),
             Event::StatusRequest(to) => self.on_status_request(to, &mut out),
             Event::Heartbeat { pid, lag_ms } => self.on_heartbeat(pid, lag_ms, now),
@@ -574,6 +623,7 @@ impl Core {
             Event::UpgradeFailed { seq, reason } => self.on_upgrade_failed(seq, reason, &mut out),
             Event::Timer(Timer::UpgradeTimeout(seq)) => self.on_upgrade_timeout(seq, &mut out),
             Event::Orphans { found, at_close } => self.on_orphans(found, at_close, &mut out),
+            Event::Timer(Timer::CloseTimeout) => self.on_close_timeout(&mut out),
         }
         self.ops_after(&mut out);
         if out.iter().any(|a| matches!(a, Action::Exit(_))) {
@@ -658,6 +708,23 @@ impl Core {
     fn send_apps(&self, out: &mut Vec<Action>, action: &str, data: Option<&[u8]>) {
         let pids = self.children.reachable_apps();
         Self::send(out, Target::Children(pids), Role::App, action, data);
+    }
+
+    /// A step for the control-socket clients waiting on a reload or a scaling.
+    fn progress(out: &mut Vec<Action>, waiters: &[u64], line: String) {
+        if !waiters.is_empty() {
+            out.push(Action::Progress {
+                waiters: waiters.to_vec(),
+                line,
+            });
+        }
+    }
+
+    /// How it ended, for the control-socket clients waiting on it.
+    fn outcome(out: &mut Vec<Action>, waiters: Vec<u64>, result: Result<String, String>) {
+        if !waiters.is_empty() {
+            out.push(Action::Outcome { waiters, result });
+        }
     }
 
     fn send_agent(&self, out: &mut Vec<Action>, action: &str, data: Option<&[u8]>) {

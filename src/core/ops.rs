@@ -102,9 +102,15 @@ pub(crate) struct MasterStatus {
     /// Children found hung, and hung or never-listening app workers replaced, so far.
     pub(crate) hung: u64,
     pub(crate) hung_replaced: u64,
+    /// Rolling reloads finished so far, and those of them that failed.
+    pub(crate) reloads: u64,
+    pub(crate) reloads_failed: u64,
     /// Why dead app workers are not being replaced (crash loop, refork off), while some are
     /// missing.
     pub(crate) refork_held: Option<String>,
+    /// The new master of an upgrade in progress, once started: the CLI joins that upgrade
+    /// rather than starting another.
+    pub(crate) upgrading_to: Option<u32>,
 }
 
 /// A lifecycle change for the service manager (`sd_notify`).
@@ -135,6 +141,9 @@ pub(crate) struct OpsState {
     /// Children found hung, and hung or never-listening app workers replaced.
     pub(super) hung: u64,
     pub(super) hung_replaced: u64,
+    /// Rolling reloads finished, and failed.
+    pub(super) reloads: u64,
+    pub(super) reloads_failed: u64,
     /// Why dead app workers are not replaced at once (a crash loop's backoff) or at all
     /// (refork off), until every slot serves again.
     pub(super) refork_held: Option<String>,
@@ -268,7 +277,10 @@ impl Core {
                 malformed: self.ops.malformed,
                 hung: self.ops.hung,
                 hung_replaced: self.ops.hung_replaced,
+                reloads: self.ops.reloads,
+                reloads_failed: self.ops.reloads_failed,
                 refork_held,
+                upgrading_to: self.upgrading_to(),
             },
             children: children
                 .into_iter()

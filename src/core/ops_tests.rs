@@ -1,6 +1,6 @@
 //! The operator's view of the core: status snapshots, restarts, lifecycle notices.
 
-use super::tests::{app_pid, cfg, listening, started, to_master, AGENT};
+use super::tests::{app_pid, cfg, listening, released, started, to_master, AGENT};
 use super::*;
 
 fn notices(actions: &[Action]) -> Vec<Notice> {
@@ -275,4 +275,31 @@ fn the_metrics_address_is_logged_at_start() {
     let mut core = Core::new(cfg(1), 0);
     let a = core.handle(Event::Start, 0);
     assert!(!format!("{a:?}").contains("/metrics"));
+}
+
+/// A tick measures the loop since the previous one, so the first after a child serves covers
+/// its boot: the lag shows from the tick after that (`status` showed `LAG 8523ms` for a worker
+/// just booted, 26 ms a few seconds later).
+#[test]
+fn the_lag_is_reported_from_a_whole_heartbeat_after_the_child_serves() {
+    let mut core = released(cfg(1));
+    let beat = |core: &mut Core, pid, lag_ms, now| {
+        core.handle(Event::Heartbeat { pid, lag_ms }, now);
+    };
+    let lags = |core: &mut Core| -> Vec<Option<u64>> {
+        status(core).children.iter().map(|c| c.lag_ms).collect()
+    };
+    // booting, then serving with a tick that still covers the boot: no lag yet
+    beat(&mut core, app_pid(0), 8523, 100);
+    beat(&mut core, AGENT, 4000, 100);
+    assert_eq!(lags(&mut core), [None, None]);
+    core.handle(listening(app_pid(0), 7001), 200);
+    beat(&mut core, app_pid(0), 7000, 300);
+    assert_eq!(lags(&mut core), [None, None]);
+    // the agent served (agent-start) before its first tick: its second is all serving time
+    beat(&mut core, AGENT, 4, 1100);
+    beat(&mut core, app_pid(0), 26, 1300);
+    assert_eq!(lags(&mut core), [Some(4), Some(26)]);
+    beat(&mut core, app_pid(0), 312, 2300);
+    assert_eq!(lags(&mut core), [Some(4), Some(312)]);
 }

@@ -4,8 +4,13 @@
 //! replacements boot at once (the surge); a slot's drain never holds up the next boot, as the
 //! surge counts only replacements that do not serve yet: every old worker serves until its own
 //! replacement does, so at least N workers serve throughout. The same
-//! mechanism serves dev reload (`reload-worker`), `SIGUSR2`, the JS API, a worker over the
-//! memory limit, and scaling down.
+//! mechanism serves dev reload (`reload-worker`), `SIGUSR2`, the JS API, the CLI, a worker over
+//! the memory limit, and scaling down.
+//!
+//! Outside production (the local env, where a reload follows an edit) the policy is
+//! [`Policy::Dev`]: every replacement boots at once and every old worker retires as soon as one
+//! new worker serves, so the edit answers everywhere within one boot instead of old and new
+//! code answering at random for several boots.
 //!
 //! egg-cluster's `reload-worker` (cluster-reload) kills every old worker but one at once and
 //! forks their replacements; requests to the killed ones fail.
@@ -32,18 +37,41 @@ pub(crate) enum ReloadReason {
     Memory { pid: u32, rss: u64 },
     /// This worker's event loop is stuck (`workerTimeout`).
     Hung { pid: u32 },
+    /// `egg-cluster-rs reload`, which waits for the outcome on the control socket.
+    Control,
 }
 
 impl ReloadReason {
-    fn as_str(&self) -> &'static str {
+    pub(super) fn as_str(&self) -> &'static str {
         match self {
             ReloadReason::Message => "reload-worker",
             ReloadReason::Signal => "SIGUSR2",
             ReloadReason::Api => "api",
             ReloadReason::Memory { .. } => "maxMemoryRestart",
             ReloadReason::Hung { .. } => "workerTimeout",
+            ReloadReason::Control => "egg-cluster-rs reload",
         }
     }
+
+    /// Every app worker is replaced (not one over a limit).
+    pub(super) fn whole_app(&self) -> bool {
+        !matches!(
+            self,
+            ReloadReason::Memory { .. } | ReloadReason::Hung { .. }
+        )
+    }
+}
+
+/// How a reload replaces the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Policy {
+    /// Production: `surge` replacements boot at a time; each old worker retires when its own
+    /// replacement serves, so N workers serve throughout.
+    Rolling { surge: usize },
+    /// The local env (egg-development's `reload-worker` after an edit): every replacement boots
+    /// at once, and every old worker retires as soon as one new worker serves, so no old code
+    /// answers after the first new worker does. egg's own master replaces all at once too.
+    Dev,
 }
 
 /// A change of the number of app workers.
@@ -57,15 +85,21 @@ pub(crate) enum Scale {
 #[derive(Debug)]
 pub(super) struct Reload {
     reason: ReloadReason,
+    policy: Policy,
     started_at: u64,
+    /// How many workers this reload replaces (for the progress lines).
+    total: usize,
     /// Old workers still to replace.
     pending: VecDeque<u32>,
     /// Slots being replaced: booting (at most the surge), or serving while the old one drains.
     steps: Vec<Step>,
     /// (old pid, new pid) of every slot done.
     replaced: Vec<(u32, u32)>,
-    /// Another reload was asked for meanwhile: run it once this one is done.
-    again: bool,
+    /// Control-socket clients waiting for the outcome (answered once every new worker serves).
+    pub(super) waiters: Vec<u64>,
+    /// Another reload was asked for meanwhile (why, who waits): it runs once this one ends,
+    /// done or failed — a fix saved while a broken edit's reload fails must still load.
+    pub(super) again: Option<(ReloadReason, Vec<u64>)>,
 }
 
 impl Reload {
@@ -82,12 +116,18 @@ impl Reload {
 #[derive(Debug)]
 struct Step {
     old: u32,
+    /// The old worker's name, for the lines written after it is gone.
+    old_name: String,
+    slot: usize,
     /// The replacement's worker id, which names it until its pid is known.
     id: u32,
     /// The replacement, once spawned; it serves once `serving` is true.
     new: Option<u32>,
     serving: bool,
-    /// The old worker exited on its own before its replacement served.
+    /// The old worker was told to retire (its replacement served; in [`Policy::Dev`], any
+    /// replacement did).
+    old_retired: bool,
+    /// The old worker exited (retired, or on its own) before its replacement served.
     old_gone: bool,
     /// Identifies this step's start timeout.
     seq: u64,
@@ -95,6 +135,28 @@ struct Step {
 
 impl Core {
     pub(super) fn on_reload(&mut self, reason: ReloadReason, now: u64, out: &mut Vec<Action>) {
+        self.start_reload(reason, Vec::new(), now, out);
+    }
+
+    /// The reload policy: production's rolling surge, or the local env's all-at-once.
+    fn reload_policy(&self, reason: &ReloadReason) -> Policy {
+        if !self.cfg.is_production && reason.whole_app() {
+            Policy::Dev
+        } else {
+            Policy::Rolling {
+                surge: self.cfg.reload_concurrency.max(1),
+            }
+        }
+    }
+
+    /// A reload `waiters` wait for: it starts now, or after the reload or scaling in progress.
+    pub(super) fn start_reload(
+        &mut self,
+        reason: ReloadReason,
+        waiters: Vec<u64>,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
         if self.phase != MasterPhase::Up {
             out.push(Action::Log(
                 Level::Warn,
@@ -103,19 +165,32 @@ impl Core {
                     reason.as_str()
                 ),
             ));
+            let why = if self.closing() {
+                "this master is closing"
+            } else {
+                "the app is not up"
+            };
+            Self::outcome(out, waiters, Err(why.into()));
             return;
         }
         if let Some(reload) = &mut self.reload {
-            if !reload.again {
-                reload.again = true;
-                out.push(Action::Log(
-                    Level::Info,
-                    format!(
-                        "[master] reload ({}) queued: a reload is in progress",
-                        reason.as_str()
-                    ),
-                ));
+            match &mut reload.again {
+                Some((_, queued)) => queued.extend(waiters),
+                None => {
+                    out.push(Action::Log(
+                        Level::Info,
+                        format!(
+                            "[master] reload ({}) queued: a reload is in progress",
+                            reason.as_str()
+                        ),
+                    ));
+                    reload.again = Some((reason, waiters));
+                }
             }
+            return;
+        }
+        // The workers scaling adds must run the new code too: the reload waits for them.
+        if reason.whole_app() && self.queue_reload_after_scaling(&reason, &waiters, out) {
             return;
         }
         let pending: VecDeque<u32> = match reason {
@@ -138,13 +213,20 @@ impl Core {
             super::Dialect::Egg4 => format!("[master] reload {} workers...", self.workers),
         };
         out.push(Action::Log(Level::Info, line));
+        let policy = self.reload_policy(&reason);
+        let how = match policy {
+            Policy::Rolling { surge } => format!("{surge} at a time"),
+            Policy::Dev => {
+                "all at once; the old ones retire as soon as one new worker serves (local env)"
+                    .into()
+            }
+        };
         out.push(Action::Log(
             Level::Info,
             format!(
-                "[master] rolling reload ({}): replacing {} app worker(s), {} at a time",
+                "[master] rolling reload ({}): replacing {} app worker(s), {how}",
                 reason.as_str(),
                 pending.len(),
-                self.cfg.reload_concurrency.max(1)
             ),
         ));
         let data = json!({"reason": reason.as_str(), "workers": pending.len()}).to_string();
@@ -157,11 +239,14 @@ impl Core {
         );
         self.reload = Some(Reload {
             reason,
+            policy,
             started_at: now,
+            total: pending.len(),
             pending,
             steps: Vec::new(),
             replaced: Vec::new(),
-            again: false,
+            waiters,
+            again: None,
         });
         self.next_step(now, out);
     }
@@ -169,10 +254,13 @@ impl Core {
     /// Starts replacements for the next old workers still serving while the surge allows, or
     /// ends the reload once every slot is done.
     fn next_step(&mut self, now: u64, out: &mut Vec<Action>) {
-        let surge = self.cfg.reload_concurrency.max(1);
         loop {
             let Some(reload) = &mut self.reload else {
                 return;
+            };
+            let surge = match reload.policy {
+                Policy::Rolling { surge } => surge,
+                Policy::Dev => usize::MAX,
             };
             if reload.steps.iter().filter(|s| !s.serving).count() >= surge {
                 return;
@@ -180,11 +268,11 @@ impl Core {
             let Some(old) = reload.pending.pop_front() else {
                 break;
             };
-            let Some(slot) = self
+            let Some((slot, old_name)) = self
                 .children
                 .get(old)
                 .filter(|c| c.phase == Phase::Serving)
-                .and_then(|c| c.slot)
+                .and_then(|c| Some((c.slot?, c.name())))
             else {
                 continue;
             };
@@ -194,9 +282,12 @@ impl Core {
             let reload = self.reload.as_mut().expect("checked above");
             reload.steps.push(Step {
                 old,
+                old_name,
+                slot,
                 id,
                 new: None,
                 serving: false,
+                old_retired: false,
                 old_gone: false,
                 seq,
             });
@@ -237,11 +328,17 @@ impl Core {
                 ));
             }
         }
+        let summary = format!(
+            "{} app worker(s) replaced in {}ms",
+            reload.replaced.len(),
+            now.saturating_sub(reload.started_at)
+        );
+        Self::outcome(out, reload.waiters, Ok(summary));
         let data =
             json!({"ok": true, "reason": reload.reason.as_str(), "replaced": reload.replaced});
         self.reload_done(data, out);
-        if reload.again {
-            self.on_reload(reload.reason, now, out);
+        if let Some((reason, waiters)) = reload.again {
+            self.start_reload(reason, waiters, now, out);
         }
     }
 
@@ -253,11 +350,14 @@ impl Core {
         &mut self,
         mut error: String,
         boot: Option<&(String, Option<String>)>,
+        now: u64,
         out: &mut Vec<Action>,
     ) {
         let Some(reload) = self.reload.take() else {
             return;
         };
+        // Policy::Dev: a new worker served already, and the old ones were told to retire.
+        let old_retired = reload.steps.iter().any(|s| s.old_retired);
         if let Some((boot_error, file)) = boot {
             let first = boot_error.lines().next().unwrap_or_default();
             error = match file {
@@ -266,9 +366,13 @@ impl Core {
             };
             if !self.cfg.is_production {
                 let mut block = String::from(
-                    "[master] ==================== reload failed ====================\n\
-                     The app workers still run the code from before the change.\n",
+                    "[master] ==================== reload failed ====================\n",
                 );
+                block.push_str(if old_retired {
+                    "Another new app worker serves the change already; this one's slot stays empty until the next change.\n"
+                } else {
+                    "The app workers still run the code from before the change.\n"
+                });
                 if let Some(file) = file {
                     block.push_str(&format!("  file:  {file}\n"));
                 }
@@ -284,19 +388,26 @@ impl Core {
             }
         }
         self.reload_failed = Some(error.clone());
+        let after = if old_retired {
+            "the new app workers serve, and those still booting take their slots when they do"
+        } else {
+            "the old app workers keep serving"
+        };
         out.push(Action::Log(
             Level::Error,
             format!(
-                "[master] rolling reload ({}) failed: {error}; the old app workers keep serving",
+                "[master] rolling reload ({}) failed: {error}; {after}",
                 reload.reason.as_str()
             ),
         ));
         // Replacements that serve keep their slot (their predecessor is already retiring); those
-        // still booting are stopped, and their slot's old worker keeps serving.
+        // still booting are stopped, and their slot's old worker keeps serving — unless it has
+        // retired already (Policy::Dev), and then the replacement boots on to take the slot.
         let mut replaced = reload.replaced;
         for step in reload.steps {
             match (step.new, step.serving) {
                 (Some(new), true) => replaced.push((step.old, new)),
+                (Some(_), false) if step.old_retired => {}
                 (Some(new), false) => {
                     if let Some(c) = self.children.get_mut(new) {
                         c.phase = Phase::Retiring;
@@ -310,12 +421,20 @@ impl Core {
                 (None, _) => {}
             }
         }
+        Self::outcome(out, reload.waiters, Err(error.clone()));
         let data = json!({"ok": false, "reason": reload.reason.as_str(), "error": error, "replaced": replaced});
         self.reload_done(data, out);
+        if let Some((reason, waiters)) = reload.again {
+            self.start_reload(reason, waiters, now, out);
+        }
     }
 
     /// Tells the parent and `promise.master` how the reload ended.
-    fn reload_done(&self, data: serde_json::Value, out: &mut Vec<Action>) {
+    fn reload_done(&mut self, data: serde_json::Value, out: &mut Vec<Action>) {
+        self.ops.reloads += 1;
+        if data["ok"] != true {
+            self.ops.reloads_failed += 1;
+        }
         let data = data.to_string();
         Self::send(
             out,
@@ -331,8 +450,13 @@ impl Core {
         )));
     }
 
-    /// A [`Batch::Replace`] or [`Batch::Scale`] worker was spawned (or could not be).
-    pub(super) fn on_replacement_spawned(&mut self, app: &Spawned, out: &mut Vec<Action>) {
+    /// A [`Batch::Replace`] worker was spawned (or could not be).
+    pub(super) fn on_replacement_spawned(
+        &mut self,
+        app: &Spawned,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
         let Some(step) = self
             .reload
             .as_mut()
@@ -344,7 +468,7 @@ impl Core {
             Ok(pid) => step.new = Some(*pid),
             Err(e) => {
                 let e = format!("cannot spawn app_worker#{}: {e}", app.id);
-                self.fail_reload(e, None, out);
+                self.fail_reload(e, None, now, out);
             }
         }
     }
@@ -363,15 +487,57 @@ impl Core {
         };
         let step = &mut reload.steps[i];
         step.serving = true;
-        let old = step.old;
+        let (old, slot) = (step.old, step.slot);
+        let line = format!(
+            "{} serves in slot {slot}, replacing {}",
+            self.children
+                .get(pid)
+                .map_or_else(|| pid.to_string(), Child::name),
+            step.old_name
+        );
         if step.old_gone {
             reload.steps.remove(i);
             reload.replaced.push((old, pid));
-        } else {
+        }
+        // Policy::Dev: one new worker serves, so no old one may answer any more.
+        let retire: Vec<u32> = reload
+            .steps
+            .iter_mut()
+            .filter(|s| {
+                !s.old_retired && !s.old_gone && (s.old == old || reload.policy == Policy::Dev)
+            })
+            .map(|s| {
+                s.old_retired = true;
+                s.old
+            })
+            .collect();
+        let done = reload.replaced.len() + reload.steps.iter().filter(|s| s.serving).count();
+        let waiters = reload.waiters.clone();
+        Self::progress(out, &waiters, format!("{line} ({done}/{})", reload.total));
+        for old in retire {
             self.retire(old, out);
         }
         // The next boot starts now, while the old worker drains.
         self.next_step(now, out);
+        self.reload_served(now, out);
+    }
+
+    /// Once every replacement serves, whoever waits hears it (the old workers may still drain).
+    fn reload_served(&mut self, now: u64, out: &mut Vec<Action>) {
+        let Some(reload) = self
+            .reload
+            .as_mut()
+            .filter(|r| r.pending.is_empty() && r.steps.iter().all(|s| s.serving))
+        else {
+            return;
+        };
+        let waiters = std::mem::take(&mut reload.waiters);
+        let summary = format!(
+            "{} app worker(s) replaced in {}ms; every new one serves",
+            reload.total,
+            now.saturating_sub(reload.started_at)
+        );
+        Self::outcome(out, waiters, Ok(summary));
     }
 
     /// Stops `pid` gracefully: it is no longer counted as serving (the agent's `egg-pids`, the
@@ -425,7 +591,7 @@ impl Core {
                 super::js_opt(code),
                 signal.unwrap_or("null")
             );
-            self.fail_reload(e, app.boot_error.as_ref(), out);
+            self.fail_reload(e, app.boot_error.as_ref(), now, out);
             return true;
         }
         let Some(i) = reload.steps.iter().position(|s| s.old == app.pid) else {
@@ -469,7 +635,7 @@ impl Core {
     }
 
     /// The step's replacement did not serve in time.
-    pub(super) fn on_reload_timeout(&mut self, seq: u64, out: &mut Vec<Action>) {
+    pub(super) fn on_reload_timeout(&mut self, seq: u64, now: u64, out: &mut Vec<Action>) {
         let Some(step) = self
             .reload
             .as_ref()
@@ -485,7 +651,7 @@ impl Core {
             "{who} did not listen within {}ms",
             self.cfg.reload_timeout.as_millis()
         );
-        self.fail_reload(e, None, out);
+        self.fail_reload(e, None, now, out);
     }
 
     /// A retiring worker (scaled down, or failed replacement) exited.
@@ -507,101 +673,5 @@ impl Core {
         ));
         let pids = self.children.listening_pids_json();
         self.send_agent(out, "egg-pids", Some(&pids));
-    }
-
-    /// Memory figures of the serving app workers (bytes of RSS): one over the limit is
-    /// replaced — never killed mid-request — once no reload is running.
-    pub(super) fn on_memory(&mut self, samples: Vec<(u32, u64)>, now: u64, out: &mut Vec<Action>) {
-        if let Some(interval) = self.cfg.memory_check_interval {
-            if !self.closing() {
-                out.push(Action::After(interval, Timer::MemoryCheck));
-            }
-        }
-        let Some(limit) = self.cfg.max_memory else {
-            return;
-        };
-        if self.reload.is_some() {
-            return;
-        }
-        let Some((pid, rss)) = samples
-            .into_iter()
-            .filter(|(_, rss)| *rss > limit)
-            .max_by_key(|(_, rss)| *rss)
-        else {
-            return;
-        };
-        let Some(name) = self.children.get(pid).map(Child::name) else {
-            return;
-        };
-        out.push(Action::Log(
-            Level::Warn,
-            format!(
-                "[master] {name} uses {} MiB of memory (RSS {rss} bytes), over maxMemoryRestart {} MiB ({limit} bytes): replacing it",
-                rss / (1024 * 1024),
-                limit / (1024 * 1024)
-            ),
-        ));
-        self.on_reload(ReloadReason::Memory { pid, rss }, now, out);
-    }
-
-    pub(super) fn on_memory_check(&mut self, out: &mut Vec<Action>) {
-        if self.closing() {
-            return;
-        }
-        let pids: Vec<u32> = self
-            .children
-            .apps()
-            .filter(|c| c.phase == Phase::Serving)
-            .map(|c| c.pid)
-            .collect();
-        out.push(Action::SampleMemory(pids));
-    }
-
-    /// `SIGTTIN`/`SIGTTOU`/the JS API: more workers are spawned (each joins as a replacement
-    /// does), fewer are retired (drained) from the highest slot down.
-    pub(super) fn on_scale(&mut self, scale: Scale, out: &mut Vec<Action>) {
-        if self.phase != MasterPhase::Up || self.reload.is_some() {
-            out.push(Action::Log(
-                Level::Warn,
-                "[master] scaling ignored: the app is not up, or a reload is in progress".into(),
-            ));
-            return;
-        }
-        let from = self.workers;
-        let to = match scale {
-            Scale::By(d) => (from as i64 + d).max(1) as usize,
-            Scale::To(n) => n.max(1),
-        };
-        if to == from {
-            return;
-        }
-        out.push(Action::Log(
-            Level::Info,
-            format!("[master] scale app workers from {from} to {to}"),
-        ));
-        self.workers = to;
-        if to > from {
-            let apps = self.new_app_ids(to - from);
-            out.push(Action::SpawnApps {
-                batch: Batch::Scale,
-                apps,
-            });
-            return;
-        }
-        let mut live: Vec<(usize, u32)> = self
-            .children
-            .apps()
-            .filter(|c| {
-                matches!(
-                    c.phase,
-                    Phase::Serving | Phase::Listening | Phase::Online | Phase::Forked
-                )
-            })
-            .map(|c| (c.slot.unwrap_or(usize::MAX), c.pid))
-            .collect();
-        live.sort();
-        for (_, pid) in live.into_iter().skip(to) {
-            self.retire(pid, out);
-        }
     }
 }

@@ -31,9 +31,18 @@ impl Core {
             Level::Info,
             format!("[master] node version {}", cfg.node_version),
         ));
+        // egg-cluster's line names the framework; which egg runs under it, where it was found
+        // and which protocol its workers speak follow (in the same line when the framework is
+        // egg itself, which keeps the line's start).
+        if fw != "egg" || cfg.egg.is_none() {
+            out.push(Action::Log(
+                Level::Info,
+                format!("[master] {fw} version {}", cfg.framework_version),
+            ));
+        }
         out.push(Action::Log(
             Level::Info,
-            format!("[master] {fw} version {}", cfg.framework_version),
+            egg_line(cfg.egg.as_ref(), cfg.dialect),
         ));
         if cfg.is_production {
             out.push(Action::Log(
@@ -64,9 +73,19 @@ impl Core {
                 format!("[master] serving /metrics, /healthz and /readyz on http://{addr}"),
             ));
         }
+        if self.workers != cfg.workers {
+            // An upgrade's new master: the old tree was scaled since its start.
+            out.push(Action::Log(
+                Level::Info,
+                format!(
+                    "[master] upgrade: starting {} app workers as the previous master ran them (workers: {} at its start)",
+                    self.workers, cfg.workers
+                ),
+            ));
+        }
         let id = self.children.next_id(Role::Agent);
         out.push(Action::SpawnAgent { id });
-        let apps = self.new_app_ids(self.cfg.workers);
+        let apps = self.new_app_ids(self.workers);
         self.early_unanswered = true;
         out.push(Action::SpawnApps {
             batch: Batch::Early,
@@ -136,15 +155,18 @@ impl Core {
             self.early_unanswered = false;
         }
         for app in apps {
-            if batch == Batch::Replace {
-                self.on_replacement_spawned(&app, out);
+            match batch {
+                Batch::Replace => self.on_replacement_spawned(&app, now, out),
+                Batch::Scale => self.on_scale_spawned(&app, now, out),
+                _ => {}
             }
             match app.pid {
                 Ok(pid) => {
                     let mut child = Child::new(Role::App, app.id, pid, Some(app.slot), now);
                     // A replacement is not reforked until it serves: if it fails, the reload
-                    // stops and the old worker goes on.
-                    child.disable_refork = !self.all_started || batch == Batch::Replace;
+                    // stops and the old worker goes on; a worker scaling adds, the scaling.
+                    child.disable_refork =
+                        !self.all_started || batch == Batch::Replace || batch == Batch::Scale;
                     if batch == Batch::Early {
                         child.phase = Phase::Waiting;
                     }
@@ -152,7 +174,7 @@ impl Core {
                     new_pids.push(pid);
                     self.start_timer(pid, out);
                 }
-                Err(_) if batch == Batch::Replace => {}
+                Err(_) if batch == Batch::Replace || batch == Batch::Scale => {}
                 Err(e) => {
                     out.push(Action::Log(
                         Level::Error,
@@ -274,7 +296,7 @@ impl Core {
                 a.phase = Phase::Forked;
             }
         }
-        let missing = self.cfg.workers.saturating_sub(waiting.len());
+        let missing = self.workers.saturating_sub(waiting.len());
         if !waiting.is_empty() {
             out.push(Action::Release(waiting.clone()));
         }
@@ -398,7 +420,7 @@ impl Core {
         let remain = if self.all_started {
             0
         } else {
-            self.cfg.workers.saturating_sub(self.start_success)
+            self.workers.saturating_sub(self.start_success)
         };
         self.verbose(
             out,
@@ -424,9 +446,10 @@ impl Core {
                 Some(self.cfg.options_json.as_bytes()),
             );
             self.on_serving(pid, now, out);
+            self.scaling_on_serving(pid, now, out);
             return;
         }
-        if self.start_success < self.cfg.workers {
+        if self.start_success < self.workers {
             return;
         }
         self.all_started = true;
@@ -544,4 +567,30 @@ impl Core {
             out.push(Action::After(self.cfg.heartbeat_interval, Timer::HungCheck));
         }
     }
+}
+
+/// `[master] egg version 4.1.2 from /app/node_modules/egg: egg 4 dialect (@eggjs/cluster's
+/// protocol)`, with the egg a wrapper wraps and how the dialect was decided when not by a
+/// dependency.
+fn egg_line(egg: Option<&super::Egg>, dialect: Dialect) -> String {
+    let protocol = match dialect {
+        Dialect::Egg3 => "egg 3 dialect (egg-cluster's protocol)",
+        Dialect::Egg4 => "egg 4 dialect (@eggjs/cluster's protocol)",
+    };
+    let Some(egg) = egg else {
+        return format!("[master] egg not found from the framework or the app: {protocol}");
+    };
+    let wraps = egg.wraps.as_ref().map_or(String::new(), |(dir, version)| {
+        format!(", a wrapper of egg {version} from {}", dir.display())
+    });
+    let by_version = if egg.cluster.is_none() {
+        ", by its version: it depends on neither egg-cluster nor @eggjs/cluster"
+    } else {
+        ""
+    };
+    format!(
+        "[master] egg version {} from {}{wraps}: {protocol}{by_version}",
+        egg.version,
+        egg.dir.display()
+    )
 }

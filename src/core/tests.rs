@@ -44,6 +44,13 @@ pub(super) fn cfg(workers: usize) -> Config {
         memory_check_interval: None,
         is_debug: false,
         dialect: Dialect::Egg3,
+        egg: Some(Egg {
+            dir: "/app/node_modules/egg".into(),
+            version: "3.0.0".into(),
+            wraps: None,
+            cluster: Some("egg-cluster"),
+            needs_node: Vec::new(),
+        }),
         threads: false,
         slot_ports: Vec::new(),
         metrics_addr: None,
@@ -53,6 +60,8 @@ pub(super) fn cfg(workers: usize) -> Config {
         start_timeout: None,
         upgrade_timeout: Duration::from_secs(300),
         is_pid1: false,
+        max_workers: 16,
+        inherited_workers: None,
     }
 }
 
@@ -144,7 +153,7 @@ fn spawned(c: Config) -> Core {
 }
 
 /// ... and the agent started: the early workers are released.
-fn released(c: Config) -> Core {
+pub(super) fn released(c: Config) -> Core {
     let workers = c.workers;
     let mut core = spawned(c);
     let a = core.handle(
@@ -181,7 +190,10 @@ fn start_logs_egg_clusters_lines_then_spawns_the_agent_and_early_workers() {
         "[master] =================== egg start ====================="
     );
     assert_eq!(l[1], "[master] node version v20.0.0");
-    assert_eq!(l[2], "[master] egg version 3.0.0");
+    assert_eq!(
+        l[2],
+        "[master] egg version 3.0.0 from /app/node_modules/egg: egg 3 dialect (egg-cluster's protocol)"
+    );
     assert_eq!(l[3], "[master] start with options:\n{\n  \"workers\": 2\n}");
     assert_eq!(
         l[4],
@@ -1412,9 +1424,12 @@ fn a_debugged_master_closes_when_an_app_worker_is_sigkilled() {
     assert!(!has_log(&a, "worker kill by debugger"));
     assert!(!a.iter().any(|x| matches!(x, Action::TerminateGroup { .. })));
 }
+mod close;
+mod dev_reload;
 mod egg4;
 mod hung;
 mod orphans;
+mod scale;
 mod surge;
 mod threads;
 mod upgrade;

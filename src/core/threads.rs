@@ -48,9 +48,11 @@ impl Core {
         if app.phase == Phase::Retiring {
             self.on_retired_exit(&app, code, None, out);
             self.reload_on_exit(&app, code, None, now, out);
+            self.scaling_on_exit(&app, code, None, now, out);
             return;
         }
-        let replaced = self.reload_on_exit(&app, code, None, now, out);
+        let replaced = self.reload_on_exit(&app, code, None, now, out)
+            | self.scaling_on_exit(&app, code, None, now, out);
         // egg-cluster prints `code: undefined, signal: undefined, suicide: true` for every
         // thread (it reads an `exitCode` a Worker does not have); the real exit code is here.
         out.push(Action::LogError(

@@ -73,11 +73,24 @@ impl Core {
             Level::Info,
             "[master] upgrade: starting a new master with this one's command line, environment and listening sockets; this one serves until it is ready".into(),
         ));
-        out.push(Action::SpawnMaster { seq });
+        // A runtime scale is carried over: the new tree starts with the workers this one runs
+        // now, not with the start option's count.
+        out.push(Action::SpawnMaster {
+            seq,
+            workers: self.workers,
+        });
         out.push(Action::After(
             self.cfg.upgrade_timeout,
             Timer::UpgradeTimeout(seq),
         ));
+    }
+
+    /// The new master of the upgrade in progress, once it runs.
+    pub(super) fn upgrading_to(&self) -> Option<u32> {
+        match self.upgrade.as_ref()?.phase {
+            Phase::AwaitingReady { pid } => Some(pid),
+            Phase::Spawning => None,
+        }
     }
 
     /// Why an upgrade cannot run now, if it cannot. Each reason says what to do instead.
@@ -178,12 +191,24 @@ impl Core {
         }
     }
 
-    /// This master closes (a signal) while an upgrade runs: the new master goes too, as the
-    /// one who asked for the close meant the whole cluster.
-    pub(super) fn abort_upgrade(&mut self, out: &mut Vec<Action>) {
-        if self.upgrade.is_some() {
-            self.upgrade_failed("this master is closing".into(), out);
-        }
+    /// This master closes (`signal`) while an upgrade runs: the new master goes too, as the
+    /// one who asked for the close meant the whole cluster. Nothing serves on: the lines say so.
+    pub(super) fn abort_upgrade(&mut self, signal: &str, out: &mut Vec<Action>) {
+        let Some(up) = self.upgrade.take() else {
+            return;
+        };
+        let line = match up.phase {
+            Phase::AwaitingReady { pid } => {
+                out.push(self.stop_master(pid));
+                format!("[master] upgrade abandoned: {signal} came before new master pid {pid} was ready; it is stopped, and this master closes")
+            }
+            Phase::Spawning => format!("[master] upgrade abandoned: {signal} came while the new master was being started; it is stopped once started, and this master closes"),
+        };
+        out.push(Action::Log(Level::Warn, line));
+        out.push(Action::UpgradeOutcome {
+            waiters: up.waiters,
+            result: Err("this master is closing".into()),
+        });
     }
 
     fn upgrade_failed(&mut self, reason: String, out: &mut Vec<Action>) {

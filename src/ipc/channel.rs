@@ -43,6 +43,9 @@ const READ_CHUNK: usize = 64 * 1024;
 const WRITE_BATCH: usize = 256 * 1024;
 /// The `cmd` of a child's heartbeat (`lib/heartbeat.js`).
 pub const HEARTBEAT_CMD: &str = "NODE_EGG_CLUSTER_RS_BEAT";
+/// The `cmd` of the master's question for a child's prom-client metrics, and of the child's
+/// answer (`lib/app_metrics.js`).
+pub const METRICS_CMD: &str = "NODE_EGG_CLUSTER_RS_METRICS";
 
 const ACK: &[u8] = b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
 const NACK: &[u8] = b"{\"cmd\":\"NODE_HANDLE_NACK\"}\n";
@@ -136,8 +139,12 @@ pub enum Incoming {
     Messages(Lines),
     /// A `NODE_CLUSTER` line, raw.
     Cluster(Vec<u8>),
-    /// A tick of the child's event loop (`NODE_EGG_CLUSTER_RS_BEAT`), its timer `lag_ms` late.
-    Heartbeat { lag_ms: u64 },
+    /// A tick of the child's event loop (`NODE_EGG_CLUSTER_RS_BEAT`), its timer `lag_ms` late,
+    /// with the raw JSON of the figures it carries (`stats`), read by the owner.
+    Heartbeat { lag_ms: u64, stats: Option<Vec<u8>> },
+    /// A child's answer to the metrics question `seq`: the raw JSON of its metrics (`null`
+    /// when it has none), read by the owner.
+    Metrics { seq: u64, metrics: Vec<u8> },
     /// A line the child should never have written; dropped, the channel goes on.
     Malformed { reason: String },
     /// The channel is gone: EOF, an I/O error, or a framing violation we cannot recover from.
@@ -733,8 +740,25 @@ impl Conn {
                     .and_then(|lag| lag.parse::<f64>().ok())
                     .filter(|lag| lag.is_finite() && *lag >= 0.0)
                     .map_or(0, |lag| lag as u64);
+                let stats = scanned.raw("stats").map(<[u8]>::to_vec);
                 self.flush_batch(on_incoming);
-                on_incoming(Incoming::Heartbeat { lag_ms })
+                on_incoming(Incoming::Heartbeat { lag_ms, stats })
+            }
+            METRICS_CMD => {
+                let seq = scanned
+                    .raw("seq")
+                    .and_then(|raw| std::str::from_utf8(raw).ok())
+                    .and_then(|seq| seq.parse::<u64>().ok());
+                self.flush_batch(on_incoming);
+                match (seq, scanned.raw("metrics")) {
+                    (Some(seq), Some(metrics)) => on_incoming(Incoming::Metrics {
+                        seq,
+                        metrics: metrics.to_vec(),
+                    }),
+                    _ => on_incoming(Incoming::Malformed {
+                        reason: format!("{METRICS_CMD} without a numeric seq and metrics"),
+                    }),
+                }
             }
             other => {
                 // Node ignores internal messages it does not know; so do we, but say so.
@@ -786,6 +810,9 @@ mod tests {
         Msg(String),
         Cluster(String),
         Beat(u64),
+        /// The `stats` a heartbeat carried, right after its `Beat`.
+        Stats(String),
+        Metrics(u64, String),
         Malformed(String),
         Closed(Option<String>),
         Drained,
@@ -800,7 +827,10 @@ mod tests {
                 lines.iter().map(|l| Ev::Msg(text(l.to_vec()))).collect()
             }
             Incoming::Cluster(line) => vec![Ev::Cluster(text(line))],
-            Incoming::Heartbeat { lag_ms } => vec![Ev::Beat(lag_ms)],
+            Incoming::Heartbeat { lag_ms, stats } => std::iter::once(Ev::Beat(lag_ms))
+                .chain(stats.map(|s| Ev::Stats(text(s))))
+                .collect(),
+            Incoming::Metrics { seq, metrics } => vec![Ev::Metrics(seq, text(metrics))],
             Incoming::Malformed { reason } => vec![Ev::Malformed(reason)],
             Incoming::Closed { reason } => vec![Ev::Closed(reason)],
             Incoming::Drained => vec![Ev::Drained],
@@ -1132,6 +1162,34 @@ mod tests {
         assert_eq!(
             h.events.take(3).await,
             vec![Ev::Beat(312), msg("{\"a\":1}"), Ev::Beat(0)]
+        );
+    }
+
+    #[tokio::test]
+    async fn heartbeat_stats_and_metrics_answers_arrive_raw() {
+        let mut h = Harness::open(LIMITS);
+        h.peer
+            .write(
+                concat!(
+                    "{\"cmd\":\"NODE_EGG_CLUSTER_RS_BEAT\",\"lag\":3,\"stats\":{\"elu\":0.5}}\n",
+                    "{\"cmd\":\"NODE_EGG_CLUSTER_RS_METRICS\",\"seq\":7,\"metrics\":[{\"name\":\"x\"}]}\n",
+                    "{\"cmd\":\"NODE_EGG_CLUSTER_RS_METRICS\",\"seq\":8,\"metrics\":null}\n",
+                    "{\"cmd\":\"NODE_EGG_CLUSTER_RS_METRICS\",\"seq\":\"9\",\"metrics\":null}\n",
+                )
+                .as_bytes(),
+            )
+            .await;
+        assert_eq!(
+            h.events.take(5).await,
+            vec![
+                Ev::Beat(3),
+                Ev::Stats("{\"elu\":0.5}".into()),
+                Ev::Metrics(7, "[{\"name\":\"x\"}]".into()),
+                Ev::Metrics(8, "null".into()),
+                Ev::Malformed(
+                    "NODE_EGG_CLUSTER_RS_METRICS without a numeric seq and metrics".into()
+                ),
+            ]
         );
     }
 

@@ -9,7 +9,11 @@ pub(crate) const MAX_HEAD: usize = 8 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
-    Metrics,
+    /// `by_process`: `?by=process`, the app's metrics of each child under `role`/`id` rather
+    /// than merged.
+    Metrics {
+        by_process: bool,
+    },
     Healthz,
     Readyz,
 }
@@ -55,9 +59,11 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
     {
         return Parsed::Reject(400);
     }
-    let path = target.split('?').next().unwrap_or(target);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let route = match path {
-        "/metrics" => Route::Metrics,
+        "/metrics" => Route::Metrics {
+            by_process: query.split('&').any(|p| p == "by=process"),
+        },
         "/healthz" => Route::Healthz,
         "/readyz" => Route::Readyz,
         _ => return Parsed::Reject(404),
@@ -134,7 +140,7 @@ pub(crate) fn answer(route: Route, head: bool, snapshot: &Snapshot) -> Vec<u8> {
         response(status, text, &body, head)
     };
     match route {
-        Route::Metrics => response(200, prom::CONTENT_TYPE, &prom::render(snapshot), head),
+        Route::Metrics { .. } => response(200, prom::CONTENT_TYPE, &prom::render(snapshot), head),
         Route::Healthz => verdict(m.core.healthy, "agent started and an app worker serving"),
         Route::Readyz => verdict(m.core.ready, "ready for traffic"),
     }
@@ -154,7 +160,14 @@ mod tests {
         assert_eq!(
             p("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
             Parsed::Request {
-                route: Route::Metrics,
+                route: Route::Metrics { by_process: false },
+                head: false
+            }
+        );
+        assert_eq!(
+            p("GET /metrics?x=1&by=process HTTP/1.1\r\n\r\n"),
+            Parsed::Request {
+                route: Route::Metrics { by_process: true },
                 head: false
             }
         );

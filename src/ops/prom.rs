@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::snapshot::{Counters, Snapshot};
+use super::{app_metrics, prom_stats};
 use crate::core::OpsPhase;
 
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -53,6 +54,7 @@ struct ProcFamilies {
     messages: Family<Proc, Counter>,
     bytes: Family<Proc, Counter>,
     sticky: Family<Proc, Counter>,
+    scrape_timeouts: Family<Proc, Counter>,
 }
 
 impl ProcFamilies {
@@ -66,10 +68,35 @@ impl ProcFamilies {
         self.messages.get_or_create(p).inc_by(c.messages_relayed);
         self.bytes.get_or_create(p).inc_by(c.bytes_relayed);
         self.sticky.get_or_create(p).inc_by(c.sticky_handed_over);
+        self.scrape_timeouts
+            .get_or_create(p)
+            .inc_by(c.scrape_timeouts);
     }
 }
 
+/// A scrape's answer: the master's figures, the children's own ([`prom_stats`]), then the app's
+/// prom-client metrics merged over the children's `answers` ([`app_metrics`]; by process when
+/// asked), then `# EOF`. Also says how many answers could not be read.
+pub(crate) fn render_scrape(
+    s: &Snapshot,
+    answers: &[app_metrics::Answer<'_>],
+    by_process: bool,
+) -> (String, usize) {
+    let mut out = render_own(s);
+    prom_stats::render(&s.children, &mut out);
+    let merged = app_metrics::merge(answers, by_process);
+    out.push_str(&merged.text);
+    out.push_str("# EOF\n");
+    (out, merged.unreadable)
+}
+
+/// The snapshot alone (no app metrics).
 pub(crate) fn render(s: &Snapshot) -> String {
+    render_scrape(s, &[], false).0
+}
+
+/// The master's own families (from the snapshot), without the closing `# EOF`.
+fn render_own(s: &Snapshot) -> String {
     let mut reg = Registry::with_prefix("egg_cluster");
     let m = &s.master;
     reg.register(
@@ -138,6 +165,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
         messages: Family::default(),
         bytes: Family::default(),
         sticky: Family::default(),
+        scrape_timeouts: Family::default(),
     };
     order.push("role=\"master\",id=\"0\"".into());
     procs.add(
@@ -183,6 +211,11 @@ pub(crate) fn render(s: &Snapshot) -> String {
         procs.sticky,
     );
     reg.register(
+        "scrape_timeouts",
+        "Scrapes of /metrics the child did not answer in time, and was left out of (master: all)",
+        procs.scrape_timeouts,
+    );
+    reg.register(
         "slot_restarts",
         "Unexpected exits in this worker's slot so far",
         restarts,
@@ -217,6 +250,16 @@ pub(crate) fn render(s: &Snapshot) -> String {
         gauge(hung_now),
     );
     reg.register(
+        "reloads",
+        "Rolling reloads finished (the failed ones included)",
+        counter(m.core.reloads),
+    );
+    reg.register(
+        "reload_failures",
+        "Rolling reloads that failed (the old workers kept serving)",
+        counter(m.core.reloads_failed),
+    );
+    reg.register(
         "hung_replacements",
         "Hung (or never listening) app workers replaced",
         counter(m.core.hung_replaced),
@@ -225,7 +268,11 @@ pub(crate) fn render(s: &Snapshot) -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);
-    in_order(&out, &order)
+    let mut out = in_order(&out, &order);
+    if out.ends_with("# EOF\n") {
+        out.truncate(out.len() - "# EOF\n".len());
+    }
+    out
 }
 
 /// A `Family` keeps its label sets in a `HashMap`, so each scrape would list them in another
@@ -285,7 +332,10 @@ mod tests {
                     malformed: 4,
                     hung: 2,
                     hung_replaced: 1,
+                    reloads: 4,
+                    reloads_failed: 1,
                     refork_held: None,
+                    upgrading_to: None,
                 },
                 uptime_ms: 2500,
                 rss: Some(1 << 20),
@@ -294,6 +344,7 @@ mod tests {
                     messages_relayed: 10,
                     bytes_relayed: 100,
                     sticky_handed_over: 0,
+                    scrape_timeouts: 3,
                 },
             },
             children: vec![ChildSnapshot {
@@ -317,7 +368,9 @@ mod tests {
                     messages_relayed: 6,
                     bytes_relayed: 60,
                     sticky_handed_over: 0,
+                    scrape_timeouts: 2,
                 },
+                stats: None,
             }],
         }
     }
@@ -344,6 +397,10 @@ mod tests {
             "egg_cluster_event_loop_lag_seconds{role=\"app\",id=\"2\"} 0.312",
             "egg_cluster_hung_children 1",
             "egg_cluster_hung_replacements_total 1",
+            "egg_cluster_reloads_total 4",
+            "egg_cluster_reload_failures_total 1",
+            "egg_cluster_scrape_timeouts_total{role=\"master\",id=\"0\"} 3",
+            "egg_cluster_scrape_timeouts_total{role=\"app\",id=\"2\"} 2",
             "# TYPE egg_cluster_messages_relayed counter",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
@@ -400,7 +457,7 @@ mod tests {
         let r = String::from_utf8(answer(Route::Readyz, false, &closing)).unwrap();
         assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
         assert!(r.ends_with("not ok: ready for traffic (phase closing, 1/2 app workers serving)\n"));
-        let m = String::from_utf8(answer(Route::Metrics, true, &up)).unwrap();
+        let m = String::from_utf8(answer(Route::Metrics { by_process: false }, true, &up)).unwrap();
         assert!(m.contains(CONTENT_TYPE) && m.ends_with("\r\n\r\n"));
     }
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::core::ops::ChildStatus;
 use crate::core::{CoreStatus, MasterStatus};
+use crate::protocol::stats::ChildStats;
 
 /// Counters the runtime keeps per child (and in total), plain integers bumped on its thread.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -14,6 +15,8 @@ pub(crate) struct Counters {
     pub(crate) bytes_relayed: u64,
     /// Sticky connections handed to this worker.
     pub(crate) sticky_handed_over: u64,
+    /// Scrapes of /metrics this child did not answer in time (and was left out of).
+    pub(crate) scrape_timeouts: u64,
 }
 
 /// What /proc says about one process.
@@ -48,6 +51,8 @@ pub(crate) struct ChildSnapshot {
     pub(crate) cpu: Option<f64>,
     #[serde(flatten)]
     pub(crate) counters: Counters,
+    /// What its last heartbeat carried (`None` until the first, or if it was unreadable).
+    pub(crate) stats: Option<ChildStats>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -63,7 +68,7 @@ pub(crate) fn build(
     now: u64,
     totals: Counters,
     mut sample: impl FnMut(u32) -> ProcSample,
-    counters: impl Fn(u32) -> Counters,
+    counters: impl Fn(u32) -> (Counters, Option<ChildStats>),
 ) -> Snapshot {
     let master = sample(master_pid);
     Snapshot {
@@ -80,8 +85,10 @@ pub(crate) fn build(
             .into_iter()
             .map(|c| {
                 let s = sample(c.pid);
+                let (counters, stats) = counters(c.pid);
                 ChildSnapshot {
-                    counters: counters(c.pid),
+                    counters,
+                    stats,
                     rss: s.rss,
                     cpu: s.cpu,
                     core: c,

@@ -131,17 +131,41 @@ pub enum Dialect {
     Egg4,
 }
 
+/// The egg an app runs on, as the master found it: what its start lines say, what decides the
+/// dialect, the compile cache's place and the Node.js it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Egg {
+    /// Where it was found (the lookup path, links kept) and its package's version.
+    pub dir: PathBuf,
+    pub version: String,
+    /// A package named `egg` that is a wrapper: the egg it requires that decided the dialect.
+    pub wraps: Option<(PathBuf, String)>,
+    /// The cluster package a dependency on which decided the dialect; `None`: no package along
+    /// the chain depends on either, its last version decided.
+    pub cluster: Option<&'static str>,
+    /// `engines.node` of each package along the chain that has one, with the package's dir
+    /// and version.
+    pub needs_node: Vec<(PathBuf, String, String)>,
+}
+
+impl Egg {
+    /// The version of the egg that decided (a wrapper's own version says nothing).
+    pub fn real_version(&self) -> &str {
+        self.wraps.as_ref().map_or(&self.version, |(_, v)| v)
+    }
+}
+
 /// The egg the app runs on, and so the dialect. The egg: the framework itself when its package is
 /// named `egg`; else the `egg` the framework would `require()` (from its own directory up); else
 /// `egg` looked up like a framework name from the app. This package as the framework re-exports
 /// whichever egg the app has, so for it the framework's own copy (a devDependency) is skipped.
-/// The dialect is what that egg loads (see [`dialect_of_egg`]). No egg found: egg 3.
+/// The dialect is what that egg loads (see [`follow_egg`]). No egg found: egg 3.
 pub(crate) fn resolve_egg(
     framework: &Path,
     framework_name: &str,
     base_dir: &Path,
     input: &OptionsInput,
-) -> (Option<PathBuf>, Dialect) {
+) -> (Option<Egg>, Dialect) {
     let egg = if framework_name == "egg" {
         Some(framework.to_path_buf())
     } else {
@@ -156,7 +180,7 @@ pub(crate) fn resolve_egg(
     };
     match egg {
         Some(egg) => {
-            let dialect = dialect_of_egg(&egg);
+            let (egg, dialect) = follow_egg(egg);
             (Some(egg), dialect)
         }
         None => (None, Dialect::Egg3),
@@ -175,35 +199,61 @@ fn real(p: &Path) -> PathBuf {
 /// `@eggjs/cluster`. A package that depends on neither is followed to the `egg` it would
 /// `require()` (itself excluded); only when that chain ends without an answer does the last
 /// version number seen decide.
-fn dialect_of_egg(egg: &Path) -> Dialect {
+fn follow_egg(dir: PathBuf) -> (Egg, Dialect) {
+    let mut found = Egg {
+        dir: dir.clone(),
+        version: String::new(),
+        wraps: None,
+        cluster: None,
+        needs_node: Vec::new(),
+    };
     let mut seen = HashSet::new();
-    let mut current = real(egg);
+    let mut current = real(&dir);
+    let mut shown = dir;
     let mut version = String::new();
     while seen.insert(current.clone()) {
         let Ok(pkg) = read_json(&current.join("package.json")) else {
             break;
         };
-        if let Some(v) = pkg.get("version").and_then(Value::as_str) {
-            version = v.to_owned();
+        version = pkg
+            .get("version")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if seen.len() == 1 {
+            found.version.clone_from(&version);
+        } else {
+            found.wraps = Some((shown.clone(), version.clone()));
+        }
+        if let Some(range) = pkg.pointer("/engines/node").and_then(Value::as_str) {
+            found
+                .needs_node
+                .push((shown.clone(), version.clone(), range.to_owned()));
         }
         let deps = pkg.get("dependencies");
         let depends_on = |name: &str| deps.and_then(|d| d.get(name)).is_some();
-        if depends_on("@eggjs/cluster") {
-            return Dialect::Egg4;
-        }
-        if depends_on("egg-cluster") {
-            return Dialect::Egg3;
+        for (cluster, dialect) in [
+            ("@eggjs/cluster", Dialect::Egg4),
+            ("egg-cluster", Dialect::Egg3),
+        ] {
+            if depends_on(cluster) {
+                found.cluster = Some(cluster);
+                return (found, dialect);
+            }
         }
         let next = node_module_paths(&current)
             .into_iter()
-            .map(|dir| real(&dir.join("egg")))
-            .find(|next| *next != current && next.join("package.json").is_file());
+            .map(|dir| dir.join("egg"))
+            .find(|next| real(next) != current && next.join("package.json").is_file());
         match next {
-            Some(next) => current = next,
+            Some(next) => {
+                current = real(&next);
+                shown = next;
+            }
             None => break,
         }
     }
-    dialect_of(&version)
+    (found, dialect_of(&version))
 }
 
 /// The last resort: egg 4 and later speak @eggjs/cluster's protocol.
@@ -396,7 +446,14 @@ mod tests {
         assert_eq!(o.dialect, Dialect::Egg3);
         assert_eq!(o.framework_version, "9.9.9");
         // The egg the workers load is still the app's (the wrapper).
-        assert_eq!(o.egg, Some(tmp.path().join("app/node_modules/egg")));
+        let egg = o.egg.expect("found");
+        assert_eq!(egg.dir, tmp.path().join("app/node_modules/egg"));
+        assert_eq!(egg.version, "9.9.9");
+        // ...and the egg it wraps decided, through its dependency on egg-cluster.
+        let wrapped = tmp.path().join("app/node_modules/egg/node_modules/egg");
+        assert_eq!(egg.wraps, Some((wrapped, "3.34.0".to_string())));
+        assert_eq!(egg.cluster, Some("egg-cluster"));
+        assert_eq!(egg.real_version(), "3.34.0");
 
         // A wrapper found up the tree from an absolute framework path, and the other way round.
         egg_pkg(&tmp, "fw/wrapper", "1.0.0", "");
@@ -429,13 +486,65 @@ mod tests {
         let o = parse_ok(input(&tmp, json!({ "framework": "yadan" })));
         assert_eq!(o.dialect, Dialect::Egg4);
         assert_eq!(
-            o.egg,
+            o.egg.map(|e| e.dir),
             Some(tmp.path().join("app/node_modules/yadan/node_modules/egg"))
         );
         // Without its own: the app's, found up the tree from the framework.
         fs::remove_dir_all(tmp.path().join("app/node_modules/yadan/node_modules")).expect("rm");
         let o = parse_ok(input(&tmp, json!({ "framework": "yadan" })));
         assert_eq!(o.dialect, Dialect::Egg3);
-        assert_eq!(o.egg, Some(tmp.path().join("app/node_modules/egg")));
+        assert_eq!(
+            o.egg.map(|e| e.dir),
+            Some(tmp.path().join("app/node_modules/egg"))
+        );
+    }
+
+    #[test]
+    fn the_node_an_egg_needs() {
+        let tmp = app();
+        let write = |engines: &str| {
+            tmp.write(
+                "app/node_modules/egg/package.json",
+                &format!(
+                    r#"{{"name":"egg","version":"4.1.2-beta.9","engines":{engines},"dependencies":{{"@eggjs/cluster":"4"}}}}"#
+                ),
+            );
+        };
+        write(r#"{"node":">=22.18.0"}"#);
+        let on = |node: &str| {
+            let mut i = input(&tmp, json!({}));
+            i.node_version = node.into();
+            parse(i)
+        };
+        assert!(on("v22.18.0").is_ok());
+        assert!(on("v24.1.0").is_ok());
+        let err = on("v22.17.1").expect_err("too old");
+        let egg = tmp.path().join("app/node_modules/egg");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "egg 4.1.2-beta.9 ({}) needs Node.js >=22.18.0 (engines.node of its package.json); this is Node.js v22.17.1",
+                egg.display()
+            )
+        );
+        // what cannot be read is no requirement; no engines, none either
+        write(r#"{"node":"lts"}"#);
+        assert!(on("v20.0.0").is_ok());
+        write(r#"{}"#);
+        assert!(on("v20.0.0").is_ok());
+
+        // a wrapper over egg 4.1: the wrapped egg's requirement counts too
+        write(r#"{}"#);
+        tmp.write(
+            "app/node_modules/egg/package.json",
+            r#"{"name":"egg","version":"9.9.9"}"#,
+        );
+        tmp.write(
+            "app/node_modules/egg/node_modules/egg/package.json",
+            r#"{"name":"egg","version":"4.1.0","engines":{"node":">= 22.18.0"},"dependencies":{"@eggjs/cluster":"4"}}"#,
+        );
+        let err = on("v20.19.0").expect_err("too old").to_string();
+        assert!(err.starts_with("egg 4.1.0 ("), "{err}");
+        assert!(err.contains("needs Node.js >= 22.18.0"), "{err}");
     }
 }

@@ -20,10 +20,13 @@
 //! runtime.
 
 mod cgroup;
+mod compile_cache;
+mod engines;
 mod framework;
 mod js;
 mod ops;
 mod settings;
+mod systemd;
 #[cfg(test)]
 mod testing;
 
@@ -35,8 +38,8 @@ use serde_json::{Map, Value};
 
 use crate::client_key::{KeySource, TrustedNet};
 use cgroup::default_workers;
-pub use framework::Dialect;
 use framework::{read_framework_package, resolve_egg, resolve_framework};
+pub use framework::{Dialect, Egg};
 use js::{js_parse_int, json_repr, path_string, resolve, truthy, JsObject};
 pub use settings::{CloseTimeout, Settings};
 
@@ -59,6 +62,8 @@ pub struct OptionsInput {
     pub exec_argv: Vec<String>,
     /// `os.cpus().length`.
     pub host_cpus: usize,
+    /// `process.version` (the workers run the same `node`).
+    pub node_version: String,
 }
 
 /// The validated options.
@@ -79,11 +84,17 @@ pub struct Options {
     pub framework_version: String,
     /// The egg the app runs on (see [`framework::resolve_egg`]), and the protocol its workers
     /// speak.
-    pub egg: Option<PathBuf>,
+    pub egg: Option<Egg>,
     pub dialect: Dialect,
+    /// Where the workers keep V8's compile cache; `None`: off, or the user's own (see
+    /// [`compile_cache::dir`]).
+    pub compile_cache: Option<PathBuf>,
     /// Absolute application directory.
     pub base_dir: PathBuf,
     pub workers: usize,
+    /// The most app workers scaling may ask for: `EGG_CLUSTER_RS_MAX_WORKERS`, else four per
+    /// CPU the master may use, or `workers` if that is more.
+    pub max_workers: usize,
     pub port: Option<u16>,
     pub https: bool,
     pub sticky: bool,
@@ -189,6 +200,16 @@ pub enum OptionsError {
         expected: &'static str,
         got: String,
     },
+    #[error("options.workers ({workers}) is over EGG_CLUSTER_RS_MAX_WORKERS ({max}): raise the variable, or run fewer workers")]
+    WorkersOverMax { workers: usize, max: usize },
+    /// The app's egg (or a package along its chain) declares a Node.js this is not.
+    #[error("egg {version} ({}) needs Node.js {range} (engines.node of its package.json); this is Node.js {node}", .dir.display())]
+    NodeVersion {
+        dir: PathBuf,
+        version: String,
+        range: String,
+        node: String,
+    },
 }
 
 /// Parses and validates the options like egg-cluster's `options.js`.
@@ -254,6 +275,11 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         (false, None) => default_workers(input.host_cpus),
     };
     raw.set("workers", Value::from(workers as u64));
+    let max_workers = match settings.max_workers {
+        Some(max) if workers > max => return Err(OptionsError::WorkersOverMax { workers, max }),
+        Some(max) => max,
+        None => workers.max(MAX_WORKERS_PER_CPU * default_workers(input.host_cpus)),
+    };
 
     if !raw.get("env").is_some_and(truthy) {
         if let Some(server_env) = input.env.get("EGG_SERVER_ENV").filter(|s| !s.is_empty()) {
@@ -277,6 +303,10 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
     raw.set("framework", Value::from(path_string(&framework)));
     let (framework_name, framework_version) = read_framework_package(&framework)?;
     let (egg, dialect) = resolve_egg(&framework, &framework_name, &base_dir, &input);
+    if let Some(egg) = &egg {
+        check_node(egg, &input.node_version)?;
+    }
+    let compile_cache = compile_cache::dir(&base_dir, egg.as_ref(), &input.env);
 
     let https = raw.get("https").is_some_and(truthy);
     if https {
@@ -424,9 +454,11 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         framework_name,
         framework_version,
         egg,
+        compile_cache,
         dialect,
         base_dir,
         workers,
+        max_workers,
         port,
         https,
         sticky,
@@ -450,6 +482,11 @@ pub fn parse(mut input: OptionsInput) -> Result<Options, OptionsError> {
         ports,
     })
 }
+
+/// The bound on scaling without `EGG_CLUSTER_RS_MAX_WORKERS`: egg's default is a worker per
+/// CPU; four leave room for I/O-bound apps, while a runaway `scale up` loop stops long before
+/// the memory does (an egg worker is 60-100 MiB of RSS).
+const MAX_WORKERS_PER_CPU: usize = 4;
 
 /// Puma's `worker_timeout`: long enough that no sane request handler, GC pause or synchronous
 /// start-up step in a serving worker comes near it, short enough that a stuck worker does not
@@ -536,6 +573,23 @@ fn parse_sticky_key(raw: &JsObject) -> Result<(Option<KeySource>, Vec<TrustedNet
         }
     };
     Ok((key, trusted))
+}
+
+/// egg 4.1 needs Node >= 22.18 and, on an older one, crashes deep in its own loading: the start
+/// is refused at once, naming what the egg declares. A range that cannot be read is no
+/// requirement.
+fn check_node(egg: &Egg, node: &str) -> Result<(), OptionsError> {
+    for (dir, version, range) in &egg.needs_node {
+        if engines::satisfies(range, node) == Some(false) {
+            return Err(OptionsError::NodeVersion {
+                dir: dir.clone(),
+                version: version.clone(),
+                range: range.clone(),
+                node: node.to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The one place that decides which `startMode`s run (`true`: worker_threads). egg-cluster
@@ -867,6 +921,31 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.starts_with("options.reloadConcurrency should be"), "{e}");
+        }
+    }
+
+    #[test]
+    fn max_workers_from_the_env_else_four_per_cpu() {
+        let tmp = app();
+        let with = |options: Value, env: &[(&str, &str)]| {
+            parse(input_env(&tmp, options, env)).map(|o| (o.workers, o.max_workers))
+        };
+        let cpus = default_workers(4);
+        assert_eq!(with(json!({}), &[]).unwrap(), (cpus, 4 * cpus));
+        let many = 4 * cpus + 3;
+        assert_eq!(with(json!({ "workers": many }), &[]).unwrap(), (many, many));
+        let env = [("EGG_CLUSTER_RS_MAX_WORKERS", "6")];
+        assert_eq!(with(json!({ "workers": 2 }), &env).unwrap(), (2, 6));
+        let e = with(json!({ "workers": 7 }), &env).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "options.workers (7) is over EGG_CLUSTER_RS_MAX_WORKERS (6): raise the variable, or run fewer workers"
+        );
+        for bad in ["0", "-1", "many", ""] {
+            let e = with(json!({}), &[("EGG_CLUSTER_RS_MAX_WORKERS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("EGG_CLUSTER_RS_MAX_WORKERS should be"), "{e}");
         }
     }
 

@@ -23,6 +23,9 @@ pub struct Settings {
     /// `EGG_CLUSTER_RS_RELOAD_CONCURRENCY`: how many replacements a reload boots at once (the
     /// surge: extra workers beyond N); unset, the runtime uses the CPUs the master may use.
     pub reload_concurrency: Option<usize>,
+    /// `EGG_CLUSTER_RS_MAX_WORKERS`: the most app workers scaling may ask for; unset, four
+    /// per CPU (or `workers`, if more).
+    pub max_workers: Option<usize>,
     /// `EGG_MASTER_LOGGER_LEVEL`: the master logger's level (egg-logger's INFO when unset).
     pub logger_level: Option<String>,
     /// `EGG_LOG`: overrides `logger_level` when non-empty, as in egg-logger.
@@ -56,7 +59,7 @@ pub struct Settings {
     /// how long the new master of an upgrade may take to be ready before it is rolled back.
     pub upgrade_timeout: Duration,
     /// systemd's `NOTIFY_SOCKET`, `WATCHDOG_USEC`, `LISTEN_FDS` (those meant for this process).
-    pub systemd: crate::ops::systemd::SystemdEnv,
+    pub systemd: super::systemd::SystemdEnv,
 }
 
 /// How long a child may take to exit after SIGTERM before it is SIGKILLed.
@@ -136,6 +139,12 @@ impl Settings {
                 "a positive integer",
                 |&n: &usize| n > 0,
             )?,
+            max_workers: strict(
+                env,
+                "EGG_CLUSTER_RS_MAX_WORKERS",
+                "a positive integer",
+                |&n: &usize| n > 0,
+            )?,
             shutdown_delay: strict(
                 env,
                 "EGG_CLUSTER_RS_SHUTDOWN_DELAY",
@@ -175,7 +184,7 @@ impl Settings {
                 )?
                 .unwrap_or(300_000),
             ),
-            systemd: crate::ops::systemd::SystemdEnv::from_env(env, std::process::id()).map_err(
+            systemd: super::systemd::SystemdEnv::from_env(env, std::process::id()).map_err(
                 |(name, expected)| OptionsError::InvalidEnv {
                     name,
                     expected,
@@ -256,6 +265,7 @@ mod tests {
             Settings {
                 reload_timeout: Duration::from_secs(60),
                 reload_concurrency: None,
+                max_workers: None,
                 worker_timeout_ms: None,
                 start_timeout: Some(Duration::from_secs(660)),
                 upgrade_timeout: Duration::from_secs(300),

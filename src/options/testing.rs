@@ -70,6 +70,7 @@ pub(crate) fn input(tmp: &TempDir, options: Value) -> OptionsInput {
         package_dir: tmp.path().join("pkg"),
         exec_argv: Vec::new(),
         host_cpus: 4,
+        node_version: "v22.18.0".into(),
     }
 }
 

@@ -125,6 +125,11 @@ unsafe fn inherit_stdio() {
 /// it inherited on fds 3.., and the fd on which it says `ready`.
 pub const UPGRADE_FDS: &str = "EGG_CLUSTER_RS_UPGRADE_FDS";
 pub const UPGRADE_READY_FD: &str = "EGG_CLUSTER_RS_UPGRADE_READY_FD";
+/// How many app workers the old master ran (scaled since its start, perhaps): the new one's.
+pub const UPGRADE_WORKERS: &str = "EGG_CLUSTER_RS_UPGRADE_WORKERS";
+
+/// Every variable of an upgrade's hand-over: a new master's own, never its children's.
+pub const UPGRADE_VARS: [&str; 3] = [UPGRADE_FDS, UPGRADE_READY_FD, UPGRADE_WORKERS];
 
 /// How a new master is started: this one's command line, directory and environment.
 pub struct MasterSpec<'a> {
@@ -135,6 +140,8 @@ pub struct MasterSpec<'a> {
     pub env: &'a [(String, String)],
     /// Listening sockets, placed on fds 3.. in this order.
     pub fds: &'a [std::os::fd::BorrowedFd<'a>],
+    /// How many app workers the new master runs.
+    pub workers: usize,
 }
 
 pub struct NewMaster {
@@ -160,13 +167,13 @@ pub fn spawn_master(spec: &MasterSpec) -> io::Result<NewMaster> {
                 .filter(|(k, _)| {
                     !CHANNEL_VARS.contains(&k.as_str())
                         && !crate::ops::systemd::NOT_FOR_A_NEW_MASTER.contains(&k.as_str())
-                        && k != UPGRADE_FDS
-                        && k != UPGRADE_READY_FD
+                        && !UPGRADE_VARS.contains(&k.as_str())
                 })
                 .map(|(k, v)| (OsString::from(k), OsString::from(v))),
         )
         .env(UPGRADE_FDS, count.to_string())
         .env(UPGRADE_READY_FD, (3 + count).to_string())
+        .env(UPGRADE_WORKERS, spec.workers.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());

@@ -144,7 +144,12 @@ impl ChildChannel {
             Some(Incoming::Closed { reason }) => return Some(reason),
             Some(Incoming::Malformed { reason }) => panic!("malformed from the child: {reason}"),
             // These tests send the child next to nothing.
-            Some(Incoming::Drained | Incoming::Stalled { .. } | Incoming::Heartbeat { .. }) => {}
+            Some(
+                Incoming::Drained
+                | Incoming::Stalled { .. }
+                | Incoming::Heartbeat { .. }
+                | Incoming::Metrics { .. },
+            ) => {}
             None => panic!("the channel's callback was dropped"),
         }
         None

@@ -4,6 +4,7 @@
 //! described in `docs/ipc-protocol.md`.
 
 pub(crate) mod cluster;
+pub(crate) mod stats;
 
 use serde::Deserialize;
 

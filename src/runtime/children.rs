@@ -161,6 +161,16 @@ impl Children {
         }
     }
 
+    /// Queues `frame()` for every child still running (a process or a thread); returns those.
+    pub(super) fn send_to_all(&self, frame: impl Fn() -> Frame) -> Vec<u32> {
+        self.procs
+            .iter()
+            .filter(|(_, p)| p.exited.borrow().is_none())
+            .filter(|(_, p)| p.sender.send_control(frame()).is_ok())
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
     /// `pid`, if it is still running, for the shutdown helpers.
     pub(super) fn terminate_target(&self, pid: u32) -> Option<Stop> {
         let p = self.procs.get(&pid)?;
@@ -251,6 +261,17 @@ impl Children {
         if wait_start {
             env.to_mut()
                 .push(("EGG_CLUSTER_RS_WAIT_START".into(), "1".into()));
+            // An early worker preloads modules only while the agent's main thread is not
+            // runnable (lib/warm_start.js), so that it never takes a CPU the agent's boot needs.
+            let agent = self
+                .procs
+                .iter()
+                .find(|(_, p)| p.role == Role::Agent && p.thread_exit.is_none());
+            if let Some((pid, _)) = agent {
+                let env = env.to_mut();
+                env.retain(|(k, _)| k != "EGG_CLUSTER_RS_AGENT_PID");
+                env.push(("EGG_CLUSTER_RS_AGENT_PID".into(), pid.to_string()));
+            }
         }
         let args = [self.cfg.options_json.clone()];
         let spec = SpawnSpec {

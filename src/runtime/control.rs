@@ -1,6 +1,7 @@
-//! The control socket the CLI asks (`egg-cluster-rs status`): a unix stream socket in a
-//! directory of the user's own (see [`crate::ops::control`]). One request line, one JSON
-//! answer, then close. Peers of another uid are refused even if they got through the modes.
+//! The control socket the CLI asks (`egg-cluster-rs status|upgrade|reload|scale`): a unix
+//! stream socket in a directory of the user's own (see [`crate::ops::control`]). One request
+//! line; JSON answer lines (progress, then the outcome), then close. Peers of another uid are
+//! refused even if they got through the modes.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,8 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 
 use super::Input;
-use crate::ops::control;
+use crate::core::{ControlRequest, Scale};
+use crate::ops::control::{self, Answer};
 
 /// This master's control socket, bound.
 pub(super) struct Bound {
@@ -240,7 +242,7 @@ pub(super) fn serve(
                 if !matches!(read, Ok(Ok(_))) {
                     return;
                 }
-                let answer = match control::request(&line) {
+                let waited = match control::request(&line) {
                     Some(control::Request::Status) => {
                         match tokio::time::timeout(
                             Duration::from_secs(5),
@@ -249,21 +251,24 @@ pub(super) fn serve(
                         .await
                         {
                             Ok(Some(s)) => serde_json::to_string(&s).unwrap_or_default(),
-                            _ => "{\"error\":\"the master is exiting\"}".into(),
+                            _ => Answer::error("the master is exiting").line(),
                         }
                     }
                     Some(control::Request::Upgrade) => {
                         let limit = upgrade_timeout + Duration::from_secs(60);
                         upgrade_answer(tokio::time::timeout(limit, upgrade(&tx)).await)
                     }
-                    None => "{\"error\":\"unknown request\"}".into(),
+                    Some(control::Request::Reload) => {
+                        return answer_job(&tx, ControlRequest::Reload, write).await;
+                    }
+                    Some(control::Request::Scale(by)) => {
+                        return answer_job(&tx, ControlRequest::Scale(Scale::By(by)), write).await;
+                    }
+                    None => Answer::error("unknown request").line(),
                 };
-                let _ = tokio::time::timeout(Duration::from_secs(5), async move {
-                    write.write_all(answer.as_bytes()).await?;
-                    write.write_all(b"\n").await?;
-                    write.shutdown().await
-                })
-                .await;
+                if write_line(&mut write, &waited).await {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), write.shutdown()).await;
+                }
             });
         }
     });
@@ -280,11 +285,45 @@ async fn upgrade(tx: &mpsc::UnboundedSender<Input>) -> Option<Result<u32, String
 fn upgrade_answer(
     outcome: Result<Option<Result<u32, String>>, tokio::time::error::Elapsed>,
 ) -> String {
-    let value = match outcome {
-        Ok(Some(Ok(pid))) => serde_json::json!({ "ok": true, "pid": pid }),
-        Ok(Some(Err(error))) => serde_json::json!({ "ok": false, "error": error }),
-        Ok(None) => serde_json::json!({ "ok": false, "error": "the master is exiting" }),
-        Err(_) => serde_json::json!({ "ok": false, "error": "no outcome in time" }),
+    let result = match outcome {
+        Ok(Some(result)) => result,
+        Ok(None) => Err("the master is exiting".into()),
+        Err(_) => Err("no outcome in time".into()),
     };
-    value.to_string()
+    Answer::upgraded(result).line()
+}
+
+/// A reload or a scaling: asks the runtime, then writes each answer line as it comes, until
+/// the outcome. The core bounds the wait (each boot's timeout), so no timer here; a client
+/// that went away only stops the writing.
+async fn answer_job(
+    tx: &mpsc::UnboundedSender<Input>,
+    request: ControlRequest,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+) {
+    let (answers, mut rx) = mpsc::unbounded_channel();
+    if tx.send(Input::Control { request, answers }).is_err() {
+        write_line(&mut write, &Answer::error("the master is exiting").line()).await;
+        return;
+    }
+    loop {
+        let answer = rx
+            .recv()
+            .await
+            .unwrap_or_else(|| Answer::done(Err("the master is exiting".into())));
+        if !write_line(&mut write, &answer.line()).await || answer.is_last() {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), write.shutdown()).await;
+}
+
+/// Writes one answer line; `false` when the client is gone or does not read.
+async fn write_line(write: &mut tokio::net::unix::OwnedWriteHalf, line: &str) -> bool {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        write.write_all(line.as_bytes()).await?;
+        write.write_all(b"\n").await
+    })
+    .await
+    .is_ok_and(|r| r.is_ok())
 }

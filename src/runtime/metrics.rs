@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 
 use super::ops::Waiter;
 use super::Input;
-use crate::ops::http::{self, Parsed};
+use crate::ops::http::{self, Parsed, Route};
+use crate::ops::prom;
 use crate::ops::snapshot::Snapshot;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,6 +92,13 @@ async fn handle(mut stream: TcpStream, tx: &mpsc::UnboundedSender<Input>) -> std
         match http::parse(&buf) {
             Parsed::Incomplete => continue,
             Parsed::Reject(status) => break http::reject(status),
+            Parsed::Request {
+                route: Route::Metrics { by_process },
+                head,
+            } => match super::scrape::scrape(tx, by_process).await {
+                Some(text) => break http::response(200, prom::CONTENT_TYPE, &text, head),
+                None => break http::reject(503),
+            },
             Parsed::Request { route, head } => match snapshot(tx).await {
                 Some(s) => break http::answer(route, head, &s),
                 None => break http::reject(503),

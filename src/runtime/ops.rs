@@ -12,6 +12,7 @@ use crate::core::{CoreStatus, Event, Notice, StatusTo, Target};
 use crate::messenger::{master_message, Role};
 use crate::ops::snapshot::{self, Counters, ProcSample, Snapshot};
 use crate::ops::{procstat, systemd};
+use crate::protocol::stats::ChildStats;
 
 /// Who waits for a snapshot.
 pub(crate) enum Waiter {
@@ -24,6 +25,8 @@ pub(crate) enum Waiter {
 pub(super) struct OpsRuntime {
     totals: Counters,
     per_child: HashMap<u32, Counters>,
+    /// What each child's last heartbeat carried.
+    stats: HashMap<u32, ChildStats>,
     /// The previous CPU sample of each process: ticks used, and when.
     cpu_prev: HashMap<u32, (u64, Instant)>,
     clk_tck: u64,
@@ -48,6 +51,7 @@ impl OpsRuntime {
         OpsRuntime {
             totals: Counters::default(),
             per_child: HashMap::new(),
+            stats: HashMap::new(),
             cpu_prev: HashMap::new(),
             clk_tck: procstat::clock_ticks(),
             waiters: HashMap::new(),
@@ -74,8 +78,25 @@ impl OpsRuntime {
         self.per_child.entry(pid).or_default().sticky_handed_over += 1;
     }
 
+    /// A heartbeat's `stats` (dropped, the beat still counting, when unreadable).
+    pub(super) fn child_stats(&mut self, pid: u32, raw: &[u8]) {
+        match ChildStats::parse(raw) {
+            Some(s) => {
+                self.stats.insert(pid, s);
+            }
+            None => tracing::debug!(pid, "unreadable heartbeat stats dropped"),
+        }
+    }
+
+    /// `pid` did not answer a scrape in time.
+    pub(super) fn scrape_timed_out(&mut self, pid: u32) {
+        self.totals.scrape_timeouts += 1;
+        self.per_child.entry(pid).or_default().scrape_timeouts += 1;
+    }
+
     pub(super) fn forget(&mut self, pid: u32) {
         self.per_child.remove(&pid);
+        self.stats.remove(&pid);
         self.cpu_prev.remove(&pid);
     }
 
@@ -116,6 +137,7 @@ impl Runtime {
         let children = &self.children;
         let ops = &mut self.ops;
         let per_child = ops.per_child.clone();
+        let stats = ops.stats.clone();
         let totals = ops.totals;
         let snap = snapshot::build(
             core,
@@ -130,7 +152,12 @@ impl Runtime {
                     ops.sample(pid)
                 }
             },
-            |pid| per_child.get(&pid).copied().unwrap_or_default(),
+            |pid| {
+                (
+                    per_child.get(&pid).copied().unwrap_or_default(),
+                    stats.get(&pid).cloned(),
+                )
+            },
         );
         match to {
             StatusTo::Waiter(id) => match self.ops.waiters.remove(&id) {

@@ -63,6 +63,8 @@ pub(super) struct Inbound {
     /// How many listening sockets are on fds 3.. (0: not an upgrade).
     pub(super) fds: usize,
     ready_pipe: Option<std::fs::File>,
+    /// How many app workers the old master ran.
+    pub(super) workers: Option<usize>,
 }
 
 impl Inbound {
@@ -74,6 +76,7 @@ impl Inbound {
             return Inbound {
                 fds: 0,
                 ready_pipe: None,
+                workers: None,
             };
         };
         // The readiness fd comes right after the sockets; anything else is not ours to take.
@@ -86,14 +89,26 @@ impl Inbound {
             return Inbound {
                 fds: 0,
                 ready_pipe: None,
+                workers: None,
             };
         }
+        let workers = var(spawn::UPGRADE_WORKERS).and_then(|v| {
+            let n = v.parse::<usize>().ok().filter(|n| *n > 0);
+            if n.is_none() {
+                warnings.push(format!(
+                    "[master] ignoring {}={v}: not a number of app workers; the workers option applies",
+                    spawn::UPGRADE_WORKERS
+                ));
+            }
+            n
+        });
         // SAFETY: F_SETFD on a descriptor number; fails harmlessly if it is not open.
         let open = unsafe { libc::fcntl(ready, libc::F_SETFD, libc::FD_CLOEXEC) } >= 0;
         Inbound {
             fds,
             // SAFETY: the old master passed this descriptor to us and nothing else owns it.
             ready_pipe: open.then(|| unsafe { std::fs::File::from_raw_fd(ready) }),
+            workers,
         }
     }
 }
@@ -142,7 +157,7 @@ impl Runtime {
     }
 
     /// Performs `Action::SpawnMaster`.
-    pub(super) fn spawn_master(&mut self, seq: u64) -> Event {
+    pub(super) fn spawn_master(&mut self, seq: u64, workers: usize) -> Event {
         let mut fds = self.handles.listening_fds();
         fds.extend(self.upgrade.listeners.iter().map(AsFd::as_fd));
         // Each socket once (a worker's handle may be systemd's socket too), TCP only.
@@ -165,6 +180,7 @@ impl Runtime {
             cwd: &launch.cwd,
             env: &launch.env,
             fds: &fds,
+            workers,
         });
         let result = match spawned {
             Ok(new) => {

@@ -193,3 +193,70 @@ fn cfork_2_lines() {
         "{a:?}"
     );
 }
+
+/// The start lines say which egg runs, where it was found and which protocol was chosen: after
+/// the framework's own line (here this package), or in it when the framework is egg.
+#[test]
+fn the_start_lines_name_the_apps_egg_and_the_dialect() {
+    let start_lines = |cfg: Config| {
+        let mut core = Core::new(cfg, 0);
+        let l = logs(&core.handle(Event::Start, 0));
+        l[2..4].to_vec()
+    };
+    let egg = |version: &str, wraps: Option<(&str, &str)>, cluster| Egg {
+        dir: "/app/node_modules/egg".into(),
+        version: version.into(),
+        wraps: wraps.map(|(d, v)| (d.into(), v.into())),
+        cluster,
+        needs_node: Vec::new(),
+    };
+    let ours = |egg: Option<Egg>, dialect| Config {
+        framework_name: "egg-cluster-rs".into(),
+        framework_version: "0.1.0".into(),
+        dialect,
+        egg,
+        ..cfg(1)
+    };
+    assert_eq!(
+        start_lines(ours(
+            Some(egg("4.1.2-beta.9", None, Some("@eggjs/cluster"))),
+            Dialect::Egg4
+        )),
+        [
+            "[master] egg-cluster-rs version 0.1.0",
+            "[master] egg version 4.1.2-beta.9 from /app/node_modules/egg: egg 4 dialect (@eggjs/cluster's protocol)",
+        ]
+    );
+    let wrapper = egg(
+        "9.9.9",
+        Some(("/app/node_modules/egg/node_modules/egg", "3.34.0")),
+        Some("egg-cluster"),
+    );
+    assert_eq!(
+        start_lines(ours(Some(wrapper), Dialect::Egg3))[1],
+        "[master] egg version 9.9.9 from /app/node_modules/egg, a wrapper of egg 3.34.0 from /app/node_modules/egg/node_modules/egg: egg 3 dialect (egg-cluster's protocol)"
+    );
+    assert_eq!(
+        start_lines(ours(Some(egg("5.0.0", None, None)), Dialect::Egg4))[1],
+        "[master] egg version 5.0.0 from /app/node_modules/egg: egg 4 dialect (@eggjs/cluster's protocol), by its version: it depends on neither egg-cluster nor @eggjs/cluster"
+    );
+    assert_eq!(
+        start_lines(ours(None, Dialect::Egg3)),
+        [
+            "[master] egg-cluster-rs version 0.1.0",
+            "[master] egg not found from the framework or the app: egg 3 dialect (egg-cluster's protocol)",
+        ]
+    );
+    // egg as the framework: one line, egg-cluster's with the rest after it
+    let own = Config {
+        framework_version: "4.0.10".into(),
+        egg: Some(egg("4.0.10", None, Some("@eggjs/cluster"))),
+        ..cfg4(1)
+    };
+    let l = start_lines(own);
+    assert_eq!(
+        l[0],
+        "[master] egg version 4.0.10 from /app/node_modules/egg: egg 4 dialect (@eggjs/cluster's protocol)"
+    );
+    assert!(l[1].starts_with("[master] start with options:"), "{l:?}");
+}

@@ -32,7 +32,7 @@ fn refused(core: &mut Core, req: UpgradeRequest) -> String {
 fn upgrading() -> Core {
     let (mut core, _) = started(2);
     let a = core.handle(request(1), 200);
-    assert!(a.contains(&Action::SpawnMaster { seq: 1 }));
+    assert!(a.contains(&Action::SpawnMaster { seq: 1, workers: 2 }));
     assert!(a.contains(&Action::After(
         Duration::from_secs(300),
         Timer::UpgradeTimeout(1)
@@ -138,7 +138,7 @@ fn a_new_master_that_dies_or_is_late_is_stopped_and_this_one_serves_on() {
             .handle(Event::UpgradeReady { seq: 1 }, 1_000)
             .is_empty());
         let a = core.handle(request(4), 1_100);
-        assert!(a.contains(&Action::SpawnMaster { seq: 2 }));
+        assert!(a.contains(&Action::SpawnMaster { seq: 2, workers: 2 }));
     }
 }
 
@@ -166,6 +166,20 @@ fn a_signal_during_an_upgrade_stops_the_new_master_too() {
         .any(|a| matches!(a, Action::StopMaster { pid: 500, .. })));
     assert!(matches!(outcome(&a), Some((_, Err(r))) if r == "this master is closing"));
     assert!(terminates_apps(&a));
+    // The lines say what happens: this master closes, it does not serve on.
+    assert!(has_log(&a, "[master] upgrade abandoned: SIGTERM came before new master pid 500 was ready; it is stopped, and this master closes"));
+    assert!(
+        !logs(&a).iter().any(|l| l.contains("serves on")),
+        "{:?}",
+        logs(&a)
+    );
+    let close = logs(&a)
+        .iter()
+        .position(|l| l.contains("master is killed by signal SIGTERM"));
+    let abandoned = logs(&a)
+        .iter()
+        .position(|l| l.contains("upgrade abandoned"));
+    assert!(close < abandoned, "{:?}", logs(&a));
     // A new master that answers after the close is stopped as well.
     let (mut core, _) = started(2);
     core.handle(request(1), 200);
@@ -180,4 +194,61 @@ fn a_signal_during_an_upgrade_stops_the_new_master_too() {
     assert!(a
         .iter()
         .any(|a| matches!(a, Action::StopMaster { pid: 501, .. })));
+}
+
+#[test]
+fn a_runtime_scale_is_carried_to_the_new_master() {
+    let (mut core, _) = started(2);
+    let a = core.handle(Event::Scale(Scale::By(1)), 100);
+    let apps = a
+        .iter()
+        .find_map(|a| match a {
+            Action::SpawnApps {
+                batch: Batch::Scale,
+                apps,
+            } => Some(apps.clone()),
+            _ => None,
+        })
+        .expect("scale spawn");
+    core.handle(
+        Event::AppsSpawned {
+            batch: Batch::Scale,
+            apps: vec![Spawned {
+                id: apps[0].0,
+                slot: apps[0].1,
+                pid: Ok(22),
+            }],
+        },
+        101,
+    );
+    core.handle(listening(22, 7001), 150);
+    let a = core.handle(request(1), 200);
+    assert!(a.contains(&Action::SpawnMaster { seq: 1, workers: 3 }));
+
+    // The new master starts that many, and says why it is not the option's count.
+    let mut core = Core::new(
+        Config {
+            inherited_workers: Some(3),
+            ..cfg(2)
+        },
+        0,
+    );
+    let a = core.handle(Event::Start, 0);
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Early,
+        apps: vec![(1, 0), (2, 1), (3, 2)],
+    }));
+    assert!(has_log(
+        &a,
+        "[master] upgrade: starting 3 app workers as the previous master ran them (workers: 2 at its start)"
+    ));
+    // Bounded as scaling is.
+    let core = Core::new(
+        Config {
+            inherited_workers: Some(40),
+            ..cfg(2)
+        },
+        0,
+    );
+    assert_eq!(core.workers, 16);
 }
