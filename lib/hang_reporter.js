@@ -54,10 +54,17 @@ function report() {
     })()`;
     session.post('Debugger.evaluateOnCallFrame', { callFrameId: frame.callFrameId, expression, silent: true }, () => {
       try {
-        // whole or not at all, for the master that waits for it
+        // whole or not at all, for the master that waits for it: Node does not check its
+        // writes, so a full disk leaves a cut-short file that must not pass for a report
+        JSON.parse(fs.readFileSync(tmp, 'utf8'));
         fs.renameSync(tmp, file);
       } catch (_) {
-        // not written: the master says so
+        // not written: the master finds none and says why
+        try {
+          fs.unlinkSync(tmp);
+        } catch (_) {
+          // never created
+        }
       }
       session.post('Debugger.resume', () => session.disconnect());
     });

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::children::Phase;
 use super::{Action, Core, ReloadReason, Timer};
+use crate::log::Level;
 use crate::messenger::Role;
 
 /// What the runtime found of a hung child's report, answering [`Action::CollectReport`].
@@ -22,6 +23,8 @@ pub(crate) struct HungReport {
     pub(crate) file: Option<String>,
     /// The top JavaScript frames of the stuck thread (`fn (file:line:col)`).
     pub(crate) frames: Vec<String>,
+    /// None came, and the report dir refuses writes: why (`run/ is not writable (...)`).
+    pub(crate) not_written: Option<String>,
 }
 
 /// How many frames the error line shows.
@@ -51,8 +54,12 @@ impl Core {
         if self.closing() {
             return;
         }
-        out.push(Action::After(self.cfg.heartbeat_interval, Timer::HungCheck));
         let limit = timeout.as_millis() as u64;
+        let away = self.master_was_away(now, limit, out);
+        self.arm_hung_check(now, out);
+        if away {
+            return;
+        }
         let hung: Vec<u32> = self
             .children
             .all()
@@ -76,6 +83,39 @@ impl Core {
                 wait: self.cfg.heartbeat_interval * 3 + Duration::from_secs(2),
             });
         }
+    }
+
+    /// Whether this master itself did not run for a while before this check, which then comes
+    /// late (SIGSTOP, a host that starved it): the silence it would measure is partly its own,
+    /// and the heartbeats of that time are still unread in the channels. The children's silence is
+    /// counted from now instead, so that a stopped master does not, once continued, take every
+    /// child for hung; a child hung all along is found `workerTimeout` later.
+    fn master_was_away(&mut self, now: u64, limit: u64, out: &mut Vec<Action>) -> bool {
+        let late = self.hung_check_due.map_or(0, |due| now.saturating_sub(due));
+        if late <= limit / 2 {
+            return false;
+        }
+        let pids: Vec<u32> = self.children.all().map(|c| c.pid).collect();
+        for pid in pids {
+            if let Some(c) = self.children.get_mut(pid) {
+                c.beat_at = Some(now);
+            }
+        }
+        out.push(Action::Log(
+            Level::Warn,
+            format!(
+                "[master] this master did not run for {:.1} s (stopped, or starved of CPU): the children's silence is counted from now",
+                late as f64 / 1000.0
+            ),
+        ));
+        true
+    }
+
+    /// The next hung check, due one heartbeat interval from now.
+    pub(super) fn arm_hung_check(&mut self, now: u64, out: &mut Vec<Action>) {
+        let interval = self.cfg.heartbeat_interval;
+        self.hung_check_due = Some(now + interval.as_millis() as u64);
+        out.push(Action::After(interval, Timer::HungCheck));
     }
 
     /// The report of hung `pid` is in (or is not coming): log where it is stuck, replace it.
@@ -106,10 +146,17 @@ impl Core {
                 .collect();
             format!(" at {}", frames.join(" < "))
         };
-        let file = report.file.as_deref().map_or_else(
-            || "none (its JS thread never stopped: stuck in native code?)".to_string(),
-            str::to_string,
-        );
+        let file = match (&report.file, &report.not_written) {
+            (Some(file), _) => file.clone(),
+            (None, Some(why)) => {
+                out.push(Action::Log(
+                    Level::Warn,
+                    format!("[master] the hung report of {name} could not be written: {why}"),
+                ));
+                format!("none (not written: {why})")
+            }
+            (None, None) => "none (its JS thread never stopped: stuck in native code?)".to_string(),
+        };
         let closing = self.closing() || phase != Phase::Serving;
         let what = match role {
             _ if closing => "",

@@ -492,6 +492,8 @@ pub(crate) struct Core {
     upgrade_seq: u64,
     /// An upgrade's new master took over: it speaks to systemd from now on.
     handed_over: bool,
+    /// When the next hung check is due (a late one shows this master's own absences).
+    hung_check_due: Option<u64>,
 }
 
 impl Core {
@@ -529,6 +531,7 @@ impl Core {
             upgrade: None,
             upgrade_seq: 0,
             handed_over: false,
+            hung_check_due: None,
             cfg,
         }
     }

@@ -92,6 +92,7 @@ impl Reports {
             return;
         }
         let file = self.file(pid);
+        let dir = self.dir.clone();
         let base_dir = self.base_dir.clone();
         let since = SystemTime::now() - fresh;
         tokio::spawn(async move {
@@ -106,13 +107,32 @@ impl Reports {
                     }
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    break HungReport::default();
+                    break HungReport {
+                        not_written: unwritable(&dir, &base_dir),
+                        ..HungReport::default()
+                    };
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
             let _ = tx.send(Input::HungReport { pid, report });
         });
     }
+}
+
+/// Why no report could be written in `dir` (full, read-only, gone), or `None` if one could: a
+/// page written and removed, as a report's first page would be.
+fn unwritable(dir: &Path, base_dir: &Path) -> Option<String> {
+    use std::io::Write;
+    let probe = dir.join(format!(".hung-probe.{}", std::process::id()));
+    let written = std::fs::File::create(&probe)
+        .and_then(|mut f| f.write_all(&[b' '; 4096]).and_then(|()| f.sync_all()));
+    let _ = std::fs::remove_file(&probe);
+    let shown = dir
+        .strip_prefix(base_dir)
+        .map_or_else(|_| dir.display().to_string(), |d| d.display().to_string());
+    written
+        .err()
+        .map(|e| format!("{shown}/ is not writable ({e})"))
 }
 
 /// The top frames of a report's JavaScript stack, below the frames that wrote it (the
@@ -138,6 +158,7 @@ pub(crate) fn parse(text: &[u8], file: &Path, base_dir: &Path) -> HungReport {
             .iter()
             .map(|f| rel(f.strip_prefix("at ").unwrap_or(f)))
             .collect(),
+        not_written: None,
     }
 }
 
@@ -174,6 +195,25 @@ mod tests {
         // Not a report: the file is named, no frames.
         let r = parse(b"{", Path::new("/x/r.json"), Path::new("/srv/app"));
         assert_eq!((r.file.as_deref(), r.frames.len()), (Some("/x/r.json"), 0));
+    }
+
+    #[test]
+    fn a_dir_that_refuses_a_page_is_said_unwritable() {
+        let base = std::env::temp_dir().join(format!("hung-probe-{}", std::process::id()));
+        let run = base.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        assert_eq!(unwritable(&run, &base), None);
+        assert_eq!(
+            std::fs::read_dir(&run).unwrap().count(),
+            0,
+            "the probe is removed"
+        );
+        let gone = base.join("gone");
+        assert_eq!(
+            unwritable(&gone, &base).as_deref(),
+            Some("gone/ is not writable (No such file or directory (os error 2))")
+        );
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

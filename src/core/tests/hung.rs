@@ -69,6 +69,10 @@ fn a_silent_serving_worker_is_hung_reported_and_replaced_then_killed() {
             },
             t,
         );
+        // the checks run every interval (one that comes much later means the master was away)
+        if t < 4000 {
+            assert!(collects(&core.handle(Event::Timer(Timer::HungCheck), t)).is_empty());
+        }
     }
     // Silent for exactly the timeout: not yet.
     let a = core.handle(Event::Timer(Timer::HungCheck), 4000);
@@ -98,6 +102,7 @@ fn a_silent_serving_worker_is_hung_reported_and_replaced_then_killed() {
             "stuckForever (app/router.js:7:5)".into(),
             "Immediate.<anonymous> (app/router.js:12:9)".into(),
         ],
+        not_written: None,
     };
     let a = core.handle(
         Event::HungReport {
@@ -162,6 +167,7 @@ fn a_silent_serving_worker_is_hung_reported_and_replaced_then_killed() {
 #[test]
 fn a_hung_agent_is_reported_and_killed_for_egg_to_refork() {
     let (mut core, _) = started_with(hung_cfg());
+    assert!(collects(&core.handle(Event::Timer(Timer::HungCheck), 2500)).is_empty());
     for pid in [app_pid(0), app_pid(1)] {
         core.handle(Event::Heartbeat { pid, lag_ms: 0 }, 3500);
     }
@@ -187,6 +193,41 @@ fn a_hung_agent_is_reported_and_killed_for_egg_to_refork() {
         pid: AGENT,
         limit: Duration::ZERO
     }));
+}
+
+#[test]
+fn a_report_the_run_dir_refused_is_a_warn_and_the_worker_is_replaced_all_the_same() {
+    let (mut core, _) = started_with(hung_cfg());
+    for t in [1000, 2000, 3000, 4000] {
+        for pid in [app_pid(1), AGENT] {
+            core.handle(Event::Heartbeat { pid, lag_ms: 0 }, t);
+        }
+        core.handle(Event::Timer(Timer::HungCheck), t);
+    }
+    let why = "run/ is not writable (No space left on device (os error 28))";
+    let a = core.handle(
+        Event::HungReport {
+            pid: app_pid(0),
+            report: HungReport {
+                not_written: Some(why.into()),
+                ..HungReport::default()
+            },
+        },
+        4500,
+    );
+    let logs = logs(&a);
+    assert!(logs.iter().any(|l| l
+        == &format!("[master] the hung report of app_worker#1:20 could not be written: {why}")));
+    assert!(logs.iter().any(|l| l.ends_with(&format!(
+        "(event loop blocked); report: none (not written: {why}); replacing it"
+    ))));
+    assert!(a.iter().any(|x| matches!(
+        x,
+        Action::SpawnApps {
+            batch: Batch::Replace,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -251,4 +292,58 @@ fn a_reforked_worker_that_never_listens_is_killed_and_reforked() {
             ..
         }
     )));
+}
+
+#[test]
+fn a_master_that_was_stopped_takes_no_child_for_hung_once_continued() {
+    let (mut core, _) = started_with(hung_cfg());
+    let beat = |core: &mut Core, pid, t| {
+        core.handle(Event::Heartbeat { pid, lag_ms: 0 }, t);
+    };
+    for t in [1000, 2000] {
+        for pid in [app_pid(0), app_pid(1), AGENT] {
+            beat(&mut core, pid, t);
+        }
+    }
+    assert!(collects(&core.handle(Event::Timer(Timer::HungCheck), 2000)).is_empty());
+    // SIGSTOP for 30 s: the next check runs 30 s late, before the queued beats are read
+    let a = core.handle(Event::Timer(Timer::HungCheck), 32000);
+    assert!(collects(&a).is_empty(), "{a:?}");
+    assert!(logs(&a).iter().any(|l| l
+        == "[master] this master did not run for 29.0 s (stopped, or starved of CPU): the children's silence is counted from now"));
+    assert!(a.contains(&Action::After(
+        Duration::from_millis(1000),
+        Timer::HungCheck
+    )));
+    // the queued beats come in; app 0 was hung all along and sends none
+    for pid in [app_pid(1), AGENT] {
+        beat(&mut core, pid, 32001);
+    }
+    for t in [33000, 34000, 35000] {
+        for pid in [app_pid(1), AGENT] {
+            beat(&mut core, pid, t);
+        }
+        let a = core.handle(Event::Timer(Timer::HungCheck), t);
+        assert!(collects(&a).is_empty(), "at {t}: {a:?}");
+        assert!(logs(&a).is_empty());
+    }
+    // found once the timeout has passed since the master came back
+    for pid in [app_pid(1), AGENT] {
+        beat(&mut core, pid, 35100);
+    }
+    assert_eq!(
+        collects(&core.handle(Event::Timer(Timer::HungCheck), 35100)),
+        [app_pid(0)]
+    );
+}
+
+#[test]
+fn a_master_stopped_before_its_first_check_takes_no_child_for_hung() {
+    // ready at 100: the first check is due at 1100, and runs 30 s late
+    let (mut core, _) = started_with(hung_cfg());
+    let a = core.handle(Event::Timer(Timer::HungCheck), 31100);
+    assert!(collects(&a).is_empty(), "{a:?}");
+    assert!(logs(&a)
+        .iter()
+        .any(|l| l.contains("this master did not run for 30.0 s")));
 }
