@@ -58,7 +58,8 @@ describe('boot failure', () => {
       assert.match(m.stderr, /agent boom at boot/);
       // egg 3's start line, not egg 4's (" 🥚🥚🥚🥚")
       assert.match(m.stdout, new RegExp(`${TS}INFO ${m.pid} \\[master\\] =================== egg start =====================$`, 'm'), m.tail());
-      assert.match(m.stdout, new RegExp(`\\[master\\] egg version 9\\.9\\.9$`, 'm'));
+      // the start line names the wrapper, the egg it wraps and the dialect that decided
+      assert.match(m.stdout, /\[master\] egg version 9\.9\.9 from \S+wrapped-egg, a wrapper of egg 3\.\d+\.\d+ from \S+: egg 3 dialect/, m.tail());
     });
 
     it('under the wrong dialect (egg 4 workers over egg 3) an agent boot error still exits 1', async () => {

@@ -257,6 +257,14 @@ class MasterHandle extends EventEmitter {
     return findProcesses(this.baseDir).filter(p => p.pid !== this.pid).map(p => p.pid);
   }
 
+  /** @return {Promise<Object>} the master's status snapshot, asked for with a `cluster-status` message */
+  async clusterStatus() {
+    const answers = h => h.messages.filter(msg => msg && msg.action === 'cluster-status');
+    const n = answers(this).length;
+    this.send({ to: 'master', action: 'cluster-status' });
+    return (await this.waitFor(h => answers(h).length > n && answers(h)[n])).data;
+  }
+
   /** @return {Object} {agent: pid[], app: pid[]} live workers of this master, by cmdline */
   workers() {
     const procs = findProcesses(this.baseDir).filter(p => p.pid !== this.pid);
@@ -323,12 +331,12 @@ async function startMaster(fixture, opts = {}, more = {}) {
  * the leftover scan looks for.
  * @param {string} script -
  * @param {string[]} args -
- * @param {Object} more - { env, home, marker, cwd }
+ * @param {Object} more - { env, home, marker, cwd, execArgv }
  * @return {MasterHandle} -
  */
 function runScript(script, args, more = {}) {
   const env = makeEnv(more.env, more.home || more.marker);
-  return new MasterHandle({ baseDir: more.marker, options: null, env, script, args, cwd: more.cwd });
+  return new MasterHandle({ baseDir: more.marker, options: null, env, script, args, execArgv: more.execArgv, cwd: more.cwd });
 }
 
 /**

@@ -179,9 +179,9 @@ describe('host faults', function() {
         // dd stops at ENOSPC: full
       }
       const hung = Number((await get(port, '/block')).body);
-      const not = `run/ is not writable \\(No space left on device \\(os error 28\\)\\)`;
-      await m.waitFor(new RegExp(`WARN ${m.pid} \\[master\\] the hung report of app_worker#\\d+:${hung} could not be written: ${not}`), 60000);
-      await m.waitFor(new RegExp(`nodejs\\.WorkerHungError: \\[master\\] app_worker#\\d+:${hung} has not answered for \\d+ s \\(event loop blocked\\); report: none \\(not written: ${not}\\); replacing it`), 30000);
+      const error = 'No space left on device \\(os error 28\\)';
+      await m.waitFor(new RegExp(`WARN ${m.pid} \\[master\\] the hung report of app_worker#\\d+:${hung} could not be written: run/ is not writable \\(${error}\\)`), 60000);
+      await m.waitFor(new RegExp(`nodejs\\.WorkerHungError: \\[master\\] app_worker#\\d+:${hung} has not answered for \\d+ s \\(event loop blocked\\); report: not written \\(cannot write to run/: ${error}\\); replacing it`), 30000);
       await waitDead([ hung ], 60000);
       await waitUntil(() => m.workers().app.length === 2, 60000, 'the replacement');
       assert(!fs.existsSync(path.join(run, `hung.${hung}.report.json`)), 'a cut-short report is left');

@@ -7,8 +7,10 @@
 
 const assert = require('assert');
 const fs = require('fs');
+const http = require('http');
 const path = require('path');
 const { startMaster, getFreePort, get, waitDead, waitUntil, isAlive, copyFixture } = require('./helper');
+const { Load, hit } = require('./load');
 
 const PROD = { EGG_SERVER_ENV: 'prod' };
 
@@ -38,6 +40,30 @@ function keepRequesting(port) {
   return state;
 }
 
+/**
+ * Keep-alive agents (one socket each) by the worker their connection reached
+ * @param {number} port -
+ * @param {number} each - how many for each of the 2 workers
+ * @return {Promise<Map<number, http.Agent[]>>} -
+ */
+async function agentsByWorker(port, each) {
+  const byPid = new Map();
+  for (let i = 0; i < 200; i++) {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const r = await hit(port, agent);
+    assert(r.pid, r.error);
+    const list = byPid.get(r.pid) || [];
+    if (list.length < each) {
+      list.push(agent);
+      byPid.set(r.pid, list);
+    } else {
+      agent.destroy();
+    }
+    if (byPid.size === 2 && [ ...byPid.values() ].every(l => l.length === each)) return byPid;
+  }
+  throw new Error(`connections reached ${[ ...byPid.keys() ]} only`);
+}
+
 describe('hung workers', function() {
   this.timeout(120000);
 
@@ -57,6 +83,8 @@ describe('hung workers', function() {
     // Node's diagnostic report, written while the JS thread was stuck, names the function
     const report = JSON.parse(fs.readFileSync(path.join(m.baseDir, line[1]), 'utf8'));
     assert.strictEqual(report.header.processId, hungPid);
+    // written because the master found it hung, which it says
+    assert.match(report.javascriptStack.message, new RegExp(`egg-cluster-rs: app_worker#\\d+:${hungPid} hung: no heartbeat for \\d+ s, its event loop blocked \\(workerTimeout 5000ms\\)`));
     assert(report.javascriptStack.stack.some(f => /^at \S*stuckForever.* \(.*app\/router\.js:\d+:\d+\)$/.test(f)), report.javascriptStack.stack.join('\n'));
 
     await m.waitFor(/\[master\] rolling reload \(workerTimeout\) done: 1 app worker\(s\) replaced/, 60000);
@@ -75,6 +103,78 @@ describe('hung workers', function() {
     for (let i = 0; i < 40 && pids.size < 2; i++) pids.add(Number((await get(port, '/pid')).body));
     assert.strictEqual(pids.size, 2);
     assert(!pids.has(hungPid));
+    await m.cleanup();
+  });
+
+  // issue #32: a worker that answers again after a block longer than workerTimeout was
+  // SIGKILLed once its replacement served, with the requests it was serving again.
+  it('a handler that blocks 3.5 s under a 3 s workerTimeout, then answers: its worker is kept or drained, never SIGKILLed; no request fails', async () => {
+    const m = await startMaster('hung', { workerTimeout: 3000 }, { env: PROD });
+    const { port } = await m.waitReady();
+    // slow load: each request takes 200 ms, two on connections to the worker that blocks
+    const agents = await agentsByWorker(port, 3);
+    const [ blocked, other ] = [ ...agents.keys() ];
+    const [ busyAgent, ...toBlocked ] = agents.get(blocked);
+    const load = new Load(port, { keepAlive: 0, close: 2, agents: [ ...toBlocked, ...agents.get(other) ], path: '/wait?ms=200' });
+    await load.until(results => results.filter(r => r.pid === blocked).length >= 4);
+
+    // The block starts 0.9 s after a heartbeat: the master hears nothing from the worker for
+    // 4.4 s, which was hung by the old measure (the silence) every time; by the block it is
+    // hung sometimes (past 3 s + one 1 s interval of silence). Either way it answers (200)...
+    const res = await hit(port, busyAgent, undefined, '/busy?ms=3500&after=900');
+    assert.strictEqual(res.pid, blocked, res.error);
+    // ...and ticks again: the master has read that tick once it relays this
+    await m.waitFor({ action: 'busy-done', where: msg => msg.data.pid === blocked }, 30000);
+    const { master } = await m.clusterStatus();
+    let replaced = false;
+    if (master.hung > 0) {
+      // found hung: kept if it ticked before its report was in, else drained once its
+      // replacement serves
+      const done = await m.waitFor(new RegExp(`(app_worker#\\d+:${blocked} answers again after \\d+ s \\(its event loop was blocked, not stuck for good\\); keeping it|\\[master\\] rolling reload \\(workerTimeout\\) done)`), 60000);
+      replaced = /rolling reload/.test(done[1]);
+      if (replaced) await waitDead([ blocked ], 20000);
+    }
+    await load.until(results => results.filter(r => r.pid === other).length >= 4);
+    await load.stop();
+    busyAgent.destroy();
+    assert.deepStrictEqual(load.failures(), [], `${load.failures().length} of ${load.results.length} failed\n${m.tail(30)}`);
+    if (replaced) {
+      assert.match(m.output, new RegExp(`app_worker#\\d+:${blocked} answers again after \\d+ s \\(its event loop was blocked, not stuck for good\\); its replacement is on its way`));
+      // drained (its own exit after SIGTERM), not SIGKILLed
+      assert.match(m.output, new RegExp(`\\[master\\] app_worker#\\d+:${blocked} retired \\(code: \\d+, signal: null\\)`));
+    } else {
+      assert(isAlive(blocked));
+    }
+    await m.cleanup();
+  });
+
+  // issue #32: the watchdog thread wrote a report whenever the main thread stalled long
+  // enough (a long synchronous boot, a block shorter than the timeout), found hung or not;
+  // and a report that could not be written was blamed on native code.
+  it('a report is written only for a worker found hung: none for a boot longer than workerTimeout nor for a shorter block; an unwritable run/ is said so', async () => {
+    const baseDir = copyFixture('hung');
+    const slowBoot = path.join(baseDir, 'slow-boot');
+    fs.writeFileSync(slowBoot, '4000');
+    const m = await startMaster(null, { workerTimeout: 3000 }, { env: PROD, baseDir });
+    const { port } = await m.waitReady(120000);
+    const run = path.join(baseDir, 'run');
+    const reports = () => fs.readdirSync(run).filter(f => /^hung\./.test(f));
+    // each worker's load blocked it for 4 s
+    assert.deepStrictEqual(reports(), []);
+    fs.unlinkSync(slowBoot);
+
+    // a 2.5 s block, 0.9 s after a heartbeat: silent for 3.4 s, not hung
+    const blocked = Number((await get(port, '/busy?ms=2500&after=900', { timeout: 20000 })).body);
+    await m.waitFor({ action: 'busy-done', where: msg => msg.data.pid === blocked }, 30000);
+    assert.strictEqual((await m.clusterStatus()).master.hung, 0);
+    assert.deepStrictEqual(reports(), []);
+
+    // run/ cannot be written: a worker stuck in JS is reported, its report said not written
+    // and why (not blamed on native code)
+    fs.rmSync(run, { recursive: true, force: true });
+    fs.writeFileSync(run, '');
+    const hungPid = Number((await get(port, '/block')).body);
+    await m.waitFor(new RegExp(`\\[master\\] app_worker#\\d+:${hungPid} has not answered for \\d+ s \\(event loop blocked\\); report: not written \\(cannot write to run/: Not a directory \\(os error 20\\)\\); replacing it$`, 'm'), 30000);
     await m.cleanup();
   });
 

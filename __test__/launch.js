@@ -120,6 +120,18 @@ function assertMasterWithoutEgg(dir, egg, launcher) {
  * @param {Object} env - the launcher's extra environment
  * @return {Promise<{port: number, title: string, master: number}>} -
  */
+/**
+ * @param {string} bin - the scripts' bin
+ * @return {string[]} the execArgv of its `start --daemon`: @eggjs/scripts 5 needs its log files'
+ *   handles kept from the GC after Node 24 (fixtures/probes/keep-file-handles.js says why)
+ */
+function keepFileHandles(bin) {
+  const major = Number(process.versions.node.split('.')[0]);
+  return /@eggjs[/\\]scripts/.test(bin) && major > 24
+    ? [ '--require', path.join(__dirname, 'fixtures/probes/keep-file-handles.js') ]
+    : [];
+}
+
 async function startDaemon(bin, baseDir, env) {
   const port = await getFreePort();
   const title = `egg-cluster-rs-launch-${process.pid}-${Date.now()}`;
@@ -128,7 +140,7 @@ async function startDaemon(bin, baseDir, env) {
   const start = runScript(bin, [
     'start', '--daemon', '--framework=egg-cluster-rs', `--title=${title}`, `--port=${port}`, '--workers=1',
     `--stdout=${stdout}`, `--stderr=${stderr}`, baseDir,
-  ], { marker: baseDir, home: baseDir, cwd: baseDir, env });
+  ], { marker: baseDir, home: baseDir, cwd: baseDir, env, execArgv: keepFileHandles(bin) });
   const logs = () => [ stdout, stderr ].map(f => (fs.existsSync(f) ? fs.readFileSync(f, 'utf8').slice(-3000) : '')).join('\n');
   assert.deepStrictEqual(await start.waitExit(120000), { code: 0, signal: null }, start.tail() + logs());
   assert.strictEqual((await get(port, '/')).body, 'hi, egg');

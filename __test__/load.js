@@ -9,17 +9,19 @@ const assert = require('assert');
 const http = require('http');
 
 /**
- * One GET /pid; resolves with { pid } or { error }, never rejects
+ * One GET /pid (or `path`, which answers the same way); resolves with { pid } or { error },
+ * never rejects
  * @param {number} port -
  * @param {http.Agent|false} agent - a keep-alive agent, or false (a new connection, `Connection: close`)
  * @param {string} [localAddress] -
+ * @param {string} [path] -
  * @param {number} [timeout] - ms without activity before the request fails
  * @return {Promise<Object>} -
  */
-function hit(port, agent, localAddress, timeout = 10000) {
+function hit(port, agent, localAddress, path = '/pid', timeout = 10000) {
   return new Promise(resolve => {
     const headers = agent ? {} : { connection: 'close' };
-    const req = http.get({ host: '127.0.0.1', port, path: '/pid', agent, headers, localAddress, timeout }, res => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent, headers, localAddress, timeout }, res => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', chunk => {
@@ -36,8 +38,9 @@ function hit(port, agent, localAddress, timeout = 10000) {
 /**
  * A bounded load loop: `keepAlive` clients on keep-alive connections (one agent, one socket
  * each) and `close` clients with a new connection per request, every one sending GET /pid
- * back to back until stop(). Client i connects from 127.0.0.<10 + i> (sticky mode spreads
- * connections by the client's address).
+ * (or `path`) back to back until stop(). Client i connects from 127.0.0.<10 + i> (sticky mode
+ * spreads connections by the client's address). `agents`: more keep-alive clients, on agents
+ * the caller made (say, with a connection to a given worker).
  *
  * For long runs (bench/soak.js): `keep: false` stores no results (each goes to `onResult`
  * only), `pace` (ms) is the least time from one request's start to the client's next (a rate
@@ -45,8 +48,9 @@ function hit(port, agent, localAddress, timeout = 10000) {
  * `inflight[i]` is when client i's current request started (0 between requests).
  */
 class Load {
-  constructor(port, { keepAlive = 4, close = 4, keep = true, onResult = null, pace = 0, timeout = 10000 } = {}) {
+  constructor(port, { keepAlive = 4, close = 4, agents = [], path = '/pid', keep = true, onResult = null, pace = 0, timeout = 10000 } = {}) {
     this.port = port;
+    this.path = path;
     this.results = [];
     this.keep = keep;
     this.onResult = onResult;
@@ -54,9 +58,10 @@ class Load {
     this.timeout = timeout;
     this.stopped = false;
     this.waiters = new Set();
-    this.agents = [];
+    this.agents = [ ...agents ];
     this.inflight = [];
-    const loops = [];
+    // the caller's agents are the clients after the others
+    const loops = agents.map((agent, j) => this.loop(agent, 'keep-alive', undefined, keepAlive + close + j));
     for (let i = 0; i < keepAlive; i++) {
       const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
       this.agents.push(agent);
@@ -70,7 +75,7 @@ class Load {
     while (!this.stopped) {
       const start = Date.now();
       this.inflight[client] = start;
-      const r = await hit(this.port, agent, localAddress, this.timeout);
+      const r = await hit(this.port, agent, localAddress, this.path, this.timeout);
       this.inflight[client] = 0;
       r.kind = kind;
       r.client = client;

@@ -288,4 +288,23 @@ describe('observability', () => {
     assert.strictEqual(total(s, 'agent_tasks'), 3);
     assert.strictEqual(series(s, 'egg_cluster_heap_used_bytes').length, 3, 'agent and 2 app threads');
   });
+
+  it('sticky and reusePort: the request counter counts what the master hands over and what each slot\'s socket accepts', async function() {
+    this.timeout(180000);
+    for (const mode of [ { sticky: true }, { reusePort: true } ]) {
+      const metricsPort = await getFreePort();
+      const m = await startMaster('prom', { ...mode, metrics: { port: metricsPort } }, { env: PROD });
+      await m.waitReady();
+      const served = await requests(m.options.port, 100);
+      assert(served.size >= 1, `${JSON.stringify(mode)}: answered`);
+      const s = await waitUntil(async () => {
+        const x = await scrape(metricsPort);
+        return total(x, 'egg_cluster_http_requests_total') === 100 && x;
+      }, 30000, `${JSON.stringify(mode)}: the 100 requests counted over the workers`);
+      assert.strictEqual(total(s, 'egg_cluster_http_request_duration_seconds_count'), 100);
+      assert.strictEqual(total(s, 'app_requests_total'), 100, 'the app\'s own counter agrees');
+      m.kill('SIGTERM');
+      assert.strictEqual((await m.waitExit(30000)).code, 0, m.tail());
+    }
+  });
 });

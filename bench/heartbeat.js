@@ -68,7 +68,7 @@ async function isolated() {
   const kinds = {
     nothing: {},
     heartbeat: { EGG_CLUSTER_RS_HEARTBEAT: '1000' },
-    'heartbeat + watchdog': { EGG_CLUSTER_RS_HEARTBEAT: '1000', EGG_CLUSTER_RS_HANG_REPORT: '59000', EGG_CLUSTER_RS_REPORT_DIR: os.tmpdir() },
+    'heartbeat + watchdog': { EGG_CLUSTER_RS_HEARTBEAT: '1000', EGG_CLUSTER_RS_HANG_REPORT: '3000', EGG_CLUSTER_RS_REPORT_DIR: os.tmpdir() },
   };
   const kids = Object.entries(kinds).map(([ name, env ]) => ({
     name,

@@ -13,8 +13,11 @@
  *    message is internal (`cmd: NODE_...`): neither the app nor `process.on('message')` sees it.
  *  - In a worker process, when EGG_CLUSTER_RS_HANG_REPORT is set (ms): a watchdog thread
  *    (lib/hang_reporter.js) that writes a diagnostic report of the main thread, stack and all,
- *    once the main thread has not ticked for that long. Node's own `--report-on-signal` cannot:
- *    its report is written by a JS signal handler, which a stuck loop never runs.
+ *    when the master finds the worker hung and asks for one (a request file in
+ *    EGG_CLUSTER_RS_REPORT_DIR, looked for only while the main thread does not tick), never
+ *    on its own; it gives up on pausing the main thread after EGG_CLUSTER_RS_HANG_REPORT ms.
+ *    Node's own `--report-on-signal` cannot: its report is written by a JS signal handler,
+ *    which a stuck loop never runs.
  */
 
 const { isMainThread } = require('worker_threads');
@@ -28,7 +31,7 @@ const RESOLUTION = 100;
 
 module.exports = function heartbeat() {
   const interval = Number(process.env.EGG_CLUSTER_RS_HEARTBEAT);
-  const reportAfter = Number(process.env.EGG_CLUSTER_RS_HANG_REPORT);
+  const pauseLimit = Number(process.env.EGG_CLUSTER_RS_HANG_REPORT);
   const reportDir = process.env.EGG_CLUSTER_RS_REPORT_DIR;
   delete process.env.EGG_CLUSTER_RS_HEARTBEAT;
   delete process.env.EGG_CLUSTER_RS_HANG_REPORT;
@@ -36,7 +39,7 @@ module.exports = function heartbeat() {
   if (!(interval > 0) || typeof process.send !== 'function') return;
 
   // the count of ticks, shared with the watchdog thread
-  const ticks = isMainThread && reportAfter > 0 && reportDir ? new Int32Array(new SharedArrayBuffer(4)) : null;
+  const ticks = isMainThread && pauseLimit > 0 && reportDir ? new Int32Array(new SharedArrayBuffer(4)) : null;
   const beat = { cmd: 'NODE_EGG_CLUSTER_RS_BEAT', lag: 0 };
   const noop = () => {};
   const stats = childStats();
@@ -58,7 +61,7 @@ module.exports = function heartbeat() {
   }, interval);
   timer.unref();
 
-  if (ticks) startReporter(ticks, interval, reportAfter, reportDir);
+  if (ticks) startReporter(ticks, interval, pauseLimit, reportDir);
 };
 
 /**
@@ -73,11 +76,11 @@ function childStats() {
   return stats.stats;
 }
 
-function startReporter(ticks, interval, reportAfter, reportDir) {
+function startReporter(ticks, interval, pauseLimit, dir) {
   const { Worker } = require('worker_threads');
   try {
     const worker = new Worker(require('path').join(__dirname, 'hang_reporter.js'), {
-      workerData: { ticks, interval, reportAfter, file: require('path').join(reportDir, `hung.${process.pid}.report.json`) },
+      workerData: { ticks, interval, pauseLimit, dir },
       // it only waits and, once, talks to the inspector
       resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 },
       stdout: true,

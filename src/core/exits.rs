@@ -131,6 +131,28 @@ impl Core {
         }
     }
 
+    /// App worker `id` could not be spawned for want of a resource of the master's (file
+    /// descriptors, memory, processes): nothing of the app died, so it is not counted against
+    /// the refork limit (a flood of such failures would otherwise look like a crash loop and
+    /// back off for seconds); its slot is tried again after a short, growing delay.
+    pub(super) fn retry_spawn(&mut self, id: u32, why: &str, out: &mut Vec<Action>) {
+        let delay = self.spawn_retry.failed();
+        out.push(Action::Log(
+            Level::Error,
+            format!(
+                "[master] cannot spawn app_worker#{id}: {why}: the master is short of a resource, not a crash of the app; trying again in {delay}ms"
+            ),
+        ));
+        out.push(Action::After(
+            Duration::from_millis(delay),
+            Timer::ReforkApp,
+        ));
+        // For /healthz and the status until every slot serves again.
+        self.ops.refork_held = Some(format!(
+            "cannot spawn app workers: {why} (the master is short of a resource), trying again in {delay}ms"
+        ));
+    }
+
     /// What @eggjs/cluster 3's cfork 2 adds to a cfork 1 line: the slave worker fields (we fork
     /// no slaves).
     fn cfork_slave(&self, fields: &'static str) -> &'static str {

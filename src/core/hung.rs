@@ -1,52 +1,140 @@
 //! Hung children: every child's event loop proves it runs with a heartbeat (a tick of a timer on
 //! its main JS thread, `lib/heartbeat.js`, which also says how late the timer fired: the
-//! event-loop lag). A serving child silent for longer than `workerTimeout` is hung: the master
-//! collects the diagnostic report the child's watchdog thread wrote (where its JS is stuck),
-//! logs it, and replaces it — an app worker by a rolling replacement of its slot, after which
-//! the hung one is SIGKILLed (it cannot drain); the agent by a SIGKILL, after which egg's
+//! event-loop lag). A serving child whose loop has been blocked for longer than `workerTimeout`
+//! is hung: the master asks the child's watchdog thread for a diagnostic report (where its JS is
+//! stuck), logs it, and replaces it — an app worker by a rolling replacement of its slot, after
+//! which the hung one is SIGKILLed (it cannot drain); the agent by a SIGKILL, after which egg's
 //! agent-died rule reforks it in 1 s.
+//!
+//! Every step is decided on what is true when it is taken: a child that ticks again is no
+//! longer hung, whatever was found before. It is not killed: kept, or — when its replacement is
+//! already on its way — drained like any replaced worker once the replacement serves.
 //!
 //! An app worker that does not serve within the start timeout after its spawn is hung too:
 //! it is reported, SIGKILLed and reforked under the refork limit.
 
 use std::time::Duration;
 
-use super::children::Phase;
+use super::children::{Child, Phase};
 use super::{Action, Core, ReloadReason, Timer};
 use crate::log::Level;
 use crate::messenger::Role;
 
 /// What the runtime found of a hung child's report, answering [`Action::CollectReport`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HungReport {
-    /// The report file, relative to the app's base dir when under it.
-    pub(crate) file: Option<String>,
+    /// The report file (relative to the app's base dir when under it), or why there is none.
+    pub(crate) file: Result<String, NoReport>,
     /// The top JavaScript frames of the stuck thread (`fn (file:line:col)`).
     pub(crate) frames: Vec<String>,
-    /// None came, and the report dir refuses writes: why (`run/ is not writable (...)`).
-    pub(crate) not_written: Option<String>,
+}
+
+impl HungReport {
+    pub(crate) fn none(why: NoReport) -> Self {
+        HungReport {
+            file: Err(why),
+            frames: Vec::new(),
+        }
+    }
+}
+
+/// Why a hung child has no report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NoReport {
+    /// A worker thread has no watchdog thread (a thread cannot reach a sibling's inspector).
+    Thread,
+    /// The master could not ask for one: the report directory (as shown) is not writable,
+    /// so no report could be written there either.
+    Unwritable { dir: String, error: String },
+    /// The child's watchdog thread tried, and says why it wrote none.
+    Failed(String),
+    /// The watchdog thread never took the request: the whole process is stopped, or the
+    /// thread is gone.
+    NotTaken,
+    /// The watchdog thread took the request and wrote nothing within the wait.
+    NotWritten(Duration),
+}
+
+impl NoReport {
+    /// What the hung line says after `report: `.
+    pub(super) fn shown(&self) -> String {
+        match self {
+            NoReport::Thread => "none (worker threads have no watchdog thread to write one)".into(),
+            NoReport::Unwritable { dir, error } => {
+                format!("not written (cannot write to {dir}: {error})")
+            }
+            NoReport::Failed(why) => format!("not written ({why})"),
+            NoReport::NotTaken => "not written (the worker's watchdog thread did not take the request: is the process stopped, or the thread gone?)".into(),
+            NoReport::NotWritten(wait) => format!(
+                "not written (the worker's watchdog thread took the request and wrote nothing within {} s)",
+                wait.as_secs()
+            ),
+        }
+    }
 }
 
 /// How many frames the error line shows.
 const FRAMES_LOGGED: usize = 3;
 
+/// How long the master waits for a report it asked for: the watchdog thread looks for the
+/// request every heartbeat interval while the main thread does not tick, then has a shorter
+/// limit of its own for pausing it (`runtime::hung`), so that it can say why it failed in time.
+pub(crate) fn report_wait(interval: Duration) -> Duration {
+    interval * 3 + Duration::from_secs(2)
+}
+
+impl Child {
+    /// Since when nothing proves its event loop ran: its last tick, else when it started
+    /// serving (it had just said so), else its spawn.
+    fn silent_since(&self) -> u64 {
+        self.beat_at
+            .or(self.serving_since)
+            .unwrap_or(self.spawned_at)
+    }
+}
+
+fn seconds(ms: u64) -> u64 {
+    (ms as f64 / 1000.0).round() as u64
+}
+
 impl Core {
-    /// A tick from `pid`'s event loop, fired `lag_ms` later than its timer asked.
-    pub(super) fn on_heartbeat(&mut self, pid: u32, lag_ms: u64, now: u64) {
-        if let Some(c) = self.children.get_mut(pid) {
-            c.beat_at = Some(now);
-            // A tick measures the loop since the previous one: the first after the child serves
-            // still covers its boot (loading egg blocks the loop for seconds), which is no lag
-            // of a serving child. The lag is reported from a whole heartbeat after it serves.
-            let serving = c.phase >= Phase::Serving;
-            if serving && c.beat_serving {
-                c.lag_ms = Some(lag_ms);
-            }
-            c.beat_serving = serving;
+    /// A tick from `pid`'s event loop, fired `lag_ms` later than its timer asked. A hung child
+    /// that ticks again has recovered: it is no longer hung, and nothing kills it.
+    pub(super) fn on_heartbeat(&mut self, pid: u32, lag_ms: u64, now: u64, out: &mut Vec<Action>) {
+        let Some(c) = self.children.get_mut(pid) else {
+            return;
+        };
+        let silent_since = c.silent_since();
+        c.beat_at = Some(now);
+        // A tick measures the loop since the previous one: the first after the child serves
+        // still covers its boot (loading egg blocks the loop for seconds), which is no lag
+        // of a serving child. The lag is reported from a whole heartbeat after it serves.
+        let serving = c.phase >= Phase::Serving;
+        if serving && c.beat_serving {
+            c.lag_ms = Some(lag_ms);
         }
+        c.beat_serving = serving;
+        if c.phase != Phase::Serving || c.hung_since.take().is_none() {
+            return;
+        }
+        let name = c.name();
+        let replacing =
+            c.role == Role::App && self.reload.as_ref().is_some_and(|r| r.will_replace(pid));
+        let what = if replacing {
+            "its replacement is on its way: it serves until then, and is then drained, not killed"
+        } else {
+            "keeping it"
+        };
+        out.push(Action::Log(
+            Level::Warn,
+            format!(
+                "[master] {name} answers again after {} s (its event loop was blocked, not stuck for good); {what}",
+                seconds(now.saturating_sub(silent_since))
+            ),
+        ));
     }
 
-    /// Every heartbeat interval once up: finds the serving children silent for too long.
+    /// Every heartbeat interval once up: finds the serving children blocked for too long.
     pub(super) fn on_hung_check(&mut self, now: u64, out: &mut Vec<Action>) {
         let Some(timeout) = self.cfg.worker_timeout else {
             return;
@@ -54,8 +142,12 @@ impl Core {
         if self.closing() {
             return;
         }
-        let limit = timeout.as_millis() as u64;
-        let away = self.master_was_away(now, limit, out);
+        let interval = self.cfg.heartbeat_interval;
+        // A loop that runs ticks every interval: silence proves it blocked only from when the
+        // next tick was due. Counting from the last tick would find a block up to one
+        // interval shorter than `workerTimeout` hung.
+        let limit = (timeout + interval).as_millis() as u64;
+        let away = self.master_was_away(now, timeout.as_millis() as u64, out);
         self.arm_hung_check(now, out);
         if away {
             return;
@@ -64,23 +156,26 @@ impl Core {
             .children
             .all()
             .filter(|c| c.phase == Phase::Serving && c.hung_since.is_none())
-            .filter(|c| {
-                // A child that never ticked is measured from when it started serving.
-                let since = c.beat_at.or(c.serving_since).unwrap_or(c.spawned_at);
-                now.saturating_sub(since) > limit
-            })
+            .filter(|c| now.saturating_sub(c.silent_since()) > limit)
             .map(|c| c.pid)
             .collect();
         for pid in hung {
-            if let Some(c) = self.children.get_mut(pid) {
-                c.hung_since = Some(now);
-            }
+            let Some(c) = self.children.get_mut(pid) else {
+                continue;
+            };
+            c.hung_since = Some(now);
+            // What the report says it is for (its JavaScript stack's message).
+            let message = format!(
+                "egg-cluster-rs: {} hung: no heartbeat for {} s, its event loop blocked (workerTimeout {}ms)",
+                c.name(),
+                seconds(now.saturating_sub(c.silent_since())),
+                timeout.as_millis()
+            );
             self.ops.hung += 1;
             out.push(Action::CollectReport {
                 pid,
-                // The watchdog thread writes the report about when the master notices; give
-                // it a few heartbeats more.
-                wait: self.cfg.heartbeat_interval * 3 + Duration::from_secs(2),
+                wait: report_wait(interval),
+                message,
             });
         }
     }
@@ -89,13 +184,19 @@ impl Core {
     /// late (SIGSTOP, a host that starved it): the silence it would measure is partly its own,
     /// and the heartbeats of that time are still unread in the channels. The children's silence is
     /// counted from now instead, so that a stopped master does not, once continued, take every
-    /// child for hung; a child hung all along is found `workerTimeout` later.
-    fn master_was_away(&mut self, now: u64, limit: u64, out: &mut Vec<Action>) -> bool {
+    /// child for hung; a child hung all along is found a hung check's limit later.
+    fn master_was_away(&mut self, now: u64, timeout_ms: u64, out: &mut Vec<Action>) -> bool {
         let late = self.hung_check_due.map_or(0, |due| now.saturating_sub(due));
-        if late <= limit / 2 {
+        if late <= timeout_ms / 2 {
             return false;
         }
-        let pids: Vec<u32> = self.children.all().map(|c| c.pid).collect();
+        // One found hung before keeps its silence: its report's line says how long.
+        let pids: Vec<u32> = self
+            .children
+            .all()
+            .filter(|c| c.hung_since.is_none())
+            .map(|c| c.pid)
+            .collect();
         for pid in pids {
             if let Some(c) = self.children.get_mut(pid) {
                 c.beat_at = Some(now);
@@ -118,7 +219,8 @@ impl Core {
         out.push(Action::After(interval, Timer::HungCheck));
     }
 
-    /// The report of hung `pid` is in (or is not coming): log where it is stuck, replace it.
+    /// The report of hung `pid` is in (or is not coming): log where it is stuck, replace it —
+    /// unless it ticked again meanwhile.
     pub(super) fn on_hung_report(
         &mut self,
         pid: u32,
@@ -129,12 +231,7 @@ impl Core {
         let Some(c) = self.children.get(pid) else {
             return;
         };
-        let Some(since) = c.hung_since else {
-            return;
-        };
         let (role, phase, name) = (c.role, c.phase, c.name());
-        let silent_since = c.beat_at.or(c.serving_since).unwrap_or(c.spawned_at);
-        let secs = (since.saturating_sub(silent_since) as f64 / 1000.0).round() as u64;
         let at = if report.frames.is_empty() {
             String::new()
         } else {
@@ -146,16 +243,29 @@ impl Core {
                 .collect();
             format!(" at {}", frames.join(" < "))
         };
-        let file = match (&report.file, &report.not_written) {
-            (Some(file), _) => file.clone(),
-            (None, Some(why)) => {
+        let Some(since) = c.hung_since else {
+            // It answered again first (and is kept, or drained): where it was blocked is
+            // still worth knowing.
+            if let (Ok(file), Phase::Serving) = (&report.file, phase) {
                 out.push(Action::Log(
                     Level::Warn,
-                    format!("[master] the hung report of {name} could not be written: {why}"),
+                    format!("[master] {name} was blocked{at}; report: {file}"),
                 ));
-                format!("none (not written: {why})")
             }
-            (None, None) => "none (its JS thread never stopped: stuck in native code?)".to_string(),
+            return;
+        };
+        let secs = seconds(since.saturating_sub(c.silent_since()));
+        let file = match &report.file {
+            Ok(file) => file.clone(),
+            Err(why) => {
+                if let NoReport::Unwritable { dir, error } = why {
+                    out.push(Action::Log(
+                        Level::Warn,
+                        format!("[master] the hung report of {name} could not be written: {dir} is not writable ({error})"),
+                    ));
+                }
+                why.shown()
+            }
         };
         let closing = self.closing() || phase != Phase::Serving;
         let what = match role {
@@ -173,6 +283,10 @@ impl Core {
             return;
         }
         if role == Role::Agent {
+            // Being killed: a tick it sent before does not make it kept.
+            if let Some(c) = self.children.get_mut(pid) {
+                c.phase = Phase::Retiring;
+            }
             out.push(Action::Terminate {
                 pid,
                 limit: Duration::ZERO,

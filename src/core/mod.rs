@@ -12,6 +12,7 @@
 //! - [`exits`]: a child's channel closing or its exit — cfork's refork rules and their console
 //!   lines, the agent's refork, the health check, malformed input.
 //! - [`close`]: a signal — app workers, then the agent, then exit.
+//! - [`to_master`]: a child's message to the master — its own protocol, or `promise.master`'s.
 //! - [`children`]: the one record per child, [`refork`]: the refork limit and backoff.
 
 mod children;
@@ -30,6 +31,7 @@ mod start;
 #[cfg(test)]
 mod tests;
 mod threads;
+mod to_master;
 mod upgrade;
 
 use std::time::Duration;
@@ -40,9 +42,10 @@ use crate::log::Level;
 use crate::messenger::{master_message, Role};
 use crate::protocol::MasterAction;
 use children::Children;
-pub(crate) use hung::HungReport;
+pub(crate) use hung::{report_wait, HungReport, NoReport};
 pub(crate) use ops::{CoreStatus, MasterStatus, Notice, OpsPhase, StatusTo};
 pub(crate) use orphans::Orphan;
+pub(crate) use refork::SpawnError;
 pub(crate) use reload::{ReloadReason, Scale};
 pub(crate) use upgrade::UpgradeRequest;
 
@@ -103,7 +106,7 @@ pub(crate) struct Config {
     /// `shutdownDelay`: after SIGTERM, how long the workers go on serving (not ready) before
     /// the close begins.
     pub(crate) shutdown_delay: Duration,
-    /// `workerTimeout`: a serving child silent this long is hung (`None`: never).
+    /// `workerTimeout`: a serving child whose event loop is blocked this long is hung (`None`: never).
     pub(crate) worker_timeout: Option<Duration>,
     /// How often children tick (`lib/heartbeat.js`), and the hung check runs.
     pub(crate) heartbeat_interval: Duration,
@@ -195,7 +198,7 @@ pub(crate) enum Batch {
 pub(crate) struct Spawned {
     pub(crate) id: u32,
     pub(crate) slot: usize,
-    pub(crate) pid: Result<u32, String>,
+    pub(crate) pid: Result<u32, SpawnError>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -204,7 +207,7 @@ pub(crate) enum Event {
     Start,
     AgentSpawned {
         id: u32,
-        pid: Result<u32, String>,
+        pid: Result<u32, SpawnError>,
     },
     AppsSpawned {
         batch: Batch,
@@ -394,9 +397,13 @@ pub(crate) enum Action {
     Status(StatusTo, Box<CoreStatus>),
     /// The phase or the number of serving workers changed (for `sd_notify`).
     Notify(Notice),
-    /// `pid` is hung: wait up to `wait` for the report its watchdog thread writes (worker
-    /// threads: have one written), answer with [`Event::HungReport`].
-    CollectReport { pid: u32, wait: Duration },
+    /// `pid` is hung: ask its watchdog thread for a report (whose message is `message`), wait
+    /// up to `wait` for it, answer with [`Event::HungReport`].
+    CollectReport {
+        pid: u32,
+        wait: Duration,
+        message: String,
+    },
     /// Start the new master of upgrade `seq` on this one's sockets, telling it to run `workers`
     /// app workers (this one's count now, scaled or not); answer with
     /// [`Event::UpgradeSpawned`], then [`Event::UpgradeReady`] or [`Event::UpgradeFailed`].
@@ -468,6 +475,8 @@ pub(crate) struct Core {
     start_time: u64,
     app_address: String,
     refork: refork::ReforkPolicy,
+    /// Spawns that failed for want of a resource: retried outside the refork limit.
+    spawn_retry: refork::SpawnRetry,
     disconnect_count: u64,
     unexpected_count: u64,
     /// Consecutive failed health checks.
@@ -515,6 +524,7 @@ impl Core {
                 cfg.refork_limit,
                 cfg.refork_duration_ms,
             ),
+            spawn_retry: refork::SpawnRetry::default(),
             disconnect_count: 0,
             unexpected_count: 0,
             health_failures: 0,
@@ -614,7 +624,7 @@ impl Core {
             Event::Timer(Timer::ScaleTimeout(seq)) => self.on_scale_timeout(seq, now, &mut out),
             Event::MemorySample(samples) => self.on_memory(samples, now, &mut out),
             Event::StatusRequest(to) => self.on_status_request(to, &mut out),
-            Event::Heartbeat { pid, lag_ms } => self.on_heartbeat(pid, lag_ms, now),
+            Event::Heartbeat { pid, lag_ms } => self.on_heartbeat(pid, lag_ms, now, &mut out),
             Event::Timer(Timer::HungCheck) => self.on_hung_check(now, &mut out),
             Event::Timer(Timer::StartTimeout { pid }) => self.on_start_timeout(pid, &mut out),
             Event::HungReport { pid, report } => self.on_hung_report(pid, report, now, &mut out),
@@ -635,67 +645,6 @@ impl Core {
             self.publish_routes(&mut out);
         }
         out
-    }
-
-    /// Messages to the master: the master's own protocol is handled here, anything else goes
-    /// to `promise.master` as egg-cluster's `master.emit(action, data)` does.
-    #[allow(clippy::too_many_arguments)]
-    fn on_to_master(
-        &mut self,
-        from: Role,
-        pid: u32,
-        action: MasterAction,
-        data: Option<&[u8]>,
-        line: Vec<u8>,
-        now: u64,
-        out: &mut Vec<Action>,
-    ) {
-        let data = || {
-            data.and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
-                .unwrap_or(Value::Null)
-        };
-        match action {
-            MasterAction::AgentStart => self.on_agent_start(now, out),
-            MasterAction::ReloadWorker => self.on_reload(ReloadReason::Message, now, out),
-            MasterAction::Realport => self.on_realport(from, pid, &data(), out),
-            MasterAction::ReusePortListening if from == Role::App => {
-                self.on_listening(pid, &data(), ListenVia::ReusePortMessage, now, out)
-            }
-            MasterAction::AppStart if from == Role::App && self.cfg.dialect == Dialect::Egg4 => {
-                let address = data().get("address").cloned().unwrap_or(Value::Null);
-                self.on_listening(pid, &address, ListenVia::AppStart, now, out)
-            }
-            // Fault injection for the test suite only (EGG_CLUSTER_RS_FAULT_INJECTION=1): proves
-            // that a bug while handling one event is reported and survived.
-            MasterAction::InjectPanic if self.cfg.fault_injection => {
-                panic!("injected fault (EGG_CLUSTER_RS_FAULT_INJECTION)")
-            }
-            MasterAction::BootError if from == Role::App => self.on_boot_error(pid, &data(), out),
-            MasterAction::ClusterStatus => {
-                let to = if pid == 0 {
-                    Target::Parent
-                } else {
-                    Target::Child(pid)
-                };
-                self.on_status_request(ops::StatusTo::Message(to), out)
-            }
-            MasterAction::Error
-            | MasterAction::NewListener
-            | MasterAction::RemoveListener
-            | MasterAction::ReloadDone => {
-                self.ops.malformed += 1;
-                let reason = format!(
-                    "action '{}' is reserved for the master's EventEmitter",
-                    action.reserved_name()
-                );
-                self.on_malformed(pid, &reason, out)
-            }
-            MasterAction::ReusePortListening
-            | MasterAction::BootError
-            | MasterAction::InjectPanic
-            | MasterAction::AppStart
-            | MasterAction::Other => out.push(Action::EmitMaster(line)),
-        }
     }
 
     fn verbose(&self, out: &mut Vec<Action>, msg: String) {

@@ -5,6 +5,9 @@
 //! the app with fewer workers until someone restarts it. Past the limit we keep reforking, each
 //! time after a longer delay (100 ms doubling up to 15 s), and start over once a worker has
 //! stayed up for 30 s.
+//!
+//! A spawn that fails because the master is short of a resource ([`SpawnError::Resource`]) is
+//! no death: it is tried again after a short delay ([`SpawnRetry`]), outside the limit.
 
 use std::collections::VecDeque;
 
@@ -83,6 +86,60 @@ impl ReforkPolicy {
     }
 }
 
+/// Why a child could not be spawned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SpawnError {
+    /// The master is short of a resource (file descriptors, memory, processes): no fault of
+    /// the app's, and over once the resource is back.
+    Resource(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpawnError::Resource(e) | SpawnError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for SpawnError {
+    fn from(e: String) -> Self {
+        SpawnError::Failed(e)
+    }
+}
+
+impl From<&str> for SpawnError {
+    fn from(e: &str) -> Self {
+        SpawnError::Failed(e.to_string())
+    }
+}
+
+/// The first delay before a spawn that failed for want of a resource is tried again.
+pub const SPAWN_RETRY_START_MS: u64 = 100;
+pub const SPAWN_RETRY_CAP_MS: u64 = 5_000;
+
+/// Spawns that failed for want of a resource of the master's (file descriptors, memory,
+/// processes): no worker died, so they stay out of the refork limit; each is tried again after
+/// a short delay, doubling while they keep failing, back to the shortest once one succeeds.
+#[derive(Debug, Default)]
+pub struct SpawnRetry {
+    next_ms: Option<u64>,
+}
+
+impl SpawnRetry {
+    /// A spawn failed: how long to wait before the next try.
+    pub fn failed(&mut self) -> u64 {
+        let delay = self.next_ms.unwrap_or(SPAWN_RETRY_START_MS);
+        self.next_ms = Some((delay * 2).min(SPAWN_RETRY_CAP_MS));
+        delay
+    }
+
+    pub fn succeeded(&mut self) {
+        self.next_ms = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +184,17 @@ mod tests {
         for i in 0..10 {
             assert_eq!(p.decide(i * 2_000, 0), Decision::Now);
         }
+    }
+
+    #[test]
+    fn spawn_retries_double_up_to_the_cap_and_start_over_after_a_success() {
+        let mut r = SpawnRetry::default();
+        assert_eq!([r.failed(), r.failed(), r.failed()], [100, 200, 400]);
+        for _ in 0..10 {
+            r.failed();
+        }
+        assert_eq!(r.failed(), SPAWN_RETRY_CAP_MS);
+        r.succeeded();
+        assert_eq!(r.failed(), SPAWN_RETRY_START_MS);
     }
 }

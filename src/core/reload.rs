@@ -111,6 +111,11 @@ impl Reload {
         self.pending.retain(|p| *p != pid);
         self.pending.push_front(pid);
     }
+
+    /// Whether old worker `pid` is being replaced, or will be.
+    pub(super) fn will_replace(&self, pid: u32) -> bool {
+        self.pending.contains(&pid) || self.steps.iter().any(|s| s.old == pid)
+    }
 }
 
 #[derive(Debug)]
@@ -420,6 +425,20 @@ impl Core {
                 }
                 (None, _) => {}
             }
+        }
+        // A hung worker whose replacement failed serves nobody: it goes now, and its slot is
+        // reforked as a dead worker's (a refork that cannot spawn is tried again).
+        let hung: Vec<u32> = self
+            .children
+            .apps()
+            .filter(|c| c.phase == Phase::Serving && c.hung_since.is_some())
+            .map(|c| c.pid)
+            .collect();
+        for pid in hung {
+            out.push(Action::Terminate {
+                pid,
+                limit: std::time::Duration::ZERO,
+            });
         }
         Self::outcome(out, reload.waiters, Err(error.clone()));
         let data = json!({"ok": false, "reason": reload.reason.as_str(), "error": error, "replaced": replaced});

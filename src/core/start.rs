@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::children::{Child, Phase};
 use super::{
-    get_address, get_address_in, Action, Batch, Core, Dialect, ListenVia, MasterPhase, Spawned,
-    Target, Timer,
+    get_address, get_address_in, Action, Batch, Core, Dialect, ListenVia, MasterPhase, SpawnError,
+    Spawned, Target, Timer,
 };
 use crate::log::Level;
 use crate::messenger::Role;
@@ -108,7 +108,7 @@ impl Core {
     pub(super) fn on_agent_spawned(
         &mut self,
         id: u32,
-        pid: Result<u32, String>,
+        pid: Result<u32, SpawnError>,
         now: u64,
         out: &mut Vec<Action>,
     ) {
@@ -162,6 +162,7 @@ impl Core {
             }
             match app.pid {
                 Ok(pid) => {
+                    self.spawn_retry.succeeded();
                     let mut child = Child::new(Role::App, app.id, pid, Some(app.slot), now);
                     // A replacement is not reforked until it serves: if it fails, the reload
                     // stops and the old worker goes on; a worker scaling adds, the scaling.
@@ -175,6 +176,9 @@ impl Core {
                     self.start_timer(pid, out);
                 }
                 Err(_) if batch == Batch::Replace || batch == Batch::Scale => {}
+                Err(SpawnError::Resource(e)) if self.all_started => {
+                    self.retry_spawn(app.id, &e, out);
+                }
                 Err(e) => {
                     out.push(Action::Log(
                         Level::Error,

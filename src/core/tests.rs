@@ -758,6 +758,131 @@ fn spawn_failures_before_ready_exit_1() {
     drop(core);
 }
 
+/// A spawn that fails for want of a resource of the master's (here EMFILE, as under a flood
+/// of connections) is no crash of the app: it is retried after a short, growing delay and
+/// never counted against the refork limit, which stays for real deaths.
+#[test]
+fn a_spawn_short_of_a_resource_is_retried_outside_the_refork_limit() {
+    let (mut core, _) = started_with(Config {
+        refork_limit: 4,
+        ..cfg(2)
+    });
+    // Death 1.
+    let a = core.handle(
+        Event::Exited {
+            pid: app_pid(1),
+            code: None,
+            signal: Some("SIGKILL"),
+        },
+        1000,
+    );
+    assert!(a.contains(&Action::SpawnApps {
+        batch: Batch::Refork,
+        apps: vec![(3, 1)],
+    }));
+    let emfile = || SpawnError::Resource("Too many open files (os error 24)".into());
+    let mut id = 3;
+    for (i, delay) in [100, 200, 400, 800, 1600, 3200, 5000, 5000]
+        .into_iter()
+        .enumerate()
+    {
+        let a = core.handle(
+            Event::AppsSpawned {
+                batch: Batch::Refork,
+                apps: vec![Spawned {
+                    id,
+                    slot: 1,
+                    pid: Err(emfile()),
+                }],
+            },
+            2000 + i as u64,
+        );
+        assert_eq!(
+            logs(&a),
+            [format!("[master] cannot spawn app_worker#{id}: Too many open files (os error 24): the master is short of a resource, not a crash of the app; trying again in {delay}ms")]
+        );
+        assert!(a.contains(&Action::After(
+            Duration::from_millis(delay),
+            Timer::ReforkApp
+        )));
+        let status = core.status();
+        assert!(!status.master.healthy);
+        assert_eq!(status.master.backoff_ms, 0, "no crash loop");
+        assert!(status
+            .master
+            .refork_held
+            .as_deref()
+            .is_some_and(|r| r.contains("short of a resource")));
+        id += 1;
+        let a = core.handle(Event::Timer(Timer::ReforkApp), 3000 + i as u64);
+        assert!(a.contains(&Action::SpawnApps {
+            batch: Batch::Refork,
+            apps: vec![(id, 1)],
+        }));
+    }
+    core.handle(
+        Event::AppsSpawned {
+            batch: Batch::Refork,
+            apps: vec![Spawned {
+                id,
+                slot: 1,
+                pid: Ok(40),
+            }],
+        },
+        4000,
+    );
+    core.handle(listening(40, 7001), 4100);
+    let status = core.status();
+    assert!(status.master.healthy);
+    assert_eq!(status.master.refork_held, None);
+
+    // The refork limit was kept for real deaths: deaths 2 and 3 are reforked at once (the
+    // 4th would back off); the next resource failure waits the shortest delay again.
+    for (n, pid) in [(1, 40), (2, 41)] {
+        let a = core.handle(
+            Event::Exited {
+                pid,
+                code: Some(1),
+                signal: None,
+            },
+            5000 + n,
+        );
+        assert!(
+            a.iter().any(|a| matches!(
+                a,
+                Action::SpawnApps {
+                    batch: Batch::Refork,
+                    ..
+                }
+            )),
+            "death {n}: {a:?}"
+        );
+        core.handle(
+            Event::AppsSpawned {
+                batch: Batch::Refork,
+                apps: vec![Spawned {
+                    id: 20 + n as u32,
+                    slot: 1,
+                    pid: Ok(pid + 1),
+                }],
+            },
+            5000 + n,
+        );
+    }
+    let a = core.handle(
+        Event::AppsSpawned {
+            batch: Batch::Refork,
+            apps: vec![Spawned {
+                id: 30,
+                slot: 1,
+                pid: Err(emfile()),
+            }],
+        },
+        6000,
+    );
+    assert!(a.contains(&Action::After(Duration::from_millis(100), Timer::ReforkApp)));
+}
+
 pub(super) fn signal(name: &str) -> Event {
     Event::Signal {
         name: name.into(),

@@ -224,6 +224,16 @@ pub fn spawn_master(spec: &MasterSpec) -> io::Result<NewMaster> {
     })
 }
 
+/// Whether a failed spawn (or channel set-up) failed for want of a resource of this process's
+/// or the system's — file descriptors, memory, processes —, which says nothing of the program
+/// spawned and may pass.
+pub fn short_of_resource(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)
+    )
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitInfo {
     pub code: Option<i32>,

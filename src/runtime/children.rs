@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, watch};
 
 use super::{ChildEvent, Input, Launch};
+use crate::core::SpawnError;
 use crate::ipc::channel::{self, Frame};
 use crate::ipc::json;
 use crate::messenger::{self, Role};
@@ -246,7 +247,7 @@ impl Children {
         slot: Option<usize>,
         wait_start: bool,
         tx: &mpsc::UnboundedSender<Input>,
-    ) -> Result<Spawned, String> {
+    ) -> Result<Spawned, SpawnError> {
         let inspect_port = self.inspect_port(role);
         let launch = &self.cfg.launch;
         let script = match role {
@@ -283,7 +284,7 @@ impl Children {
             // The agent is a plain child process; app workers are cluster workers.
             cluster_id: (role == Role::App).then_some(cluster_id),
         };
-        let child = spawn::spawn_node(&spec).map_err(|e| e.to_string())?;
+        let child = spawn::spawn_node(&spec).map_err(|e| spawn_error(&e, e.to_string()))?;
         let pid = child.child.id();
         self.watch(pid, role);
         tracing::debug!(
@@ -302,7 +303,10 @@ impl Children {
                 // sees no parent, but make sure.
                 // SAFETY: kill(2) on our own child's pid.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                return Err(format!("cannot open the channel of {pid}: {e}"));
+                return Err(spawn_error(
+                    &e,
+                    format!("cannot open the channel of {pid}: {e}"),
+                ));
             }
         };
         let (exit_tx, exit_rx) = watch::channel(None);
@@ -344,6 +348,15 @@ impl Children {
                 }
             }
         })
+    }
+}
+
+/// A failed spawn, told apart by whether the master was short of a resource.
+fn spawn_error(e: &std::io::Error, message: String) -> SpawnError {
+    if spawn::short_of_resource(e) {
+        SpawnError::Resource(message)
+    } else {
+        SpawnError::Failed(message)
     }
 }
 

@@ -1,7 +1,11 @@
 //! The control socket the CLI asks (`egg-cluster-rs status|upgrade|reload|scale`): a unix
 //! stream socket in a directory of the user's own (see [`crate::ops::control`]). One request
 //! line; JSON answer lines (progress, then the outcome), then close. Peers of another uid are
-//! refused even if they got through the modes.
+//! refused even if they got through the modes. At most [`MAX_CONNECTIONS`] are open at once
+//! ([`super::capped`]), those waiting for a reload's or a scaling's outcome included: past it,
+//! the oldest one that has not sent its request is closed, so clients holding thousands of
+//! connections keep neither the CLI out nor the master short of file descriptors (which its
+//! spawns need).
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -203,6 +207,9 @@ fn connect_refused(path: &Path) -> bool {
     )
 }
 
+/// Connections open at once (as `/metrics`'s).
+pub(super) const MAX_CONNECTIONS: usize = 128;
+
 /// Serves the socket. `upgrade_timeout` bounds how long an `upgrade` request may wait for
 /// its outcome (the core gives up on the new master at that limit; the margin covers its stop).
 pub(super) fn serve(
@@ -222,6 +229,7 @@ pub(super) fn serve(
         }
     };
     tokio::spawn(async move {
+        let mut open = super::capped::Capped::new(MAX_CONNECTIONS);
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -231,7 +239,7 @@ pub(super) fn serve(
                 continue;
             }
             let tx = tx.clone();
-            tokio::spawn(async move {
+            open.spawn(|busy| async move {
                 let (read, mut write) = stream.into_split();
                 let mut line = Vec::new();
                 let read = tokio::time::timeout(
@@ -242,6 +250,7 @@ pub(super) fn serve(
                 if !matches!(read, Ok(Ok(_))) {
                     return;
                 }
+                busy.set();
                 let waited = match control::request(&line) {
                     Some(control::Request::Status) => {
                         match tokio::time::timeout(
@@ -269,7 +278,8 @@ pub(super) fn serve(
                 if write_line(&mut write, &waited).await {
                     let _ = tokio::time::timeout(Duration::from_secs(5), write.shutdown()).await;
                 }
-            });
+            })
+            .await;
         }
     });
 }

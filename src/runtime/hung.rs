@@ -1,21 +1,25 @@
-//! The runtime's half of hung children: what the children are told (heartbeat interval, when
-//! their watchdog thread writes a report, and where), and collecting that report for the core.
+//! The runtime's half of hung children: what the children are told (heartbeat interval, and
+//! where their watchdog thread finds the master's requests for a report), asking for a hung
+//! child's report and collecting it for the core.
 //!
 //! Why a watchdog thread in the child: Node's `--report-on-signal` runs its report from a JS
 //! signal handler, which never runs while the JS thread is busy. A worker thread of the child
-//! that sees the main thread's heartbeat stop connects the inspector to the main thread
+//! (`lib/hang_reporter.js`) that sees the main thread stop ticking looks for the master's
+//! request, `run/hung.<pid>.request` (a file: the child's IPC channel is read by the stuck
+//! thread); when there is one, it connects the inspector to the main thread
 //! (`Session.connectToMainThread`, whose messages interrupt running JS), pauses it where it is
 //! and has it write `process.report.writeReport()` there: the report's JavaScript stack is the
-//! stuck one. See `lib/heartbeat.js`.
+//! stuck one. It writes a report only when asked, so only for a child the master found hung;
+//! when it cannot, it writes why in `run/hung.<pid>.report.error`.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::Input;
-use crate::core::HungReport;
+use crate::core::{report_wait, HungReport, NoReport};
 
 /// Where children write reports and what they are told, fixed at start.
 pub(super) struct Reports {
@@ -33,6 +37,13 @@ pub(crate) fn heartbeat_interval(worker_timeout: Option<Duration>) -> Duration {
     })
 }
 
+/// How long the watchdog thread may take to pause the main thread before it gives up and
+/// says so: it finds the request within an interval, and must have answered before the
+/// master stops waiting ([`report_wait`]), with a second to spare.
+fn pause_limit(interval: Duration) -> Duration {
+    report_wait(interval).saturating_sub(interval + Duration::from_secs(1))
+}
+
 impl Reports {
     pub(super) fn new(base_dir: &Path) -> Self {
         Reports {
@@ -47,19 +58,13 @@ impl Reports {
         interval: Duration,
         worker_timeout: Option<Duration>,
     ) -> Vec<(String, String)> {
-        // The watchdog thread writes its report a tick before the master gives up on the
-        // child, so that the report is there when the master looks.
-        let report_after =
-            worker_timeout.map_or(0, |t| t.saturating_sub(interval).max(interval).as_millis());
+        let pause = worker_timeout.map_or(0, |_| pause_limit(interval).as_millis());
         vec![
             (
                 "EGG_CLUSTER_RS_HEARTBEAT".into(),
                 interval.as_millis().to_string(),
             ),
-            (
-                "EGG_CLUSTER_RS_HANG_REPORT".into(),
-                report_after.to_string(),
-            ),
+            ("EGG_CLUSTER_RS_HANG_REPORT".into(), pause.to_string()),
             (
                 "EGG_CLUSTER_RS_REPORT_DIR".into(),
                 self.dir.to_string_lossy().into_owned(),
@@ -67,81 +72,98 @@ impl Reports {
         ]
     }
 
-    /// The report the watchdog thread of process `pid` writes (`lib/heartbeat.js` names it).
-    fn file(&self, pid: u32) -> PathBuf {
-        self.dir.join(format!("hung.{pid}.report.json"))
+    /// `run/hung.<pid>.<what>` (`lib/hang_reporter.js` names them the same).
+    fn file(&self, pid: u32, what: &str) -> PathBuf {
+        self.dir.join(format!("hung.{pid}.{what}"))
     }
 
-    /// Waits up to `wait` for `pid`'s report (one written in the last `fresh`, not one of an
-    /// earlier process with the same pid) and hands what it says to the core.
+    /// `path` as the log shows it: relative to the app when under it.
+    fn shown(&self, path: &Path) -> String {
+        shown(path, &self.base_dir)
+    }
+
+    /// Asks process `pid`'s watchdog thread for a report whose message is `message`, waits up
+    /// to `wait` for it (or for why there is none) and hands what it says to the core.
     pub(super) fn collect(
         &self,
         pid: u32,
         wait: Duration,
-        fresh: Duration,
+        message: &str,
         thread: bool,
         tx: mpsc::UnboundedSender<Input>,
     ) {
+        let done = |report| {
+            let _ = tx.send(Input::HungReport { pid, report });
+        };
         if thread {
-            // A worker thread has no watchdog of its own (a thread cannot connect the
-            // inspector to its sibling): no report.
-            let _ = tx.send(Input::HungReport {
-                pid,
-                report: HungReport::default(),
-            });
-            return;
+            return done(HungReport::none(NoReport::Thread));
         }
-        let file = self.file(pid);
-        let dir = self.dir.clone();
+        let (report, request, failed) = (
+            self.file(pid, "report.json"),
+            self.file(pid, "request"),
+            self.file(pid, "report.error"),
+        );
+        // Left by an earlier stall (or an earlier process with this pid): what is there once
+        // the request is written is this one's.
+        let _ = std::fs::remove_file(&report);
+        let _ = std::fs::remove_file(&failed);
+        if let Err(e) = self.ask(&request, message) {
+            let dir = self.shown(&self.dir);
+            return done(HungReport::none(NoReport::Unwritable {
+                dir: format!("{}/", dir.trim_end_matches('/')),
+                error: e.to_string(),
+            }));
+        }
         let base_dir = self.base_dir.clone();
-        let since = SystemTime::now() - fresh;
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + wait;
-            let report = loop {
-                let written = std::fs::metadata(&file)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t >= since);
-                if written {
-                    if let Ok(text) = std::fs::read(&file) {
-                        break parse(&text, &file, &base_dir);
-                    }
+            let found = loop {
+                // Both are renamed into place whole.
+                if let Ok(text) = std::fs::read(&report) {
+                    break parse(&text, &report, &base_dir);
+                }
+                if let Ok(why) = std::fs::read_to_string(&failed) {
+                    break HungReport::none(NoReport::Failed(why.trim().to_string()));
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    break HungReport {
-                        not_written: unwritable(&dir, &base_dir),
-                        ..HungReport::default()
-                    };
+                    break HungReport::none(if request.exists() {
+                        NoReport::NotTaken
+                    } else {
+                        NoReport::NotWritten(wait)
+                    });
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
-            let _ = tx.send(Input::HungReport { pid, report });
+            // A request left behind would have a later stall of this child reported, which
+            // the master did not ask for.
+            let _ = std::fs::remove_file(&request);
+            let _ = std::fs::remove_file(&failed);
+            let _ = tx.send(Input::HungReport { pid, report: found });
         });
+    }
+
+    /// Writes the request whole (the watchdog may look at any time).
+    fn ask(&self, request: &Path, message: &str) -> std::io::Result<()> {
+        // A missing dir is made; one that cannot be is reported by the write.
+        let _ = std::fs::create_dir_all(&self.dir);
+        let tmp = request.with_extension("request.tmp");
+        std::fs::write(&tmp, message)
+            .and_then(|()| std::fs::rename(&tmp, request))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
     }
 }
 
-/// Why no report could be written in `dir` (full, read-only, gone), or `None` if one could: a
-/// page written and removed, as a report's first page would be.
-fn unwritable(dir: &Path, base_dir: &Path) -> Option<String> {
-    use std::io::Write;
-    let probe = dir.join(format!(".hung-probe.{}", std::process::id()));
-    let written = std::fs::File::create(&probe)
-        .and_then(|mut f| f.write_all(&[b' '; 4096]).and_then(|()| f.sync_all()));
-    let _ = std::fs::remove_file(&probe);
-    let shown = dir
-        .strip_prefix(base_dir)
-        .map_or_else(|_| dir.display().to_string(), |d| d.display().to_string());
-    written
-        .err()
-        .map(|e| format!("{shown}/ is not writable ({e})"))
+fn shown(path: &Path, base_dir: &Path) -> String {
+    let base = format!("{}/", base_dir.display());
+    path.to_string_lossy().replace(&base, "")
 }
 
 /// The top frames of a report's JavaScript stack, below the frames that wrote it (the
 /// inspector's `eval` of `writeReport`), with paths relative to the app.
 pub(crate) fn parse(text: &[u8], file: &Path, base_dir: &Path) -> HungReport {
-    let rel = |p: &str| {
-        let base = format!("{}/", base_dir.display());
-        p.replace(&base, "")
-    };
+    let rel = |p: &str| shown(Path::new(p), base_dir);
     let frames = serde_json::from_slice::<Value>(text)
         .ok()
         .and_then(|v| v.pointer("/javascriptStack/stack").cloned())
@@ -153,12 +175,11 @@ pub(crate) fn parse(text: &[u8], file: &Path, base_dir: &Path) -> HungReport {
         .rposition(|f| f.starts_with("at eval (eval at "))
         .map_or(0, |i| i + 1);
     HungReport {
-        file: Some(rel(&file.to_string_lossy())),
+        file: Ok(shown(file, base_dir)),
         frames: frames[below_eval..]
             .iter()
             .map(|f| rel(f.strip_prefix("at ").unwrap_or(f)))
             .collect(),
-        not_written: None,
     }
 }
 
@@ -184,7 +205,7 @@ mod tests {
             Path::new("/srv/app/run/hung.7.report.json"),
             Path::new("/srv/app"),
         );
-        assert_eq!(r.file.as_deref(), Some("run/hung.7.report.json"));
+        assert_eq!(r.file.as_deref(), Ok("run/hung.7.report.json"));
         assert_eq!(
             r.frames,
             [
@@ -194,26 +215,7 @@ mod tests {
         );
         // Not a report: the file is named, no frames.
         let r = parse(b"{", Path::new("/x/r.json"), Path::new("/srv/app"));
-        assert_eq!((r.file.as_deref(), r.frames.len()), (Some("/x/r.json"), 0));
-    }
-
-    #[test]
-    fn a_dir_that_refuses_a_page_is_said_unwritable() {
-        let base = std::env::temp_dir().join(format!("hung-probe-{}", std::process::id()));
-        let run = base.join("run");
-        std::fs::create_dir_all(&run).unwrap();
-        assert_eq!(unwritable(&run, &base), None);
-        assert_eq!(
-            std::fs::read_dir(&run).unwrap().count(),
-            0,
-            "the probe is removed"
-        );
-        let gone = base.join("gone");
-        assert_eq!(
-            unwritable(&gone, &base).as_deref(),
-            Some("gone/ is not writable (No such file or directory (os error 2))")
-        );
-        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!((r.file.as_deref(), r.frames.len()), (Ok("/x/r.json"), 0));
     }
 
     #[test]

@@ -1,17 +1,15 @@
 //! The metrics endpoint (`metrics: { port, host }`): `/metrics`, `/healthz`, `/readyz`, served
 //! by the master's runtime thread, so it answers while workers are busy or dead. One request
 //! per connection; the head is bounded ([`http::MAX_HEAD`]) and a slow client is dropped after
-//! [`CLIENT_TIMEOUT`]. At most [`MAX_CONNECTIONS`] are open at once: a new one closes the oldest,
-//! so the master's fds stay bounded and idle connections (a slowloris) cannot lock the probes out.
-//! Parsing and answers are pure, in [`crate::ops::http`].
+//! [`CLIENT_TIMEOUT`]. At most [`MAX_CONNECTIONS`] are open at once: a new one closes the oldest
+//! ([`super::capped`]), so the master's fds stay bounded and idle connections (a slowloris)
+//! cannot lock the probes out. Parsing and answers are pure, in [`crate::ops::http`].
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use super::ops::Waiter;
 use super::Input;
@@ -50,24 +48,16 @@ pub(super) fn serve(
         }
     };
     let task = tokio::spawn(async move {
-        // oldest first; aborting a task drops (closes) its connection
-        let mut open: VecDeque<JoinHandle<()>> = VecDeque::with_capacity(MAX_CONNECTIONS);
+        let mut open = super::capped::Capped::new(MAX_CONNECTIONS);
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    open.retain(|task| !task.is_finished());
-                    if open.len() >= MAX_CONNECTIONS {
-                        if let Some(oldest) = open.pop_front() {
-                            oldest.abort();
-                            // done once the task is dropped, its connection with it: the
-                            // count stays at the cap even while a burst is accepted
-                            let _ = oldest.await;
-                        }
-                    }
                     let tx = tx.clone();
-                    open.push_back(tokio::spawn(async move {
+                    // A request takes milliseconds: none is marked busy, the oldest goes.
+                    open.spawn(|_| async move {
                         let _ = tokio::time::timeout(CLIENT_TIMEOUT, handle(stream, &tx)).await;
-                    }));
+                    })
+                    .await;
                 }
                 // EMFILE and the like: wait a little rather than spin.
                 Err(e) => {

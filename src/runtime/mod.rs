@@ -18,6 +18,7 @@
 //! - [`shutdown`]: terminating children (a channel lost, the close sequence).
 
 mod backpressure;
+mod capped;
 mod children;
 mod control;
 mod handles;
@@ -90,7 +91,6 @@ struct Runtime {
     ops_start: Option<OpsStart>,
     backpressure: backpressure::Backpressure,
     reports: hung::Reports,
-    worker_timeout: Option<std::time::Duration>,
     upgrade: upgrade::UpgradeHost,
     /// Scrapes of /metrics waiting for the children's answers.
     scrapes: scrape::Scrapes,
@@ -386,11 +386,10 @@ impl Runtime {
                 .emit("master", String::from_utf8_lossy(&line).into_owned()),
             Action::Status(to, status) => return self.deliver_status(to, *status),
             Action::Notify(notice) => self.notify(notice),
-            Action::CollectReport { pid, wait } => {
-                let fresh = self.worker_timeout.unwrap_or_default() + wait;
+            Action::CollectReport { pid, wait, message } => {
                 let thread = self.children.is_thread(pid);
                 self.reports
-                    .collect(pid, wait, fresh, thread, self.tx.clone());
+                    .collect(pid, wait, &message, thread, self.tx.clone());
             }
             Action::SpawnMaster { seq, workers } => {
                 return Some(self.spawn_master(seq, workers));
@@ -428,7 +427,7 @@ impl Runtime {
         id: u32,
         slot: Option<usize>,
         wait_start: bool,
-    ) -> std::result::Result<u32, String> {
+    ) -> std::result::Result<u32, core::SpawnError> {
         let spawned = self.children.spawn(role, id, slot, wait_start, &self.tx)?;
         if let Some(message) = spawned.debug_message {
             self.deliver_to_parent(message);

@@ -297,7 +297,6 @@ pub(crate) fn start(
         }),
         backpressure: Default::default(),
         reports,
-        worker_timeout: opts.worker_timeout,
         upgrade: upgrade::UpgradeHost::new(master_launch, inbound, opts.pid_file.clone()),
         scrapes: Default::default(),
         waiters: Default::default(),

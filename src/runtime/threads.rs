@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 use super::{Emit, Runtime};
-use crate::core::{Batch, Event, Spawned};
+use crate::core::{Batch, Event, SpawnError, Spawned};
 use crate::ipc::channel::Frame;
 use crate::messenger::Role;
 use crate::process::spawn::{ExitInfo, CHANNEL_VARS};
@@ -94,7 +94,10 @@ impl Runtime {
     pub(super) fn request_agent_thread(&mut self, id: u32) -> Option<Event> {
         match self.request_thread(Role::Agent, id, None, None, false) {
             Ok(()) => None,
-            Err(e) => Some(Event::AgentSpawned { id, pid: Err(e) }),
+            Err(e) => Some(Event::AgentSpawned {
+                id,
+                pid: Err(e.into()),
+            }),
         }
     }
 
@@ -117,7 +120,7 @@ impl Runtime {
                 Err(e) => acc.apps.push(Spawned {
                     id,
                     slot,
-                    pid: Err(e),
+                    pid: Err(e.into()),
                 }),
             }
         }
@@ -222,12 +225,14 @@ impl Runtime {
         else {
             return;
         };
-        let pid = result.and_then(|tid| {
-            self.children
-                .adopt_thread(role, tid, pending.slot, pending.master_end, &self.tx)
-                .inspect_err(|_| terminate(self.emit.as_ref(), tid))
-                .map(|()| tid)
-        });
+        let pid = result
+            .and_then(|tid| {
+                self.children
+                    .adopt_thread(role, tid, pending.slot, pending.master_end, &self.tx)
+                    .inspect_err(|_| terminate(self.emit.as_ref(), tid))
+                    .map(|()| tid)
+            })
+            .map_err(SpawnError::from);
         if role == Role::Agent {
             self.dispatch(Event::AgentSpawned { id, pid });
             return;
