@@ -15,12 +15,13 @@ const http = require('http');
  * @param {http.Agent|false} agent - a keep-alive agent, or false (a new connection, `Connection: close`)
  * @param {string} [localAddress] -
  * @param {string} [path] -
+ * @param {number} [timeout] - ms without activity before the request fails
  * @return {Promise<Object>} -
  */
-function hit(port, agent, localAddress, path = '/pid') {
+function hit(port, agent, localAddress, path = '/pid', timeout = 10000) {
   return new Promise(resolve => {
     const headers = agent ? {} : { connection: 'close' };
-    const req = http.get({ host: '127.0.0.1', port, path, agent, headers, localAddress, timeout: 10000 }, res => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent, headers, localAddress, timeout }, res => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', chunk => {
@@ -40,32 +41,51 @@ function hit(port, agent, localAddress, path = '/pid') {
  * (or `path`) back to back until stop(). Client i connects from 127.0.0.<10 + i> (sticky mode
  * spreads connections by the client's address). `agents`: more keep-alive clients, on agents
  * the caller made (say, with a connection to a given worker).
+ *
+ * For long runs (bench/soak.js): `keep: false` stores no results (each goes to `onResult`
+ * only), `pace` (ms) is the least time from one request's start to the client's next (a rate
+ * bound; a failed request waits it too), `timeout` the request's inactivity limit.
+ * `inflight[i]` is when client i's current request started (0 between requests).
  */
 class Load {
-  constructor(port, { keepAlive = 4, close = 4, agents = [], path = '/pid' } = {}) {
+  constructor(port, { keepAlive = 4, close = 4, agents = [], path = '/pid', keep = true, onResult = null, pace = 0, timeout = 10000 } = {}) {
     this.port = port;
     this.path = path;
     this.results = [];
+    this.keep = keep;
+    this.onResult = onResult;
+    this.pace = pace;
+    this.timeout = timeout;
     this.stopped = false;
     this.waiters = new Set();
     this.agents = [ ...agents ];
-    const loops = agents.map(agent => this.loop(agent, 'keep-alive'));
+    this.inflight = [];
+    // the caller's agents are the clients after the others
+    const loops = agents.map((agent, j) => this.loop(agent, 'keep-alive', undefined, keepAlive + close + j));
     for (let i = 0; i < keepAlive; i++) {
       const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
       this.agents.push(agent);
-      loops.push(this.loop(agent, 'keep-alive', `127.0.0.${10 + i}`));
+      loops.push(this.loop(agent, 'keep-alive', `127.0.0.${10 + i}`, i));
     }
-    for (let i = 0; i < close; i++) loops.push(this.loop(false, 'close', `127.0.0.${10 + keepAlive + i}`));
+    for (let i = 0; i < close; i++) loops.push(this.loop(false, 'close', `127.0.0.${10 + keepAlive + i}`, keepAlive + i));
     this.done = Promise.all(loops);
   }
 
-  async loop(agent, kind, localAddress) {
+  async loop(agent, kind, localAddress, client) {
     while (!this.stopped) {
-      const r = await hit(this.port, agent, localAddress, this.path);
+      const start = Date.now();
+      this.inflight[client] = start;
+      const r = await hit(this.port, agent, localAddress, this.path, this.timeout);
+      this.inflight[client] = 0;
       r.kind = kind;
+      r.client = client;
+      r.start = start;
       r.t = Date.now();
-      this.results.push(r);
+      if (this.keep) this.results.push(r);
+      if (this.onResult) this.onResult(r);
       for (const w of this.waiters) w();
+      const rest = this.pace - (Date.now() - start);
+      if (rest > 0 && !this.stopped) await new Promise(resolve => setTimeout(resolve, rest));
     }
   }
 

@@ -121,6 +121,12 @@ function report(message, done) {
         const thrown = res && res.exceptionDetails;
         if (thrown) throw new Error((thrown.exception && thrown.exception.description) || thrown.text);
         if (!res.result || !res.result.value) throw new Error('it wrote nothing');
+        // Node does not check its writes: a full disk leaves a cut-short file, not a report
+        try {
+          JSON.parse(fs.readFileSync(tmp, 'utf8'));
+        } catch (e) {
+          throw new Error(`it wrote a report cut short (is ${path.basename(dir)}/ full?): ${e.message}`);
+        }
         fs.renameSync(tmp, file);
       } catch (e) {
         why = `process.report.writeReport() failed: ${e.message}`;

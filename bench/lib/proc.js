@@ -16,7 +16,8 @@ try {
 
 /**
  * @param {number|string} pid - a pid, 'self', or '<pid>/task/<tid>' for one thread
- * @return {?{ppid:number, utime:number, stime:number, cutime:number, cstime:number}} clock ticks
+ * @return {?{ppid:number, utime:number, stime:number, cutime:number, cstime:number, starttime:number}}
+ *   clock ticks (starttime: since boot, tells a process from a later one with its pid)
  */
 function stat(pid) {
   let text;
@@ -35,6 +36,7 @@ function stat(pid) {
     stime: Number(f[12]),
     cutime: Number(f[13]),
     cstime: Number(f[14]),
+    starttime: Number(f[19]),
   };
 }
 
@@ -55,6 +57,25 @@ function rssKiB(pid) {
   try {
     const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : null;
+  } catch (_) {
+    return null;
+  }
+}
+
+/** @return {?number} the threads of pid (`Threads:` of /proc/<pid>/status) */
+function threadCount(pid) {
+  try {
+    const m = /^Threads:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch (_) {
+    return null;
+  }
+}
+
+/** @return {?number} the open fds of pid (entries of /proc/<pid>/fd) */
+function fdCount(pid) {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).length;
   } catch (_) {
     return null;
   }
@@ -146,4 +167,4 @@ function alive(pid) {
   });
 }
 
-module.exports = { clkTck, machine, stat, cpuMs, childrenCpuMs, rssKiB, cmdline, descendants, clusterChildren, alive };
+module.exports = { clkTck, machine, stat, cpuMs, childrenCpuMs, rssKiB, threadCount, fdCount, cmdline, descendants, clusterChildren, alive };

@@ -1,6 +1,7 @@
 //! Closing on SIGINT/SIGQUIT/SIGTERM, in egg-cluster's `_doClose` order: every app worker
 //! (SIGTERM, SIGKILL after the app close timeout), then the agent (the same with its own
-//! timeout), then exit 0. A second signal changes nothing.
+//! timeout), then what dead workers left behind (`orphans.rs`), then exit 0. A second signal
+//! changes nothing.
 //!
 //! With a `shutdownDelay` (Kubernetes keeps routing to a terminating pod for a few seconds
 //! after its SIGTERM), the close waits that long first: the master stops being ready at once
@@ -10,7 +11,9 @@
 //! Each step SIGKILLs what is left at its timeout, so the close ends by their sum; only a child
 //! that even SIGKILL does not end (stuck in the kernel: a hung NFS or FUSE read) could hold it.
 //! @eggjs/cluster 4 exits 2 after a fixed 15 s, which also cuts a close whose timeouts were set
-//! longer; here the deadline is the two timeouts and [`CLOSE_MARGIN`] (15 s at the defaults).
+//! longer; here the deadline is the steps' timeouts and [`CLOSE_MARGIN`] (15 s at the defaults,
+//! 20 s with the orphans' step, which processes have and threads do not: an orphan that ignores
+//! its SIGTERM is SIGKILLed before the deadline, not left behind by an exit 2).
 
 use std::time::Duration;
 
@@ -120,7 +123,16 @@ impl Core {
     }
 
     fn close_deadline(&self) -> Duration {
-        self.cfg.app_close.limit + self.cfg.agent_close.limit + CLOSE_MARGIN
+        self.cfg.app_close.limit + self.cfg.agent_close.limit + self.orphans_step() + CLOSE_MARGIN
+    }
+
+    /// The longest the close's last step, terminating orphans, may take (none with threads).
+    fn orphans_step(&self) -> Duration {
+        if self.cfg.threads {
+            Duration::ZERO
+        } else {
+            self.cfg.app_close.limit
+        }
     }
 
     /// The close is still not over at its deadline: @eggjs/cluster 4's line, and exit 2.
@@ -132,10 +144,19 @@ impl Core {
         out.push(Action::Log(
             Level::Error,
             format!(
-                "[master] the close is not over {}ms after it began (both close timeouts and {}ms); still alive: {}",
+                "[master] the close is not over {}ms after it began ({} and {}ms); still alive: {}",
                 self.close_deadline().as_millis(),
+                if self.cfg.threads {
+                    "both close timeouts"
+                } else {
+                    "the app, agent and orphans' close timeouts"
+                },
                 CLOSE_MARGIN.as_millis(),
-                if left.is_empty() { "none".to_string() } else { left.join(", ") }
+                if left.is_empty() {
+                    "none".to_string()
+                } else {
+                    left.join(", ")
+                }
             ),
         ));
         self.verbose(out, "[master] close timeout, exiting with code:2".into());
@@ -164,10 +185,8 @@ impl Core {
                     limit: self.cfg.agent_close.limit,
                 });
             }
-            Group::Agent => {
-                self.verbose(out, "[master] close done, exiting with code:0".into());
-                out.push(Action::Exit(0));
-            }
+            Group::Agent => self.close_orphans(out),
+            Group::Orphans => self.on_orphans_gone(out),
         }
     }
 }

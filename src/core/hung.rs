@@ -143,11 +143,15 @@ impl Core {
             return;
         }
         let interval = self.cfg.heartbeat_interval;
-        out.push(Action::After(interval, Timer::HungCheck));
         // A loop that runs ticks every interval: silence proves it blocked only from when the
         // next tick was due. Counting from the last tick would find a block up to one
         // interval shorter than `workerTimeout` hung.
         let limit = (timeout + interval).as_millis() as u64;
+        let away = self.master_was_away(now, timeout.as_millis() as u64, out);
+        self.arm_hung_check(now, out);
+        if away {
+            return;
+        }
         let hung: Vec<u32> = self
             .children
             .all()
@@ -174,6 +178,45 @@ impl Core {
                 message,
             });
         }
+    }
+
+    /// Whether this master itself did not run for a while before this check, which then comes
+    /// late (SIGSTOP, a host that starved it): the silence it would measure is partly its own,
+    /// and the heartbeats of that time are still unread in the channels. The children's silence is
+    /// counted from now instead, so that a stopped master does not, once continued, take every
+    /// child for hung; a child hung all along is found a hung check's limit later.
+    fn master_was_away(&mut self, now: u64, timeout_ms: u64, out: &mut Vec<Action>) -> bool {
+        let late = self.hung_check_due.map_or(0, |due| now.saturating_sub(due));
+        if late <= timeout_ms / 2 {
+            return false;
+        }
+        // One found hung before keeps its silence: its report's line says how long.
+        let pids: Vec<u32> = self
+            .children
+            .all()
+            .filter(|c| c.hung_since.is_none())
+            .map(|c| c.pid)
+            .collect();
+        for pid in pids {
+            if let Some(c) = self.children.get_mut(pid) {
+                c.beat_at = Some(now);
+            }
+        }
+        out.push(Action::Log(
+            Level::Warn,
+            format!(
+                "[master] this master did not run for {:.1} s (stopped, or starved of CPU): the children's silence is counted from now",
+                late as f64 / 1000.0
+            ),
+        ));
+        true
+    }
+
+    /// The next hung check, due one heartbeat interval from now.
+    pub(super) fn arm_hung_check(&mut self, now: u64, out: &mut Vec<Action>) {
+        let interval = self.cfg.heartbeat_interval;
+        self.hung_check_due = Some(now + interval.as_millis() as u64);
+        out.push(Action::After(interval, Timer::HungCheck));
     }
 
     /// The report of hung `pid` is in (or is not coming): log where it is stuck, replace it —
@@ -214,7 +257,15 @@ impl Core {
         let secs = seconds(since.saturating_sub(c.silent_since()));
         let file = match &report.file {
             Ok(file) => file.clone(),
-            Err(why) => why.shown(),
+            Err(why) => {
+                if let NoReport::Unwritable { dir, error } = why {
+                    out.push(Action::Log(
+                        Level::Warn,
+                        format!("[master] the hung report of {name} could not be written: {dir} is not writable ({error})"),
+                    ));
+                }
+                why.shown()
+            }
         };
         let closing = self.closing() || phase != Phase::Serving;
         let what = match role {

@@ -23,6 +23,7 @@ mod memory;
 pub(crate) mod ops;
 #[cfg(test)]
 mod ops_tests;
+mod orphans;
 pub(crate) mod refork;
 mod reload;
 mod scale;
@@ -43,6 +44,7 @@ use crate::protocol::MasterAction;
 use children::Children;
 pub(crate) use hung::{report_wait, HungReport, NoReport};
 pub(crate) use ops::{CoreStatus, MasterStatus, Notice, OpsPhase, StatusTo};
+pub(crate) use orphans::Orphan;
 pub(crate) use refork::SpawnError;
 pub(crate) use reload::{ReloadReason, Scale};
 pub(crate) use upgrade::UpgradeRequest;
@@ -167,11 +169,13 @@ pub(crate) enum Timer {
     CloseTimeout,
 }
 
-/// The two steps of the close sequence.
+/// The steps of the close sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Group {
     Apps,
     Agent,
+    /// What dead children left behind (see `orphans.rs`).
+    Orphans,
 }
 
 /// Why app workers are spawned; echoed back in [`Event::AppsSpawned`].
@@ -305,6 +309,11 @@ pub(crate) enum Event {
         seq: u64,
         reason: String,
     },
+    /// The processes dead children left behind, answering [`Action::FindOrphans`].
+    Orphans {
+        found: Vec<Orphan>,
+        at_close: bool,
+    },
     /// The control socket (`egg-cluster-rs reload|scale`) asks, and `waiter` waits for the
     /// outcome ([`Action::Progress`], then [`Action::Outcome`]).
     Control {
@@ -410,6 +419,15 @@ pub(crate) enum Action {
         waiters: Vec<u64>,
         result: Result<u32, String>,
     },
+    /// Look for the processes dead children left behind; answer with [`Event::Orphans`].
+    FindOrphans { at_close: bool },
+    /// SIGTERM these (each if still the process found), SIGKILL after `limit`; at the close,
+    /// answered with [`Event::Terminated`] of [`Group::Orphans`].
+    TerminateOrphans {
+        orphans: Vec<Orphan>,
+        limit: Duration,
+        at_close: bool,
+    },
     /// A step of a reload or scaling these waiters asked for (a worker replaced, added,
     /// retired): one line for them.
     Progress { waiters: Vec<u64>, line: String },
@@ -483,6 +501,8 @@ pub(crate) struct Core {
     upgrade_seq: u64,
     /// An upgrade's new master took over: it speaks to systemd from now on.
     handed_over: bool,
+    /// When the next hung check is due (a late one shows this master's own absences).
+    hung_check_due: Option<u64>,
 }
 
 impl Core {
@@ -521,6 +541,7 @@ impl Core {
             upgrade: None,
             upgrade_seq: 0,
             handed_over: false,
+            hung_check_due: None,
             cfg,
         }
     }
@@ -566,8 +587,12 @@ impl Core {
                 self.on_channel_closed(pid, reason, now, &mut out)
             }
             Event::Exited { pid, code, signal } => {
+                let orphans = self.exit_leaves_orphans(pid);
                 self.ops_record_exit(pid, code, signal, now);
-                self.on_exited(pid, code, signal, now, &mut out)
+                self.on_exited(pid, code, signal, now, &mut out);
+                if orphans && !out.iter().any(|a| matches!(a, Action::Exit(_))) {
+                    out.push(Action::FindOrphans { at_close: false });
+                }
             }
             Event::Timer(Timer::HealthCheck) => self.on_health_check(&mut out),
             Event::Timer(Timer::ReforkApp) => self.refork_app(&mut out),
@@ -610,6 +635,7 @@ impl Core {
             Event::UpgradeReady { seq } => self.on_upgrade_ready(seq, now, &mut out),
             Event::UpgradeFailed { seq, reason } => self.on_upgrade_failed(seq, reason, &mut out),
             Event::Timer(Timer::UpgradeTimeout(seq)) => self.on_upgrade_timeout(seq, &mut out),
+            Event::Orphans { found, at_close } => self.on_orphans(found, at_close, &mut out),
             Event::Timer(Timer::CloseTimeout) => self.on_close_timeout(&mut out),
         }
         self.ops_after(&mut out);

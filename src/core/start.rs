@@ -568,7 +568,7 @@ impl Core {
             out.push(Action::After(interval, Timer::MemoryCheck));
         }
         if self.cfg.worker_timeout.is_some() {
-            out.push(Action::After(self.cfg.heartbeat_interval, Timer::HungCheck));
+            self.arm_hung_check(now, out);
         }
     }
 }

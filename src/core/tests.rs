@@ -1040,6 +1040,14 @@ fn close_terminates_apps_then_the_agent_then_exits_0_and_signals_are_once() {
         .iter()
         .all(|x| matches!(x, Action::Routes(..))));
     let a = core.handle(Event::Terminated(Group::Agent), 500);
+    assert!(a.contains(&Action::FindOrphans { at_close: true }));
+    let a = core.handle(
+        Event::Orphans {
+            found: Vec::new(),
+            at_close: true,
+        },
+        501,
+    );
     assert!(has_log(&a, "[master] close done, exiting with code:0"));
     assert_eq!(a.last(), Some(&Action::Exit(0)));
 }
@@ -1509,7 +1517,7 @@ fn a_debugged_master_closes_when_an_app_worker_is_sigkilled() {
     assert!(a.iter().any(|x| matches!(x, Action::TerminateGroup { group: Group::Agent, pids, .. } if pids == &vec![AGENT])));
     assert_eq!(
         core.handle(Event::Terminated(Group::Agent), 400).last(),
-        Some(&Action::Exit(0))
+        Some(&Action::FindOrphans { at_close: true })
     );
 
     // Any other death of a debugged master's worker is an ordinary one.
@@ -1545,6 +1553,7 @@ mod close;
 mod dev_reload;
 mod egg4;
 mod hung;
+mod orphans;
 mod scale;
 mod surge;
 mod threads;

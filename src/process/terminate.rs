@@ -48,7 +48,8 @@ pub async fn terminate(mut target: Target, limit: Duration) {
     tokio::join!(own, kill_tree(descendants, limit));
 }
 
-async fn kill_tree(pids: Vec<i32>, limit: Duration) {
+/// SIGTERM every pid in `pids`, SIGKILL those still alive after `limit`.
+pub async fn kill_tree(pids: Vec<i32>, limit: Duration) {
     if pids.is_empty() {
         return;
     }

@@ -130,7 +130,7 @@ fn parse_stat(stat: &[u8]) -> Option<Stat> {
 }
 
 /// `(pid, ppid)` for every process in /proc.
-fn process_table() -> Vec<(i32, i32)> {
+pub fn process_table() -> Vec<(i32, i32)> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };

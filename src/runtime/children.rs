@@ -186,6 +186,15 @@ impl Children {
         })
     }
 
+    /// The child processes not yet reaped (threads are not processes).
+    pub(super) fn running_pids(&self) -> Vec<u32> {
+        self.procs
+            .iter()
+            .filter(|(_, p)| p.thread_exit.is_none() && p.exited.borrow().is_none())
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
+
     pub(super) fn is_thread(&self, pid: u32) -> bool {
         self.procs
             .get(&pid)

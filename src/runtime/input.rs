@@ -87,6 +87,11 @@ pub(super) enum Input {
         request: core::ControlRequest,
         answers: tokio::sync::mpsc::UnboundedSender<crate::ops::control::Answer>,
     },
+    /// What dead children left behind.
+    Orphans {
+        found: Vec<core::Orphan>,
+        at_close: bool,
+    },
 }
 
 pub(super) enum ChildEvent {

@@ -26,6 +26,7 @@ mod hung;
 mod input;
 mod metrics;
 mod ops;
+mod orphans;
 mod pid_file;
 mod relay;
 mod scrape;
@@ -95,6 +96,8 @@ struct Runtime {
     scrapes: scrape::Scrapes,
     /// Control-socket clients waiting on a reload or a scaling.
     waiters: waiters::Waiters,
+    /// The value of `process::orphans::VAR` the children carry (process mode).
+    tree_marker: Option<String>,
 }
 
 impl Runtime {
@@ -213,6 +216,7 @@ impl Runtime {
                 Err(reason) => Event::UpgradeFailed { seq, reason },
             }),
             Input::Control { request, answers } => self.on_control_request(request, answers),
+            Input::Orphans { found, at_close } => self.dispatch(Event::Orphans { found, at_close }),
         }
     }
 
@@ -395,6 +399,12 @@ impl Runtime {
             Action::StopAccepting => self.stop_accepting(),
             Action::Progress { waiters, line } => self.control_progress(&waiters, line),
             Action::Outcome { waiters, result } => self.control_outcome(waiters, result),
+            Action::FindOrphans { at_close } => self.find_orphans(at_close),
+            Action::TerminateOrphans {
+                orphans,
+                limit,
+                at_close,
+            } => self.terminate_orphans(orphans, limit, at_close),
             Action::Exit(code) => {
                 tracing::debug!(code, "exit");
                 self.handles.closing();

@@ -229,7 +229,17 @@ pub(crate) fn start(
             dir.to_string_lossy().into_owned(),
         ));
     }
-    for (k, v) in reports.child_env(cfg.heartbeat_interval, cfg.worker_timeout) {
+    let tree_marker = (!opts.threads)
+        .then(crate::process::orphans::marker)
+        .flatten();
+    let marker_env = tree_marker
+        .clone()
+        .map(|m| (crate::process::orphans::VAR.to_string(), m));
+    for (k, v) in reports
+        .child_env(cfg.heartbeat_interval, cfg.worker_timeout)
+        .into_iter()
+        .chain(marker_env)
+    {
         env.retain(|(name, _)| *name != k);
         env.push((k, v));
     }
@@ -290,6 +300,7 @@ pub(crate) fn start(
         upgrade: upgrade::UpgradeHost::new(master_launch, inbound, opts.pid_file.clone()),
         scrapes: Default::default(),
         waiters: Default::default(),
+        tree_marker,
     };
     std::thread::Builder::new()
         .name("egg-cluster-rs".into())

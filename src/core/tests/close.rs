@@ -1,4 +1,4 @@
-//! The close's deadline: both close timeouts and a margin, then exit 2.
+//! The close's deadline: its steps' timeouts and a margin, then exit 2.
 
 use std::time::Duration;
 
@@ -6,12 +6,13 @@ use super::*;
 
 #[test]
 fn a_close_not_over_by_both_timeouts_and_a_margin_exits_2() {
-    // app 5000 ms, agent 3000 ms (cfg): the deadline is 13 s after the close began
+    // app 5000 ms, agent 3000 ms (cfg), orphans as the apps: the deadline is 18 s after the close
+    // began
     let (mut core, _) = started(2);
     let a = core.handle(signal("SIGTERM"), 1000);
     assert!(
         a.contains(&Action::After(
-            Duration::from_millis(13_000),
+            Duration::from_millis(18_000),
             Timer::CloseTimeout
         )),
         "{a:?}"
@@ -28,11 +29,11 @@ fn a_close_not_over_by_both_timeouts_and_a_margin_exits_2() {
         );
     }
     core.handle(Event::Terminated(Group::Apps), 2000);
-    let a = core.handle(Event::Timer(Timer::CloseTimeout), 14_000);
+    let a = core.handle(Event::Timer(Timer::CloseTimeout), 19_000);
     assert_eq!(
         logs(&a),
         [
-            "[master] the close is not over 13000ms after it began (both close timeouts and 5000ms); still alive: agent_worker#1:10",
+            "[master] the close is not over 18000ms after it began (the app, agent and orphans' close timeouts and 5000ms); still alive: agent_worker#1:10",
             "[master] close timeout, exiting with code:2",
         ]
     );
@@ -60,7 +61,14 @@ fn a_close_that_ends_in_time_ignores_its_deadline() {
         },
         1600,
     );
-    let a = core.handle(Event::Terminated(Group::Agent), 1600);
+    core.handle(Event::Terminated(Group::Agent), 1600);
+    let a = core.handle(
+        Event::Orphans {
+            found: Vec::new(),
+            at_close: true,
+        },
+        1600,
+    );
     assert_eq!(a.last(), Some(&Action::Exit(0)));
     assert!(core
         .handle(Event::Timer(Timer::CloseTimeout), 14_000)
@@ -84,7 +92,7 @@ fn the_deadline_starts_with_the_close_not_the_shutdown_delay() {
         .is_empty());
     let a = core.handle(Event::Timer(Timer::ShutdownDelay), 31_000);
     assert!(a.contains(&Action::After(
-        Duration::from_millis(13_000),
+        Duration::from_millis(18_000),
         Timer::CloseTimeout
     )));
 }

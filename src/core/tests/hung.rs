@@ -69,6 +69,10 @@ fn a_silent_serving_worker_is_hung_reported_and_replaced_then_killed() {
             },
             t,
         );
+        // the checks run every interval (one that comes much later means the master was away)
+        if t < 4000 {
+            assert!(collects(&core.handle(Event::Timer(Timer::HungCheck), t)).is_empty());
+        }
     }
     // The tick due at 2000 did not come: blocked since then, for exactly the timeout by
     // 5000. Not yet.
@@ -168,6 +172,7 @@ fn a_silent_serving_worker_is_hung_reported_and_replaced_then_killed() {
 #[test]
 fn a_hung_agent_is_reported_and_killed_for_egg_to_refork() {
     let (mut core, _) = started_with(hung_cfg());
+    assert!(collects(&core.handle(Event::Timer(Timer::HungCheck), 2500)).is_empty());
     for pid in [app_pid(0), app_pid(1)] {
         core.handle(Event::Heartbeat { pid, lag_ms: 0 }, 4500);
     }
@@ -268,7 +273,8 @@ fn a_reforked_worker_that_never_listens_is_killed_and_reforked() {
     )));
 }
 
-/// Ticks: app 1 and the agent every second up to `until`, app 0 up to `last0`.
+/// Ticks: app 1 and the agent every second up to `until`, app 0 up to `last0`; the master's
+/// hung checks every second too (one that came much later would mean the master was away).
 fn beats(core: &mut Core, last0: u64, until: u64) {
     for t in (1..=until / 1000).map(|s| s * 1000) {
         for pid in [app_pid(1), AGENT] {
@@ -283,6 +289,7 @@ fn beats(core: &mut Core, last0: u64, until: u64) {
                 t,
             );
         }
+        assert!(collects(&core.handle(Event::Timer(Timer::HungCheck), t)).is_empty());
     }
 }
 
@@ -467,9 +474,21 @@ fn no_report_says_why() {
         },
         5200,
     );
-    assert!(logs(&a).iter().any(|l| l.ends_with(
+    let logs = logs(&a);
+    // The run dir that refuses the request refuses the report too: said as a WARN of its own,
+    // and the worker is replaced all the same.
+    assert!(logs.iter().any(|l| l
+        == "[master] the hung report of app_worker#1:20 could not be written: run/ is not writable (Not a directory (os error 20))"), "{a:?}");
+    assert!(logs.iter().any(|l| l.ends_with(
         "(event loop blocked); report: not written (cannot write to run/: Not a directory (os error 20)); replacing it"
     )), "{a:?}");
+    assert!(a.iter().any(|x| matches!(
+        x,
+        Action::SpawnApps {
+            batch: Batch::Replace,
+            ..
+        }
+    )));
     for (why, shown) in [
         (
             NoReport::Thread,
@@ -486,4 +505,58 @@ fn no_report_says_why() {
     ] {
         assert_eq!(why.shown(), shown);
     }
+}
+
+#[test]
+fn a_master_that_was_stopped_takes_no_child_for_hung_once_continued() {
+    let (mut core, _) = started_with(hung_cfg());
+    let beat = |core: &mut Core, pid, t| {
+        core.handle(Event::Heartbeat { pid, lag_ms: 0 }, t);
+    };
+    for t in [1000, 2000] {
+        for pid in [app_pid(0), app_pid(1), AGENT] {
+            beat(&mut core, pid, t);
+        }
+    }
+    assert!(collects(&core.handle(Event::Timer(Timer::HungCheck), 2000)).is_empty());
+    // SIGSTOP for 30 s: the next check runs 30 s late, before the queued beats are read
+    let a = core.handle(Event::Timer(Timer::HungCheck), 32000);
+    assert!(collects(&a).is_empty(), "{a:?}");
+    assert!(logs(&a).iter().any(|l| l
+        == "[master] this master did not run for 29.0 s (stopped, or starved of CPU): the children's silence is counted from now"));
+    assert!(a.contains(&Action::After(
+        Duration::from_millis(1000),
+        Timer::HungCheck
+    )));
+    // the queued beats come in; app 0 was hung all along and sends none
+    for pid in [app_pid(1), AGENT] {
+        beat(&mut core, pid, 32001);
+    }
+    for t in [33000, 34000, 35000, 36000] {
+        for pid in [app_pid(1), AGENT] {
+            beat(&mut core, pid, t);
+        }
+        let a = core.handle(Event::Timer(Timer::HungCheck), t);
+        assert!(collects(&a).is_empty(), "at {t}: {a:?}");
+        assert!(logs(&a).is_empty());
+    }
+    // found once the timeout and an interval have passed since the master came back
+    for pid in [app_pid(1), AGENT] {
+        beat(&mut core, pid, 36100);
+    }
+    assert_eq!(
+        collects(&core.handle(Event::Timer(Timer::HungCheck), 36100)),
+        [app_pid(0)]
+    );
+}
+
+#[test]
+fn a_master_stopped_before_its_first_check_takes_no_child_for_hung() {
+    // ready at 100: the first check is due at 1100, and runs 30 s late
+    let (mut core, _) = started_with(hung_cfg());
+    let a = core.handle(Event::Timer(Timer::HungCheck), 31100);
+    assert!(collects(&a).is_empty(), "{a:?}");
+    assert!(logs(&a)
+        .iter()
+        .any(|l| l.contains("this master did not run for 30.0 s")));
 }
