@@ -30,10 +30,10 @@ require('./lib/node')(); // BENCH_NODE=<major>: the whole run on that Node
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { spawn } = require('child_process');
 const { Load } = require('../__test__/load');
 const { get } = require('../__test__/helper');
 const { freePort } = require('./lib/port');
+const { run } = require('./lib/run');
 const proc = require('./lib/proc');
 const report = require('./lib/soak-report');
 const cli = require('../bin/egg-cluster-rs');
@@ -125,17 +125,6 @@ function schedule(s) {
     return scales >= 0 ? [ 'scale-up', 'scale-down' ] : [ 'scale-up' ];
   });
   return [ ...Array(s.upgrades).fill('upgrade'), ...rest ];
-}
-
-function run(script, args, env) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [ script, ...args ], { env, stdio: [ 'ignore', 'pipe', 'pipe' ] });
-    let out = '';
-    child.stdout.on('data', d => { out += d; });
-    child.stderr.on('data', d => { out += d; });
-    child.on('error', reject);
-    child.on('close', code => (code === 0 ? resolve(out) : reject(new Error(`${path.basename(script)} ${args[0]} exited with ${code}:\n${out}`))));
-  });
 }
 
 const delay = ms => new Promise(resolve => setTimeout(resolve, ms));

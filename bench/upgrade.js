@@ -23,9 +23,9 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const http = require('http');
-const { spawn } = require('child_process');
 const { performance } = require('perf_hooks');
 const { freePort } = require('./lib/port');
+const { run } = require('./lib/run');
 const { summary } = require('./lib/stats');
 
 const ROOT = path.join(__dirname, '..');
@@ -37,17 +37,6 @@ const AFTER_MS = 2000;
 
 function log(...args) {
   console.log('[bench:upgrade]', ...args);
-}
-
-function run(script, args, env) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [ script, ...args ], { env, stdio: [ 'ignore', 'pipe', 'pipe' ] });
-    let out = '';
-    child.stdout.on('data', d => { out += d; });
-    child.stderr.on('data', d => { out += d; });
-    child.on('error', reject);
-    child.on('close', code => (code === 0 ? resolve(out) : reject(new Error(`${path.basename(script)} ${args[0]} exited with ${code}:\n${out}`))));
-  });
 }
 
 /** Clients sending GET / back to back; each result is { start, end, ok }. */
