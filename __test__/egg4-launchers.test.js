@@ -10,7 +10,7 @@ const path = require('path');
 const {
   REFERENCE, ROOT, copyFixture, getFreePort, runScript, findProcesses, waitDead, get, startMaster,
 } = require('./helper');
-const { EGG, probe, assertMasterWithoutEgg } = require('./launch');
+const { EGG, probe, assertMasterWithoutEgg, keepFileHandles } = require('./launch');
 
 const EGG4 = path.join(ROOT, 'node_modules/egg4');
 const SCRIPTS4 = path.join(ROOT, 'node_modules/@eggjs/scripts/bin/run.js');
@@ -78,7 +78,7 @@ function onThisPackage(fixture) {
     const start = runScript(SCRIPTS4, [
       'start', '--daemon', `--framework=${ROOT}`, `--title=${title}`, `--port=${port}`, '--workers=2',
       `--stdout=${stdoutLog}`, `--stderr=${stderrLog}`, baseDir,
-    ], { marker: baseDir, home: baseDir, cwd: baseDir, env: loaded.env });
+    ], { marker: baseDir, home: baseDir, cwd: baseDir, env: loaded.env, execArgv: keepFileHandles(SCRIPTS4) });
     const started = await start.waitExit(120000);
     assert.deepStrictEqual(started, { code: 0, signal: null }, start.tail());
     assert.match(start.stdout, new RegExp(`egg-cluster-rs started on http://127\\.0\\.0\\.1:${port}`));

@@ -122,7 +122,7 @@ function assertMasterWithoutEgg(dir, egg, launcher) {
  */
 /**
  * @param {string} bin - the scripts' bin
- * @return {string[]} the execArgv of its `start --daemon`: @eggjs/scripts 5 needs its log files'
+ * @return {string[]} the execArgv of its `start --daemon`: @eggjs/scripts 4 and 5 need their log files'
  *   handles kept from the GC after Node 24 (fixtures/probes/keep-file-handles.js says why)
  */
 function keepFileHandles(bin) {
@@ -216,6 +216,6 @@ async function mockApp(entry, fixture, major, key) {
 }
 
 module.exports = {
-  EGG, EGG41_MODULES, NODE_FOR_EGG41, appOn, probe, records, assertMasterWithoutEgg, startDaemon, stopAfterMasterDied,
+  EGG, EGG41_MODULES, NODE_FOR_EGG41, appOn, probe, records, assertMasterWithoutEgg, keepFileHandles, startDaemon, stopAfterMasterDied,
   mock, mockApp,
 };
