@@ -3,6 +3,7 @@
 //! that fails.
 
 use super::scale::{outcome, progress};
+use super::surge::spawned_slots as replace_spawns;
 use super::*;
 
 fn local(workers: usize) -> Config {
@@ -13,20 +14,6 @@ fn local(workers: usize) -> Config {
         reload_concurrency: 1,
         ..cfg(workers)
     }
-}
-
-fn replace_spawns(actions: &[Action]) -> Vec<(u32, usize)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::SpawnApps {
-                batch: Batch::Replace,
-                apps,
-            } => Some(apps.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect()
 }
 
 fn terminated(actions: &[Action]) -> Vec<u32> {

@@ -9,7 +9,8 @@ fn surge_cfg(workers: usize, surge: usize) -> Config {
     }
 }
 
-fn spawned_slots(actions: &[Action]) -> Vec<(u32, usize)> {
+/// The `(pid, slot)`s of the replacements spawned by `actions`.
+pub(super) fn spawned_slots(actions: &[Action]) -> Vec<(u32, usize)> {
     actions
         .iter()
         .filter_map(|a| match a {
