@@ -30,14 +30,18 @@ if (impl === 'baseline') {
   startCluster = require(path.join(ROOT, 'node_modules/egg-cluster')).startCluster;
 } else if (impl === 'stock') {
   // bench/large.js: the master the app's own egg depends on, at `cluster` (egg-cluster 2.5's
-  // callback, @eggjs/cluster 3 and 4's Promise; 4 is ESM)
+  // callback, @eggjs/cluster 3 and 4's Promise; 4 is ESM). An ESM app is started as
+  // @eggjs/scripts' start-cluster.mjs starts it: the framework's ES module build imported, its
+  // startCluster called — so a dual package (egg 4.0, @eggjs/cluster 3) runs its ESM build and
+  // forks its ESM worker files, not the CommonJS ones a `require` would pick.
   startCluster = (options, cb) => {
     let called = false;
     const done = err => {
       if (!called) cb(err);
       called = true;
     };
-    import(require('url').pathToFileURL(require.resolve(cluster)).href)
+    const entry = isEsmApp(options.baseDir) ? esmEntry(options.framework) : require.resolve(cluster);
+    import(require('url').pathToFileURL(entry).href)
       .then(m => {
         const r = (m.startCluster || m.default.startCluster)(options, done);
         if (r && typeof r.then === 'function') r.then(() => done(), done);
@@ -47,6 +51,28 @@ if (impl === 'baseline') {
   startCluster = require(ROOT).startCluster;
 } else {
   throw new Error(`unknown impl ${impl}`);
+}
+
+/** @return {boolean} whether the app's package.json says `"type": "module"` */
+function isEsmApp(baseDir) {
+  try {
+    return JSON.parse(require('fs').readFileSync(path.join(baseDir, 'package.json'), 'utf8')).type === 'module';
+  } catch (_) {
+    return false;
+  }
+}
+
+/**
+ * The file an `import` of the package in `dir` loads: its exports' "." entry under the `import`
+ * (else `default`) condition, else `module`/`main`.
+ * @param {string} dir - a package's folder
+ * @return {string} an absolute path
+ */
+function esmEntry(dir) {
+  const pkg = JSON.parse(require('fs').readFileSync(path.join(dir, 'package.json'), 'utf8'));
+  let target = pkg.exports && typeof pkg.exports === 'object' && '.' in pkg.exports ? pkg.exports['.'] : pkg.exports;
+  while (target && typeof target === 'object') target = target.import || target.default;
+  return path.join(dir, typeof target === 'string' ? target : pkg.module || pkg.main || 'index.js');
 }
 
 const tStart = Date.now();
