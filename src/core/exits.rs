@@ -372,18 +372,16 @@ impl Core {
 
     /// egg-cluster's health check (production, every 10 s after ready): three checks in a row
     /// without a started agent or without a live worker exit the master. Live means listening
-    /// and connected (egg-cluster counts registered workers, dead ones included).
+    /// and connected (egg-cluster counts registered workers, dead ones included). "In a row"
+    /// means one outage: a moment of health between two checks (`note_health`) starts the
+    /// count again, so three short outages that each happen to span a check (an agent killed
+    /// and reforked every 10 s) are not taken for one of 20 s.
     pub(super) fn on_health_check(&mut self, out: &mut Vec<Action>) {
         if self.closing() {
             return;
         }
         out.push(Action::After(self.cfg.health_interval, Timer::HealthCheck));
-        let agent = usize::from(
-            self.children
-                .agent()
-                .is_some_and(|a| a.phase == Phase::Serving),
-        );
-        let workers = self.children.apps().filter(|a| a.listening()).count();
+        let (agent, workers) = self.health_counts();
         if agent > 0 && workers > 0 {
             self.health_failures = 0;
             return;
@@ -399,6 +397,28 @@ impl Core {
             ),
         ));
         out.push(Action::Exit(1));
+    }
+
+    /// A child just started serving: if the cluster is whole again, an outage the health check
+    /// was counting is over.
+    pub(super) fn note_health(&mut self) {
+        let (agent, workers) = self.health_counts();
+        if agent > 0 && workers > 0 {
+            self.health_failures = 0;
+        }
+    }
+
+    /// The started agent (0 or 1) and the live app workers, as the health check counts them.
+    fn health_counts(&self) -> (usize, usize) {
+        let agent = usize::from(
+            self.children
+                .agent()
+                .is_some_and(|a| a.phase == Phase::Serving),
+        );
+        (
+            agent,
+            self.children.apps().filter(|a| a.listening()).count(),
+        )
     }
 
     /// Every bad message is logged with the child's name up to the 16th; after that at the

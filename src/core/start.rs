@@ -250,6 +250,7 @@ impl Core {
             a.phase = Phase::Serving;
             a.clone()
         };
+        self.note_health();
         if self.all_started {
             self.send_agent(out, "egg-ready", Some(self.cfg.options_json.as_bytes()));
         }
@@ -389,6 +390,7 @@ impl Core {
             ListenVia::ReusePortMessage => "reuse-port listening",
         };
         let app = app.clone();
+        self.note_health();
         out.push(Action::Log(
             Level::Info,
             format!("[master] {} {how} on {address}", app.name()),

@@ -447,6 +447,54 @@ fn health_check_exits_after_three_bad_checks_in_a_row() {
 }
 
 #[test]
+fn health_check_counts_one_outage_not_three_short_ones() {
+    // The long soak's failure: an agent SIGKILLed and reforked every ~10 s, each time just
+    // before a check: three checks in a row found no started agent, though it served between.
+    let (mut core, _) = started(1);
+    let mut agent = AGENT;
+    for (i, t) in [1_000u64, 11_000, 21_000].into_iter().enumerate() {
+        core.handle(
+            Event::Exited {
+                pid: agent,
+                code: None,
+                signal: Some("SIGKILL"),
+            },
+            t,
+        );
+        let a = core.handle(Event::Timer(Timer::HealthCheck), t + 100);
+        assert!(!a.contains(&Action::Exit(1)), "check {i} exited");
+        core.handle(Event::Timer(Timer::ReforkAgent), t + 1_000);
+        let pid = 100 + i as u32;
+        core.handle(
+            Event::AgentSpawned {
+                id: 2 + i as u32,
+                pid: Ok(pid),
+            },
+            t + 1_001,
+        );
+        core.handle(
+            to_master(Role::Agent, pid, MasterAction::AgentStart, None),
+            t + 2_000,
+        );
+        agent = pid;
+    }
+    // A real outage of three checks still exits.
+    core.handle(
+        Event::Exited {
+            pid: agent,
+            code: None,
+            signal: Some("SIGKILL"),
+        },
+        40_000,
+    );
+    core.handle(Event::Timer(Timer::HealthCheck), 40_100);
+    core.handle(Event::Timer(Timer::HealthCheck), 50_100);
+    let a = core.handle(Event::Timer(Timer::HealthCheck), 60_100);
+    assert!(has_log(&a, "[master] 0 agent and 1 worker(s)"));
+    assert_eq!(a.last(), Some(&Action::Exit(1)));
+}
+
+#[test]
 fn realport_changes_the_expected_port_and_host_env_the_address() {
     let mut c = cfg(1);
     c.port = None;
