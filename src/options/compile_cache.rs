@@ -51,6 +51,7 @@ fn at_least_4_1(version: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::testing::env;
 
     fn egg(version: &str, wraps: Option<&str>) -> Egg {
         Egg {
@@ -60,13 +61,6 @@ mod tests {
             cluster: Some("@eggjs/cluster"),
             needs_node: Vec::new(),
         }
-    }
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

@@ -97,3 +97,11 @@ pub(crate) fn parse_err(input: OptionsInput) -> String {
         Err(e) => e.to_string(),
     }
 }
+
+/// An environment of `pairs`, as the options read it.
+pub(crate) fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
