@@ -459,7 +459,6 @@ fn health_check_counts_one_outage_not_three_short_ones() {
                 pid: agent,
                 code: None,
                 signal: Some("SIGKILL"),
-                oom: None,
             },
             t,
         );
@@ -486,7 +485,6 @@ fn health_check_counts_one_outage_not_three_short_ones() {
             pid: agent,
             code: None,
             signal: Some("SIGKILL"),
-            oom: None,
         },
         40_000,
     );
