@@ -28,7 +28,6 @@ fn killed(pid: u32) -> Event {
         pid,
         code: None,
         signal: Some("SIGKILL"),
-        oom: None,
     }
 }
 
