@@ -117,8 +117,13 @@ const skipped = !INSTALLED ? 'egg 4.1 is not installed in __test__/egg41 (npm in
     // a process loads twice, as config.default.js, is also accepted from its own memory).
     const accepted = [ ...again.output.matchAll(/cache for (?:(?:ESM|CommonJS) )?(?:file:\/\/)?(\S+) was accepted/g) ].map(m => m[1]);
     const router = path.join(moved, 'app/router.js');
-    // Node 22 keys its cache by absolute paths: nothing of the moved app is found there
-    assert.strictEqual(accepted.includes(router), PORTABLE, `${router} accepted: ${accepted.filter(f => f.startsWith(moved))}\n${again.tail(20)}`);
+    // Node 22 keys its cache by absolute paths: nothing of the moved app is found there, but
+    // the second worker may find what the first wrote into it during this start (each flushes
+    // once it has loaded the app): at most one of the two accepts it, never both
+    const routerAccepted = accepted.filter(f => f === router).length;
+    const why = `${router} accepted ${routerAccepted} times: ${accepted.filter(f => f.startsWith(moved))}\n${again.tail(20)}`;
+    if (PORTABLE) assert(routerAccepted >= 1, why);
+    else assert(routerAccepted < 2, why);
     again.kill('SIGTERM');
     assert.strictEqual((await again.waitExit(60000)).code, 0, again.tail());
   });
