@@ -3,8 +3,8 @@
 // The host's faults (issue #31): what the master does when the machine under it misbehaves. CI
 // runs as root: a scratch tmpfs is mounted where the kernel allows it; where it does not, the
 // test says so and is skipped (never silently). The case of a child that stops reading its
-// channel while others flood it is backpressure.test.js's. A worker killed by the OOM killer
-// under a cgroup's memory limit is not tested yet (docs/reliability.md).
+// channel while others flood it is backpressure.test.js's. A worker the OOM killer takes is
+// moved into a scratch memory cgroup with a limit, below the master's own.
 
 const assert = require('assert');
 const fs = require('fs');
@@ -69,6 +69,76 @@ function tmpfsUnavailable() {
   }
 }
 
+/**
+ * A scratch memory cgroup below the one process `pid` is in, limited to `bytes` (no swap):
+ * `{ dir, move(pid), remove() }`, or a string saying why the kernel refuses one here.
+ */
+function scratchMemoryCgroup(pid, bytes) {
+  if (process.getuid() !== 0) return 'not root: no memory cgroup can be made';
+  const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map(line => {
+    // id parent major:minor root mountpoint options ... - fstype source super
+    const [ left, right = '' ] = line.split(' - ');
+    const f = left.split(' ');
+    const [ fstype, , options = '' ] = right.split(' ');
+    return { root: f[3], point: f[4], fstype, options: options.split(',') };
+  });
+  let dir = null;
+  let v2 = false;
+  let root = false;
+  for (const line of fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n')) {
+    const [ , controllers, where ] = line.split(/:(.*?):/);
+    const v1 = controllers.split(',').includes('memory');
+    const mount = mounts.find(m => (v1 ? m.fstype === 'cgroup' && m.options.includes('memory') : !controllers && m.fstype === 'cgroup2'));
+    if (!mount || (!v1 && controllers)) continue;
+    const at = path.join(mount.point, path.relative(mount.root, where));
+    if (!v1 && !fs.readFileSync(path.join(at, 'cgroup.controllers'), 'utf8').split(' ').map(c => c.trim()).includes('memory')) continue;
+    dir = at;
+    v2 = !v1;
+    root = at === mount.point;
+    break;
+  }
+  if (!dir) return `process ${pid} is in no memory cgroup (no v1 memory controller, no memory in cgroup2's controllers)`;
+  const scratch = path.join(dir, `egg-cluster-rs-oom-${process.pid}`);
+  const write = (file, value) => fs.writeFileSync(path.join(scratch, file), String(value));
+  try {
+    if (v2) fs.writeFileSync(path.join(dir, 'cgroup.subtree_control'), '+memory');
+    fs.mkdirSync(scratch);
+  } catch (err) {
+    return `a memory cgroup cannot be made in ${dir} (${err.message})`;
+  }
+  const remove = () => fs.rmdirSync(scratch);
+  try {
+    if (v2) {
+      write('memory.max', bytes);
+      write('memory.swap.max', 0);
+    } else {
+      write('memory.limit_in_bytes', bytes);
+      // (absent without swap accounting)
+      if (fs.existsSync(path.join(scratch, 'memory.memsw.limit_in_bytes'))) write('memory.memsw.limit_in_bytes', bytes);
+    }
+  } catch (err) {
+    remove();
+    return `the memory limit of ${scratch} cannot be set (${err.message})`;
+  }
+  return {
+    dir: scratch,
+    // below the root cgroup, whose subtree is the host's: the master watches the host's count
+    root,
+    move: p => write('cgroup.procs', p),
+    // a process left in it goes back to where it came from first
+    remove() {
+      for (const p of fs.readFileSync(path.join(scratch, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+        try {
+          fs.writeFileSync(path.join(dir, 'cgroup.procs'), p);
+        } catch (_) {
+          // gone meanwhile
+        }
+      }
+      remove();
+    },
+  };
+}
+
 describe('host faults', function() {
   this.timeout(120000);
 
@@ -92,6 +162,48 @@ describe('host faults', function() {
     assert.strictEqual((await m.waitExit(30000)).code, 0, m.tail());
     await waitDead([ second.pid ], 5000);
     assert.deepStrictEqual(findProcesses(m.baseDir), []);
+  });
+
+  it('a worker the OOM killer takes (a scratch memory cgroup with a limit): the line names the OOM killer and the cgroup, a replacement serves', async function() {
+    // two workers: a lone worker's replacement booting for 30 s on a busy machine would fail
+    // egg-cluster's health check (no live worker three times in a row: exit 1)
+    const m = await startMaster('host-faults', { workers: 2 }, { env: PROD });
+    await m.waitReady();
+    const port = m.options.port;
+    const limit = 96 << 20;
+    const cgroup = scratchMemoryCgroup(m.pid, limit);
+    if (typeof cgroup === 'string') {
+      console.log(`      skipped: ${cgroup}`);
+      m.kill('SIGTERM');
+      await m.waitExit(30000);
+      this.skip();
+    }
+    try {
+      const st = await m.clusterStatus();
+      const { pid: victim, id } = st.children.find(c => c.role === 'app');
+      const other = st.children.find(c => c.role === 'app' && c.pid !== victim).pid;
+      cgroup.move(victim);
+      // its new memory is charged to the scratch cgroup: 512 MiB is far past the limit; the
+      // other worker answers 409 (each request on a new connection: either may accept it)
+      const answer = await waitUntil(async () => {
+        const res = await get(port, `/allocate?mb=512&pid=${victim}`).catch(err => ({ status: 0, body: err.message }));
+        return res.status !== 409 && res;
+      }, 60000, 'the victim taking /allocate');
+      assert.doesNotMatch(answer.body, /holds/, 'the limit did not hold');
+      const why = cgroup.root ? "the host out of memory: /proc/vmstat's oom_kill moved" : `cgroup memory limit 96 MiB; its OOM kills counted in ${cgroup.dir}`;
+      await m.waitFor(new RegExp(`ERROR ${m.pid} nodejs\\.WorkerOutOfMemoryError: \\[master\\] app_worker#${id}:${victim} killed by the kernel's OOM killer \\(${esc(why)}\\)`), 30000);
+      // then the death and the refork as usual
+      await m.waitFor(new RegExp(`app_worker#${id}:${victim} died \\(code: null, signal: SIGKILL`), 10000);
+      await waitUntil(async () => (await m.clusterStatus()).master.serving === 2, 90000, 'a replacement serving');
+      const pids = new Set();
+      for (let i = 0; i < 100 && pids.size < 2; i++) pids.add(Number((await get(port, '/pid')).body));
+      assert.strictEqual(pids.size, 2);
+      assert(pids.has(other) && !pids.has(victim), [ ...pids ].join());
+    } finally {
+      cgroup.remove();
+    }
+    m.kill('SIGTERM');
+    assert.strictEqual((await m.waitExit(30000)).code, 0, m.tail());
   });
 
   it('the master at its fd limit: it serves what it has, retries its spawns without a crash loop, and recovers when fds free up', async () => {
@@ -149,6 +261,9 @@ describe('host faults', function() {
       const [ , ...later ] = linesSince(m, from, sticky);
       assert(later.every(l => /\(\d+ more failures since the last line\)$/.test(l)), m.tail());
       assert.deepStrictEqual(linesSince(m, from, /failed to spawn|worker died too fast|died \d+ times|crash loop/), [], m.tail());
+      // the streak of failed spawns in two lines, not one per attempt
+      assert.strictEqual(linesSince(m, from, failed).length, 1, m.tail());
+      assert.strictEqual(linesSince(m, from, new RegExp(`INFO ${m.pid} \\[master\\] spawning works again after \\d+ failed attempts? in \\d+ms`)).length, 1, m.tail());
     } finally {
       if (!restored) execFileSync('prlimit', [ '--pid', String(m.pid), `--nofile=${soft}:${hard}` ]);
       await load.stop();

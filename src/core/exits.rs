@@ -4,10 +4,19 @@
 use std::time::Duration;
 
 use super::children::Phase;
-use super::refork::Decision;
+use super::refork::{Decision, SpawnError, SPAWN_RETRY_CAP_MS};
 use super::{js_opt, Action, Batch, Core, Target, Timer};
 use crate::log::Level;
 use crate::messenger::Role;
+
+/// What says the kernel's OOM killer sent a child its SIGKILL (the runtime reads its counters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OomKill {
+    /// The memory cgroup whose kill counter moved, `None`: only the host's did.
+    pub(crate) cgroup: Option<String>,
+    /// The nearest memory limit at or above that cgroup, in bytes.
+    pub(crate) limit: Option<u64>,
+}
 
 impl Core {
     /// The child's IPC channel closed: for an app worker, egg-cluster's `disconnect` line, then
@@ -135,22 +144,57 @@ impl Core {
     /// descriptors, memory, processes): nothing of the app died, so it is not counted against
     /// the refork limit (a flood of such failures would otherwise look like a crash loop and
     /// back off for seconds); its slot is tried again after a short, growing delay.
-    pub(super) fn retry_spawn(&mut self, id: u32, why: &str, out: &mut Vec<Action>) {
-        let delay = self.spawn_retry.failed();
-        out.push(Action::Log(
-            Level::Error,
-            format!(
-                "[master] cannot spawn app_worker#{id}: {why}: the master is short of a resource, not a crash of the app; trying again in {delay}ms"
-            ),
-        ));
-        out.push(Action::After(
-            Duration::from_millis(delay),
-            Timer::ReforkApp,
-        ));
+    pub(super) fn retry_spawn(&mut self, id: u32, e: &SpawnError, now: u64, out: &mut Vec<Action>) {
+        let delay = self.spawn_failed(&format!("app_worker#{id}"), e, now, out);
+        out.push(Action::After(delay, Timer::ReforkApp));
         // For /healthz and the status until every slot serves again.
         self.ops.refork_held = Some(format!(
-            "cannot spawn app workers: {why} (the master is short of a resource), trying again in {delay}ms"
+            "cannot spawn app workers: {e} (the master is short of a resource), trying again in {}ms",
+            delay.as_millis()
         ));
+    }
+
+    /// A spawn after the start failed and is to be tried again after the shared backoff (100 ms
+    /// doubling to 5 s; the caller arms the timer): the first failure of a streak is said, with
+    /// what comes next, and the streak's end by [`Self::spawn_worked`] — one line each, not one
+    /// per attempt. A failure that is not for want of a resource (only the agent's is retried
+    /// so) is said every time: it is no passing shortage of the host's.
+    pub(super) fn spawn_failed(
+        &mut self,
+        name: &str,
+        e: &SpawnError,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> Duration {
+        let delay = self.spawn_retry.failed(now);
+        match e {
+            SpawnError::Resource(why) if self.spawn_retry.streak_began() => out.push(Action::Log(
+                Level::Error,
+                format!(
+                    "[master] cannot spawn {name}: {why}: the master is short of a resource, not a crash of the app; trying again in {delay}ms, then less often (up to every {}s), said again once spawning works",
+                    SPAWN_RETRY_CAP_MS / 1000
+                ),
+            )),
+            SpawnError::Resource(_) => {}
+            SpawnError::Failed(why) => out.push(Action::Log(
+                Level::Error,
+                format!("[master] failed to spawn {name}: {why}; trying again in {delay}ms"),
+            )),
+        }
+        Duration::from_millis(delay)
+    }
+
+    /// A spawn succeeded: a streak of failed ones ends, said.
+    pub(super) fn spawn_worked(&mut self, now: u64, out: &mut Vec<Action>) {
+        if let Some((attempts, ms)) = self.spawn_retry.succeeded(now) {
+            out.push(Action::Log(
+                Level::Info,
+                format!(
+                    "[master] spawning works again after {attempts} failed attempt{} in {ms}ms",
+                    if attempts == 1 { "" } else { "s" }
+                ),
+            ));
+        }
     }
 
     /// What @eggjs/cluster 3's cfork 2 adds to a cfork 1 line: the slave worker fields (we fork
@@ -206,13 +250,45 @@ impl Core {
         if self.closing() {
             return;
         }
-        out.push(Action::Log(
-            Level::Info,
-            "[master] new agent_worker starting...".into(),
-        ));
+        // (once, not at every retry of a streak of failed spawns)
+        if !self.spawn_retry.failing() {
+            out.push(Action::Log(
+                Level::Info,
+                "[master] new agent_worker starting...".into(),
+            ));
+        }
         let id = self.children.next_id(Role::Agent);
         self.ops.reforks += 1;
         out.push(Action::SpawnAgent { id });
+    }
+
+    /// The OOM killer took `pid`: said before its death is handled as any other (egg-cluster
+    /// says only `signal: SIGKILL`, which a `kill -9` says too).
+    pub(super) fn on_oom_kill(&self, pid: u32, oom: &OomKill, out: &mut Vec<Action>) {
+        if self.children.get(pid).is_none() {
+            return;
+        }
+        let why = match (&oom.cgroup, oom.limit) {
+            (Some(cgroup), Some(limit)) => format!(
+                "cgroup memory limit {}; its OOM kills counted in {cgroup}",
+                if limit % (1 << 20) == 0 {
+                    format!("{} MiB", limit >> 20)
+                } else {
+                    format!("{limit} bytes")
+                }
+            ),
+            (Some(cgroup), None) => {
+                format!("its OOM kills counted in memory cgroup {cgroup}, which has no limit")
+            }
+            (None, _) => "the host out of memory: /proc/vmstat's oom_kill moved".into(),
+        };
+        out.push(Action::LogError(
+            "WorkerOutOfMemoryError",
+            format!(
+                "[master] {} killed by the kernel's OOM killer ({why})",
+                self.describe(pid)
+            ),
+        ));
     }
 
     pub(super) fn on_exited(

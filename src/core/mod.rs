@@ -42,6 +42,7 @@ use crate::log::Level;
 use crate::messenger::{master_message, Role};
 use crate::protocol::MasterAction;
 use children::Children;
+pub(crate) use exits::OomKill;
 pub(crate) use hung::{report_wait, HungReport, NoReport};
 pub(crate) use ops::{CoreStatus, MasterStatus, Notice, OpsPhase, StatusTo};
 pub(crate) use orphans::Orphan;
@@ -165,6 +166,9 @@ pub(crate) enum Timer {
     UpgradeTimeout(u64),
     /// An app worker added by scaling (boot number `seq`) must serve by now.
     ScaleTimeout(u64),
+    /// Try again to spawn the app worker of scaling's boot `seq` (the master was short of a
+    /// resource).
+    ScaleRetry(u64),
     /// The close must be over by now (both close timeouts and a margin after it began).
     CloseTimeout,
 }
@@ -255,6 +259,8 @@ pub(crate) enum Event {
         pid: u32,
         code: Option<i32>,
         signal: Option<&'static str>,
+        /// A SIGKILL the kernel's OOM killer sent, as its counters say.
+        oom: Option<OomKill>,
     },
     Timer(Timer),
     /// Sticky mode: the master's listener on the real port is up, or could not be.
@@ -586,8 +592,16 @@ impl Core {
             Event::ChannelClosed { pid, reason } => {
                 self.on_channel_closed(pid, reason, now, &mut out)
             }
-            Event::Exited { pid, code, signal } => {
+            Event::Exited {
+                pid,
+                code,
+                signal,
+                oom,
+            } => {
                 let orphans = self.exit_leaves_orphans(pid);
+                if let Some(oom) = oom {
+                    self.on_oom_kill(pid, &oom, &mut out);
+                }
                 self.ops_record_exit(pid, code, signal, now);
                 self.on_exited(pid, code, signal, now, &mut out);
                 if orphans && !out.iter().any(|a| matches!(a, Action::Exit(_))) {
@@ -622,6 +636,7 @@ impl Core {
                 ControlRequest::Scale(scale) => self.on_scale(scale, Some(waiter), now, &mut out),
             },
             Event::Timer(Timer::ScaleTimeout(seq)) => self.on_scale_timeout(seq, now, &mut out),
+            Event::Timer(Timer::ScaleRetry(seq)) => self.on_scale_retry(seq, &mut out),
             Event::MemorySample(samples) => self.on_memory(samples, now, &mut out),
             Event::StatusRequest(to) => self.on_status_request(to, &mut out),
             Event::Heartbeat { pid, lag_ms } => self.on_heartbeat(pid, lag_ms, now, &mut out),

@@ -115,6 +115,7 @@ fn a_killed_worker_is_a_restart_of_its_slot_and_a_refork() {
             pid: app_pid(0),
             code: None,
             signal: Some("SIGKILL"),
+            oom: None,
         },
         201,
     );
@@ -179,6 +180,7 @@ fn reload_is_notified_as_reloading_then_ready() {
             pid: app_pid(0),
             code: Some(0),
             signal: None,
+            oom: None,
         },
         1200,
     );
@@ -214,6 +216,7 @@ fn close_is_notified_once_and_is_not_ready() {
             pid: app_pid(0),
             code: Some(0),
             signal: None,
+            oom: None,
         },
         301,
     );

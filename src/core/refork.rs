@@ -122,21 +122,42 @@ pub const SPAWN_RETRY_CAP_MS: u64 = 5_000;
 /// Spawns that failed for want of a resource of the master's (file descriptors, memory,
 /// processes): no worker died, so they stay out of the refork limit; each is tried again after
 /// a short delay, doubling while they keep failing, back to the shortest once one succeeds.
+/// A streak of failures is said once when it starts and once when it ends.
 #[derive(Debug, Default)]
 pub struct SpawnRetry {
     next_ms: Option<u64>,
+    /// The failed attempts of the streak in progress, and when it began.
+    attempts: u32,
+    since: u64,
 }
 
 impl SpawnRetry {
-    /// A spawn failed: how long to wait before the next try.
-    pub fn failed(&mut self) -> u64 {
+    /// A spawn failed at `now`: how long to wait before the next try.
+    pub fn failed(&mut self, now: u64) -> u64 {
+        if self.attempts == 0 {
+            self.since = now;
+        }
+        self.attempts += 1;
         let delay = self.next_ms.unwrap_or(SPAWN_RETRY_START_MS);
         self.next_ms = Some((delay * 2).min(SPAWN_RETRY_CAP_MS));
         delay
     }
 
-    pub fn succeeded(&mut self) {
+    /// Whether spawns are failing (a streak is in progress).
+    pub fn failing(&self) -> bool {
+        self.attempts > 0
+    }
+
+    /// Whether the failure just counted began a streak.
+    pub fn streak_began(&self) -> bool {
+        self.attempts == 1
+    }
+
+    /// A spawn succeeded at `now`: the streak that ends with it (failed attempts, ms), if any.
+    pub fn succeeded(&mut self, now: u64) -> Option<(u32, u64)> {
         self.next_ms = None;
+        let attempts = std::mem::take(&mut self.attempts);
+        (attempts > 0).then(|| (attempts, now.saturating_sub(self.since)))
     }
 }
 
@@ -189,12 +210,18 @@ mod tests {
     #[test]
     fn spawn_retries_double_up_to_the_cap_and_start_over_after_a_success() {
         let mut r = SpawnRetry::default();
-        assert_eq!([r.failed(), r.failed(), r.failed()], [100, 200, 400]);
-        for _ in 0..10 {
-            r.failed();
+        assert_eq!(r.succeeded(5), None);
+        assert_eq!(r.failed(10), 100);
+        assert!(r.streak_began());
+        assert_eq!([r.failed(110), r.failed(310)], [200, 400]);
+        assert!(!r.streak_began());
+        for t in 0..10 {
+            r.failed(1000 + t);
         }
-        assert_eq!(r.failed(), SPAWN_RETRY_CAP_MS);
-        r.succeeded();
-        assert_eq!(r.failed(), SPAWN_RETRY_START_MS);
+        assert_eq!(r.failed(2000), SPAWN_RETRY_CAP_MS);
+        assert_eq!(r.succeeded(2500), Some((14, 2490)));
+        assert_eq!(r.succeeded(2600), None);
+        assert_eq!(r.failed(3000), SPAWN_RETRY_START_MS);
+        assert!(r.streak_began());
     }
 }

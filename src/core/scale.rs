@@ -15,7 +15,7 @@
 //! starts once it is done, so that the workers it adds run the new code too.
 
 use super::children::{Child, Phase};
-use super::{Action, Batch, Core, MasterPhase, ReloadReason, Scale, Spawned, Timer};
+use super::{Action, Batch, Core, MasterPhase, ReloadReason, Scale, SpawnError, Spawned, Timer};
 use crate::log::Level;
 
 #[derive(Debug)]
@@ -41,6 +41,8 @@ struct Boot {
     pid: Option<u32>,
     /// Identifies its timeout.
     seq: u64,
+    /// Why the last spawn failed (the master short of a resource): tried again.
+    spawn_error: Option<String>,
 }
 
 impl Core {
@@ -172,7 +174,12 @@ impl Core {
             self.step_seq += 1;
             let seq = self.step_seq;
             if let Some(scaling) = &mut self.scaling {
-                scaling.booting.push(Boot { id, pid: None, seq });
+                scaling.booting.push(Boot {
+                    id,
+                    pid: None,
+                    seq,
+                    spawn_error: None,
+                });
             }
             out.push(Action::After(
                 self.cfg.reload_timeout,
@@ -199,11 +206,55 @@ impl Core {
         };
         match &app.pid {
             Ok(pid) => boot.pid = Some(*pid),
+            // A passing shortage of the host's: tried again after the shared backoff, within
+            // the boot's timeout (a worker that cannot be spawned by then fails the scaling).
+            Err(e @ SpawnError::Resource(why)) => {
+                boot.spawn_error = Some(why.clone());
+                let seq = boot.seq;
+                let first = !self.spawn_retry.failing();
+                let delay = self.spawn_failed(&format!("app_worker#{}", app.id), e, now, out);
+                out.push(Action::After(delay, Timer::ScaleRetry(seq)));
+                if first {
+                    let waiters = self
+                        .scaling
+                        .as_ref()
+                        .map_or(Vec::new(), |s| s.waiters.clone());
+                    let line = format!(
+                        "cannot spawn app_worker#{}: {why} (the master is short of a resource); trying again",
+                        app.id
+                    );
+                    Self::progress(out, &waiters, line);
+                }
+            }
             Err(e) => {
                 let e = format!("cannot spawn app_worker#{}: {e}", app.id);
                 self.fail_scaling(e, now, out);
             }
         }
+    }
+
+    /// A boot whose spawn failed for want of a resource: its next try, under a new id.
+    pub(super) fn on_scale_retry(&mut self, seq: u64, out: &mut Vec<Action>) {
+        if self.closing()
+            || !self
+                .scaling
+                .as_ref()
+                .is_some_and(|s| s.booting.iter().any(|b| b.seq == seq && b.pid.is_none()))
+        {
+            return;
+        }
+        let apps = self.new_app_ids(1);
+        if let Some(boot) = self
+            .scaling
+            .as_mut()
+            .and_then(|s| s.booting.iter_mut().find(|b| b.seq == seq))
+        {
+            boot.id = apps[0].0;
+        }
+        out.push(Action::SpawnApps {
+            batch: Batch::Scale,
+            apps,
+        });
     }
 
     /// A worker now serves: one scaling added is done, and any boot's end frees the surge.
@@ -279,10 +330,11 @@ impl Core {
             .pid
             .and_then(|p| self.children.get(p))
             .map_or_else(|| format!("app_worker#{}", boot.id), Child::name);
-        let e = format!(
-            "{who} did not listen within {}ms",
-            self.cfg.reload_timeout.as_millis()
-        );
+        let ms = self.cfg.reload_timeout.as_millis();
+        let e = match (&boot.spawn_error, boot.pid) {
+            (Some(why), None) => format!("{who} could not be spawned within {ms}ms: {why}"),
+            _ => format!("{who} did not listen within {ms}ms"),
+        };
         self.fail_scaling(e, now, out);
     }
 

@@ -114,22 +114,22 @@ impl Core {
     ) {
         let pid = match pid {
             Ok(pid) => pid,
+            Err(e) if self.started() => {
+                // Backed off as an app worker's spawn is (egg-cluster retries every second).
+                let delay = self.spawn_failed(&format!("agent_worker#{id}"), &e, now, out);
+                out.push(Action::After(delay, Timer::ReforkAgent));
+                return;
+            }
             Err(e) => {
                 out.push(Action::Log(
                     Level::Error,
                     format!("[master] failed to spawn agent_worker#{id}: {e}"),
                 ));
-                if self.started() {
-                    out.push(Action::After(
-                        std::time::Duration::from_secs(1),
-                        Timer::ReforkAgent,
-                    ));
-                } else {
-                    out.push(Action::Exit(1));
-                }
+                out.push(Action::Exit(1));
                 return;
             }
         };
+        self.spawn_worked(now, out);
         self.children
             .add(Child::new(Role::Agent, id, pid, None, now));
         let how = if self.cfg.threads {
@@ -162,7 +162,7 @@ impl Core {
             }
             match app.pid {
                 Ok(pid) => {
-                    self.spawn_retry.succeeded();
+                    self.spawn_worked(now, out);
                     let mut child = Child::new(Role::App, app.id, pid, Some(app.slot), now);
                     // A replacement is not reforked until it serves: if it fails, the reload
                     // stops and the old worker goes on; a worker scaling adds, the scaling.
@@ -176,8 +176,8 @@ impl Core {
                     self.start_timer(pid, out);
                 }
                 Err(_) if batch == Batch::Replace || batch == Batch::Scale => {}
-                Err(SpawnError::Resource(e)) if self.all_started => {
-                    self.retry_spawn(app.id, &e, out);
+                Err(e @ SpawnError::Resource(_)) if self.all_started => {
+                    self.retry_spawn(app.id, &e, now, out);
                 }
                 Err(e) => {
                     out.push(Action::Log(

@@ -98,6 +98,8 @@ struct Runtime {
     waiters: waiters::Waiters,
     /// The value of `process::orphans::VAR` the children carry (process mode).
     tree_marker: Option<String>,
+    /// The OOM killer's counters over the children (process mode).
+    oom: Option<crate::process::oom::OomWatch>,
 }
 
 impl Runtime {
@@ -259,10 +261,19 @@ impl Runtime {
                 self.children.remove(pid);
                 self.handles.forget(pid);
                 self.ops.forget(pid);
+                // the kernel counted its kill before it sent the signal
+                let oom = match (&mut self.oom, info.signal) {
+                    (Some(watch), Some(libc::SIGKILL)) => watch.check().map(|k| core::OomKill {
+                        cgroup: k.cgroup.map(|c| c.display().to_string()),
+                        limit: k.limit,
+                    }),
+                    _ => None,
+                };
                 self.dispatch(Event::Exited {
                     pid,
                     code: info.code,
                     signal: info.signal_name(),
+                    oom,
                 });
             }
         }

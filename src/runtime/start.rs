@@ -301,6 +301,7 @@ pub(crate) fn start(
         scrapes: Default::default(),
         waiters: Default::default(),
         tree_marker,
+        oom: (!opts.threads).then(crate::process::oom::OomWatch::new),
     };
     std::thread::Builder::new()
         .name("egg-cluster-rs".into())

@@ -24,6 +24,7 @@ fn a_close_not_over_by_both_timeouts_and_a_margin_exits_2() {
                 pid: app_pid(i),
                 code: Some(0),
                 signal: None,
+                oom: None,
             },
             2000,
         );
@@ -49,6 +50,7 @@ fn a_close_that_ends_in_time_ignores_its_deadline() {
             pid: app_pid(0),
             code: Some(0),
             signal: None,
+            oom: None,
         },
         1500,
     );
@@ -58,6 +60,7 @@ fn a_close_that_ends_in_time_ignores_its_deadline() {
             pid: AGENT,
             code: Some(0),
             signal: None,
+            oom: None,
         },
         1600,
     );

@@ -142,6 +142,7 @@ fn cfork_2_lines() {
             pid: 20,
             code: Some(1),
             signal: None,
+            oom: None,
         },
         20,
     );

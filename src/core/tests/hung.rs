@@ -158,6 +158,7 @@ fn a_silent_serving_worker_is_hung_reported_and_replaced_then_killed() {
             pid: app_pid(0),
             code: None,
             signal: Some("SIGKILL"),
+            oom: None,
         },
         6100,
     );
@@ -228,6 +229,7 @@ fn a_reforked_worker_that_never_listens_is_killed_and_reforked() {
             pid: app_pid(1),
             code: Some(1),
             signal: None,
+            oom: None,
         },
         1000,
     );
@@ -261,6 +263,7 @@ fn a_reforked_worker_that_never_listens_is_killed_and_reforked() {
             pid: 31,
             code: None,
             signal: Some("SIGKILL"),
+            oom: None,
         },
         6100,
     );
@@ -444,6 +447,7 @@ fn a_worker_still_hung_when_its_replacement_serves_or_fails_is_killed() {
                     pid: 30,
                     code: Some(1),
                     signal: None,
+                    oom: None,
                 },
                 6000,
             )

@@ -28,6 +28,7 @@ fn killed(pid: u32) -> Event {
         pid,
         code: None,
         signal: Some("SIGKILL"),
+        oom: None,
     }
 }
 

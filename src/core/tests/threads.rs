@@ -149,6 +149,7 @@ fn a_thread_that_dies_after_the_start_is_restarted_after_1s_under_its_id_in_any_
             pid: tid(1),
             code: Some(3),
             signal: None,
+            oom: None,
         },
         200,
     );
@@ -200,6 +201,7 @@ fn a_thread_that_dies_before_the_start_fails_the_start() {
             pid: tid(0),
             code: Some(0),
             signal: None,
+            oom: None,
         },
         100,
     );
@@ -264,6 +266,7 @@ fn close_names_what_happens_to_each_thread_and_no_restart_follows() {
             pid: tid(0),
             code: Some(0),
             signal: None,
+            oom: None,
         },
         510,
     );
