@@ -112,20 +112,25 @@ describe('limits', () => {
 
     // Out of file descriptors anyway (no fd number left to it): a killed worker's replacement
     // cannot be spawned. That is no crash of the app: tried again after a short, growing delay,
-    // never counted against the refork limit (3 here), and replaced once fds are back.
+    // never counted against the refork limit (3 here), and replaced once fds are back. The
+    // streak is said when it begins and when it ends, not at each attempt (the status says the
+    // next delay).
     const limit = nofile(m.pid);
     const [ victim ] = m.workers().app;
+    const from = m.output.length;
     nofile(m.pid, 3);
     try {
       process.kill(victim, 'SIGKILL');
-      for (const delay of [ 100, 200, 400, 800 ]) {
-        await m.waitFor(new RegExp(`ERROR \\d+ \\[master\\] cannot spawn app_worker#\\d+: Too many open files \\(os error 24\\): the master is short of a resource, not a crash of the app; trying again in ${delay}ms$`, 'm'), 20000);
-      }
+      await m.waitFor(new RegExp(`ERROR \\d+ \\[master\\] cannot spawn app_worker#\\d+: Too many open files \\(os error 24\\): the master is short of a resource, not a crash of the app; trying again in 100ms, then less often \\(up to every 5s\\), said again once spawning works$`, 'm'), 20000);
+      await waitUntil(async () => /, trying again in (800|1600|3200|5000)ms$/.test((await m.clusterStatus()).master.reforkHeld || ''), 20000, 'the fourth attempt');
     } finally {
       nofile(m.pid, limit);
     }
     await waitDead([ victim ]);
     await waitUntil(async () => await serving() === 2, 60000, 'two workers serving');
+    const since = m.output.slice(from);
+    assert.strictEqual(since.match(/cannot spawn app_worker/g).length, 1, m.tail());
+    assert.match(since, /INFO \d+ \[master\] spawning works again after \d+ failed attempts in \d+ms/);
     assert.strictEqual((await get(port, '/pid')).status, 200);
     assert.deepStrictEqual(m.lines(/crash loop|died too fast/), []);
     m.kill('SIGTERM');

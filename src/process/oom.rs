@@ -54,6 +54,7 @@ impl OomWatch {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let trees = memory_cgroup_dirs(&cgroup, &mountinfo)
             .into_iter()
+            .filter(|(mount, dir)| watchable(mount, dir))
             .map(|(mount, root)| Tree { mount, root })
             .collect();
         let mut w = OomWatch {
@@ -168,10 +169,16 @@ fn parse_limit(text: &str) -> Option<u64> {
     (bytes < 1 << 60).then_some(bytes)
 }
 
+/// Whether the cgroup `dir` is worth a walk: not the host's root cgroup, whose subtree is the
+/// whole host's and which counts nothing of its own (the host's counter stands for it). At its
+/// mount's root, only a cgroup2 with `memory.events` is a cgroup of its own: a container's in
+/// its cgroup namespace, which names it `/` (the host's root has no `memory.events`).
+fn watchable(mount: &Path, dir: &Path) -> bool {
+    dir != mount || dir.join("memory.events").is_file()
+}
+
 /// The memory cgroup(s) `/proc/self/cgroup` names, under the mounts `/proc/self/mountinfo`
-/// lists — the v2 hierarchy's, and v1's memory controller — as (mount point, directory). The
-/// host's root cgroup is left out: its subtree is the whole host's, and it counts nothing of
-/// its own (the host's counter stands for it).
+/// lists — the v2 hierarchy's, and v1's memory controller — as (mount point, directory).
 fn memory_cgroup_dirs(cgroup: &str, mountinfo: &str) -> Vec<(PathBuf, PathBuf)> {
     let mut out = Vec::new();
     for line in cgroup.lines() {
@@ -206,17 +213,18 @@ fn memory_cgroup_dirs(cgroup: &str, mountinfo: &str) -> Vec<(PathBuf, PathBuf)> 
             if !matches {
                 continue;
             }
-            // the cgroup's path relative to the mount's root; a container's own cgroup,
-            // mounted as the root, counts
+            // the cgroup's path relative to the mount's root
             let rel = path
                 .strip_prefix(root)
                 .unwrap_or(path)
                 .trim_start_matches('/');
-            if rel.is_empty() && *root == "/" {
-                continue;
-            }
             let mount = PathBuf::from(point);
-            out.push((mount.clone(), mount.join(rel)));
+            let dir = if rel.is_empty() {
+                mount.clone()
+            } else {
+                mount.join(rel)
+            };
+            out.push((mount, dir));
         }
     }
     out
@@ -245,12 +253,13 @@ mod tests {
 33 29 0:30 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
 34 29 0:31 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
 40 29 0:35 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
-        // hybrid: memory on v1, nothing in the v2 hierarchy (the root there)
+        // hybrid: memory on v1, the root of the v2 hierarchy (which `watchable` leaves out)
         let cgroup = "4:memory:/app/x\n1:cpu:/\n0::/\n";
         let mem = PathBuf::from("/sys/fs/cgroup/memory");
+        let unified = PathBuf::from("/sys/fs/cgroup/unified");
         assert_eq!(
             memory_cgroup_dirs(cgroup, mountinfo),
-            [(mem.clone(), mem.join("app/x"))]
+            [(mem.clone(), mem.join("app/x")), (unified.clone(), unified)]
         );
         // pure v2, in a container whose cgroup namespace root is its own cgroup
         let mountinfo = "30 1 0:27 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
@@ -259,13 +268,17 @@ mod tests {
             memory_cgroup_dirs("0::/kubepods/pod1/app\n", mountinfo),
             [(v2.clone(), v2.join("app"))]
         );
-        // the container's own cgroup, mounted as the root
+        // the container's own cgroup, mounted as the root; the host's root, or a container's
+        // in its cgroup namespace (`watchable` tells them apart)
         assert_eq!(
             memory_cgroup_dirs("0::/kubepods/pod1\n", mountinfo),
-            [(v2.clone(), v2.join(""))]
+            [(v2.clone(), v2.clone())]
         );
         let host = "30 1 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
-        assert!(memory_cgroup_dirs("0::/\n", host).is_empty());
+        assert_eq!(
+            memory_cgroup_dirs("0::/\n", host),
+            [(v2.clone(), v2.clone())]
+        );
         assert!(memory_cgroup_dirs("", "").is_empty());
     }
 
@@ -285,6 +298,11 @@ mod tests {
             std::fs::write(dir.join("memory.max"), "max\n").unwrap();
         }
         std::fs::write(workers.join("memory.max"), "67108864\n").unwrap();
+        // a cgroup below its mount's root is watched; at the root, only one with memory.events
+        // (a container's, in its cgroup namespace; the host's root has none)
+        assert!(watchable(&mount, &root));
+        assert!(!watchable(&mount, &mount));
+        assert!(watchable(&root, &root));
         let mut w = OomWatch {
             trees: vec![Tree {
                 mount: mount.clone(),
