@@ -459,6 +459,7 @@ fn health_check_counts_one_outage_not_three_short_ones() {
                 pid: agent,
                 code: None,
                 signal: Some("SIGKILL"),
+                oom: None,
             },
             t,
         );
@@ -485,6 +486,7 @@ fn health_check_counts_one_outage_not_three_short_ones() {
             pid: agent,
             code: None,
             signal: Some("SIGKILL"),
+            oom: None,
         },
         40_000,
     );
