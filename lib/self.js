@@ -10,6 +10,22 @@ const { isMainThread, threadId } = require('worker_threads');
 // The id the master and the other workers know this worker by (egg-pids, sendTo).
 exports.workerId = isMainThread ? process.pid : threadId;
 
+// egg-cluster-rs: a message sent as the master dies (this worker's 'listening', egg's messenger)
+// fails with EPIPE before the channel's end is read, or, just after, with the channel closed.
+// Node emits that as 'error' on `process`, and a cluster worker's `cluster.worker` re-emits it
+// (listening first); with no listener there it is an uncaught exception, and graceful then takes
+// the worker down by its error path (egg-cluster does): a worker whose master was SIGKILLed logs
+// a write EPIPE instead of leaving through 'disconnect', which follows and is what exits it. Any
+// other error is thrown on, as before.
+const MASTER_GONE = new Set([ 'EPIPE', 'ECONNRESET', 'ERR_IPC_CHANNEL_CLOSED' ]);
+function onSendError(err) {
+  if (err && MASTER_GONE.has(err.code)) return;
+  throw err;
+}
+process.on('error', onSendError);
+const clusterWorker = require('cluster').worker;
+if (clusterWorker) clusterWorker.on('error', onSendError);
+
 // SIGTERM to itself, so that graceful-process runs close() before the exit. A thread cannot
 // signal itself alone (the signal would close the whole cluster): its SIGTERM handlers are run,
 // as lib/thread_worker.js runs them when the master closes it.
