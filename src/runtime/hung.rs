@@ -12,10 +12,11 @@
 //! stuck one. It writes a report only when asked, so only for a child the master found hung;
 //! when it cannot, it writes why in `run/hung.<pid>.report.error`.
 
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::Input;
@@ -119,8 +120,8 @@ impl Reports {
             let deadline = tokio::time::Instant::now() + wait;
             let found = loop {
                 // Both are renamed into place whole.
-                if let Ok(text) = std::fs::read(&report) {
-                    break parse(&text, &report, &base_dir);
+                if let Ok(file) = std::fs::File::open(&report) {
+                    break parse(BufReader::new(file), &report, &base_dir);
                 }
                 if let Ok(why) = std::fs::read_to_string(&failed) {
                     break HungReport::none(NoReport::Failed(why.trim().to_string()));
@@ -160,14 +161,29 @@ fn shown(path: &Path, base_dir: &Path) -> String {
     path.to_string_lossy().replace(&base, "")
 }
 
+/// What the master reads of a Node report: its JavaScript stack. The rest (libuv handles,
+/// shared objects, the environment: tens to hundreds of KB in an egg worker) is skipped as it
+/// streams by, never held: the master's memory must not grow a step with each report.
+#[derive(Deserialize)]
+struct NodeReport {
+    #[serde(rename = "javascriptStack")]
+    javascript_stack: Option<JavascriptStack>,
+}
+
+#[derive(Deserialize)]
+struct JavascriptStack {
+    #[serde(default)]
+    stack: Vec<String>,
+}
+
 /// The top frames of a report's JavaScript stack, below the frames that wrote it (the
 /// inspector's `eval` of `writeReport`), with paths relative to the app.
-pub(crate) fn parse(text: &[u8], file: &Path, base_dir: &Path) -> HungReport {
+pub(crate) fn parse(text: impl Read, file: &Path, base_dir: &Path) -> HungReport {
     let rel = |p: &str| shown(Path::new(p), base_dir);
-    let frames = serde_json::from_slice::<Value>(text)
+    let frames = serde_json::from_reader::<_, NodeReport>(text)
         .ok()
-        .and_then(|v| v.pointer("/javascriptStack/stack").cloned())
-        .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+        .and_then(|r| r.javascript_stack)
+        .map(|s| s.stack)
         .unwrap_or_default();
     // The watchdog's evaluation (`lib/hang_reporter.js`) is on top, in one or more frames.
     let below_eval = frames
@@ -190,6 +206,8 @@ mod tests {
     #[test]
     fn frames_below_the_report_writer_relative_to_the_app() {
         let report = serde_json::json!({
+            "header": { "reportVersion": 3, "nodejsVersion": "v22.0.0" },
+            "libuv": [ { "type": "tcp", "is_active": true } ],
             "javascriptStack": {
                 "message": "Error [ERR_SYNTHETIC]: JavaScript Callstack",
                 "stack": [
@@ -214,8 +232,15 @@ mod tests {
             ]
         );
         // Not a report: the file is named, no frames.
-        let r = parse(b"{", Path::new("/x/r.json"), Path::new("/srv/app"));
+        let r = parse(&b"{"[..], Path::new("/x/r.json"), Path::new("/srv/app"));
         assert_eq!((r.file.as_deref(), r.frames.len()), (Ok("/x/r.json"), 0));
+        // A report without a stack: no frames.
+        let r = parse(
+            &b"{\"header\":{}}"[..],
+            Path::new("/x/r.json"),
+            Path::new("/srv/app"),
+        );
+        assert_eq!(r.frames.len(), 0);
     }
 
     #[test]
