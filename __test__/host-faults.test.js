@@ -323,8 +323,12 @@ describe('host faults', function() {
   it('the master SIGSTOPped for twice workerTimeout: the workers serve meanwhile, nothing is killed, everything resumes', async () => {
     // Stopped for twice the timeout, every child would be silent past it when the master runs
     // again (its heartbeats unread in the channels): what a 30 s SIGSTOP does at the default
-    // 60 s timeout with a shorter wait.
+    // 60 s timeout with a shorter wait. HOST_FAULTS_STOP_MS=30000 stops it for the issue's
+    // literal 30 s (docs/reliability.md has that run): nothing in the master counts the time
+    // stopped but the late check, so the longer stop tests nothing more, at 24 s a Node major.
     const workerTimeout = 3000;
+    const stopFor = Number(process.env.HOST_FAULTS_STOP_MS) || 2 * workerTimeout;
+    assert(stopFor >= 2 * workerTimeout, 'HOST_FAULTS_STOP_MS: at least twice the 3 s workerTimeout');
     const m = await startMaster('host-faults', { workers: 2, workerTimeout }, { env: PROD });
     await m.waitReady();
     const port = m.options.port;
@@ -338,7 +342,7 @@ describe('host faults', function() {
       const t0 = Date.now();
       const n = load.results.length;
       // the workers accept on the shared socket by themselves
-      await load.until(r => Date.now() - t0 >= 2 * workerTimeout && r.length > n + 100, 90000);
+      await load.until(r => Date.now() - t0 >= stopFor && r.length > n + 100, stopFor + 90000);
       assert.deepStrictEqual(load.failures(), []);
       process.kill(m.pid, 'SIGCONT');
       stopped = false;
