@@ -262,6 +262,12 @@ class MasterHandle extends EventEmitter {
   /** @return {Promise<Object>} egg-ready's data (after the master says so) */
   async waitReady(timeout = 60000) {
     const msg = await this.waitFor('egg-ready', timeout);
+    // The master logs "egg started on ..." just before it sends egg-ready, but on another
+    // channel (its stdout pipe, not the IPC socket): this process may read the message first
+    // (threads.test.js's sticky test once found no "with STICKY MODE!" on Node 22). Tests read
+    // the output right after, so the line is waited for too; bounded, for a master whose INFO
+    // lines are hidden.
+    await this.waitFor(h => / egg started on /.test(h.output) || h.closed, 5000).catch(() => {});
     return msg.data;
   }
 
