@@ -227,6 +227,7 @@ class Soak {
       t: (Date.now() - this.t0) / 1000,
       masterPid: pid,
       rssKiB: proc.rssKiB(pid),
+      ...proc.memKiB(pid),
       fds: proc.fdCount(pid),
       threads: proc.threadCount(pid),
       tree: tree.length,
@@ -338,7 +339,7 @@ class Soak {
     // the requests the event broke end with it: every client answered once more since
     await this.answeredAll(Date.now(), 120000);
     this.current = null;
-    const s = { masterPid: this.master, workers: this.workers, fds: proc.fdCount(this.master), rssKiB: proc.rssKiB(this.master), threads: proc.threadCount(this.master) };
+    const s = { masterPid: this.master, workers: this.workers, fds: proc.fdCount(this.master), rssKiB: proc.rssKiB(this.master), ...proc.memKiB(this.master), threads: proc.threadCount(this.master) };
     this.settled.push(s);
     delete e.failedBy[undefined];
     this.events.push(e);
@@ -546,6 +547,8 @@ async function main() {
     failed_on_kills: sum([ 'kill', 'agent-kill', 'hang' ], e => e.failed),
     fd_drift_pct: d ? d.fdPct : null,
     rss_drift_pct: d ? d.rssPct : null,
+    // of RssAnon alone (a leak's part of RSS; the rest is mapped files' pages)
+    rss_anon_drift_pct: d ? d.anonPct : null,
     left,
   };
   const unexpected = [];
@@ -573,9 +576,11 @@ async function main() {
   fs.writeFileSync(`${base}.svg`, report.svg(soak.samples, events, title));
   fs.writeFileSync(`${base}.json`, JSON.stringify({ settings: s, result, drift: d, misses, masters: soak.masters, events, settled: soak.settled, samples: soak.samples }));
   console.log(`\n${report.table(events)}\n`);
+  const mib = kib => (kib / 1024).toFixed(1);
   if (d) {
     console.log(`master (pid ${last}) after warm-up → end, medians of ${d.k} settled samples each: ` +
-      `fds ${d.base.fds} → ${d.end.fds} (${d.fdPct} %), RSS ${(d.base.rssKiB / 1024).toFixed(1)} → ${(d.end.rssKiB / 1024).toFixed(1)} MiB (${d.rssPct} %)`);
+      `fds ${d.base.fds} → ${d.end.fds} (${d.fdPct} %), RSS ${(d.base.rssKiB / 1024).toFixed(1)} → ${(d.end.rssKiB / 1024).toFixed(1)} MiB (${d.rssPct} %; ` +
+      `anonymous ${mib(d.base.anonKiB)} → ${mib(d.end.anonKiB)} MiB (${d.anonPct} %), mapped files ${mib(d.base.fileKiB)} → ${mib(d.end.fileKiB)} MiB)`);
   }
   console.log(`chart: ${path.relative(process.cwd(), `${base}.svg`)}, samples and events: ${path.relative(process.cwd(), `${base}.json`)}`);
   if (misses.length) {

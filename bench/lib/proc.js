@@ -62,6 +62,24 @@ function rssKiB(pid) {
   }
 }
 
+/**
+ * VmRSS split as the kernel counts it: RssAnon (the process's own heap and stacks: what a leak
+ * grows) and RssFile (pages of mapped files, node's binary and the addon among them, shared
+ * with every other process that maps them, resident as the page cache and fault-around leave
+ * them).
+ * @return {?{anonKiB: number, fileKiB: number}} of pid, in KiB
+ */
+function memKiB(pid) {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const anon = /^RssAnon:\s+(\d+) kB/m.exec(text);
+    const file = /^RssFile:\s+(\d+) kB/m.exec(text);
+    return anon && file ? { anonKiB: Number(anon[1]), fileKiB: Number(file[1]) } : null;
+  } catch (_) {
+    return null;
+  }
+}
+
 /** @return {?number} the threads of pid (`Threads:` of /proc/<pid>/status) */
 function threadCount(pid) {
   try {
@@ -167,4 +185,4 @@ function alive(pid) {
   });
 }
 
-module.exports = { clkTck, machine, stat, cpuMs, childrenCpuMs, rssKiB, threadCount, fdCount, cmdline, descendants, clusterChildren, alive };
+module.exports = { clkTck, machine, stat, cpuMs, childrenCpuMs, rssKiB, memKiB, threadCount, fdCount, cmdline, descendants, clusterChildren, alive };

@@ -62,7 +62,7 @@ function table(events) {
  * master that ran the mixed schedule (the last one: upgrades come first), with as many app
  * workers as at the start (each worker is a channel and a pidfd of the master's).
  * @param {Object[]} settled - { masterPid, workers, fds, rssKiB } in order
- * @return {?{k, warm, base: {fds, rssKiB}, end: {fds, rssKiB}, fdPct, rssPct}} null when too few
+ * @return {?{k, warm, base: {fds, rssKiB, anonKiB, fileKiB}, end: {...}, fdPct, rssPct, anonPct}} null when too few
  */
 function drift(settled, workers) {
   if (!settled.length) return null;
@@ -71,7 +71,12 @@ function drift(settled, workers) {
   const k = Math.max(3, Math.min(20, Math.floor(xs.length * 0.05)));
   // The first k settled samples are the warm-up, the next k the baseline, the last k the end.
   if (xs.length < 3 * k) return null;
-  const at = list => ({ fds: median(list.map(s => s.fds)), rssKiB: median(list.map(s => s.rssKiB)) });
+  const at = list => ({
+    fds: median(list.map(s => s.fds)),
+    rssKiB: median(list.map(s => s.rssKiB)),
+    anonKiB: median(list.map(s => s.anonKiB)),
+    fileKiB: median(list.map(s => s.fileKiB)),
+  });
   const base = at(xs.slice(k, 2 * k));
   const end = at(xs.slice(-k));
   const round1 = x => Math.round(x * 10) / 10;
@@ -82,6 +87,7 @@ function drift(settled, workers) {
     end,
     fdPct: round1((end.fds - base.fds) / base.fds * 100),
     rssPct: round1((end.rssKiB - base.rssKiB) / base.rssKiB * 100),
+    anonPct: round1((end.anonKiB - base.anonKiB) / base.anonKiB * 100),
   };
 }
 
@@ -111,7 +117,7 @@ function svg(samples, events, title) {
   const gap = 34;
   const top = 44;
   const panels = [
-    { name: 'master RSS (MiB)', series: [[ s => s.rssKiB / 1024, '#1f78b4', 'max' ]] },
+    { name: 'master RSS · its anonymous part (MiB)', series: [[ s => s.rssKiB / 1024, '#1f78b4', 'max' ], [ s => s.anonKiB / 1024, '#33a02c', 'max' ]] },
     { name: 'master fds · threads · processes in the tree', series: [[ s => s.fds, '#e31a1c', 'max' ], [ s => s.threads, '#33a02c', 'max' ], [ s => s.tree, '#ff7f00', 'max' ]] },
     { name: 'requests/s answered', series: [[ s => s.ok, '#1f78b4', 'mean' ]] },
     { name: 'failed requests/s', series: [[ s => s.failed, '#e31a1c', 'max' ]] },
