@@ -579,7 +579,7 @@ async function main() {
   const mib = kib => (kib / 1024).toFixed(1);
   if (d) {
     console.log(`master (pid ${last}) after warm-up → end, medians of ${d.k} settled samples each: ` +
-      `fds ${d.base.fds} → ${d.end.fds} (${d.fdPct} %), RSS ${(d.base.rssKiB / 1024).toFixed(1)} → ${(d.end.rssKiB / 1024).toFixed(1)} MiB (${d.rssPct} %; ` +
+      `fds ${d.base.fds} → ${d.end.fds} (${d.fdPct} %), RSS ${mib(d.base.rssKiB)} → ${mib(d.end.rssKiB)} MiB (${d.rssPct} %; ` +
       `anonymous ${mib(d.base.anonKiB)} → ${mib(d.end.anonKiB)} MiB (${d.anonPct} %), mapped files ${mib(d.base.fileKiB)} → ${mib(d.end.fileKiB)} MiB)`);
   }
   console.log(`chart: ${path.relative(process.cwd(), `${base}.svg`)}, samples and events: ${path.relative(process.cwd(), `${base}.json`)}`);
