@@ -123,6 +123,8 @@ exports.createCluster = function createCluster(options, callback) {
       case 'ready':
         if (ready) return;
         ready = true;
+        // process mode (no thread was asked for): from now on this thread only relays events
+        if (!onThread) require('./lib/tiers').baselineOnly();
         if (typeof callback === 'function') callback();
         resolveReady(JSON.parse(payload));
         break;

@@ -105,4 +105,43 @@ describe('start', () => {
     m.kill('SIGTERM');
     assert.strictEqual((await m.waitExit()).code, 0, m.tail());
   });
+
+  // lib/tiers.js: the master keeps its JS to V8's non-optimizing tiers once it is ready in process
+  // mode (its first optimizing compile stepped its RSS 4.3 MiB in the long soak). The runner's
+  // trace shows a loop optimized before startCluster (this Node's V8 does, and says so) and, once
+  // ready, the same loop under another name not optimized.
+  const traced = name => new RegExp(`^\\[(?:marking|compiling method|completed \\w+) \\S+ <JSFunction ${name} `, 'm');
+  async function spin(more, fixture = 'basic', opts = { workers: 1 }) {
+    const m = await startMaster(fixture, opts, { ...more, env: { EGG_CLUSTER_RS_TEST_TRACE_OPT: '1' } });
+    await m.waitReady();
+    assert.match(m.output, traced('controlSpin'), `the control loop is optimized before the start\n${m.tail()}`);
+    m.send({ action: 'runner-spin' });
+    await m.waitFor('runner-spun', 30000);
+    await m.waitFor(/^runner: masterSpin done$/m, 5000);
+    return m;
+  }
+
+  it("the master's JS tiers: a ready master (process mode) does not optimize its JS", async function() {
+    if (REFERENCE) this.skip(); // egg-cluster's master is all JS and keeps V8's defaults
+    const m = await spin();
+    assert.doesNotMatch(m.output, traced('masterSpin'), m.tail());
+    m.kill('SIGTERM');
+    assert.strictEqual((await m.waitExit()).code, 0, m.tail());
+  });
+
+  it("the master's JS tiers: a tier flag of the user's own wins", async function() {
+    if (REFERENCE) this.skip();
+    const m = await spin({ execArgv: [ '--turbofan' ] });
+    assert.match(m.output, traced('masterSpin'), m.tail());
+    m.kill('SIGTERM');
+    assert.strictEqual((await m.waitExit()).code, 0, m.tail());
+  });
+
+  it("the master's JS tiers: in worker_threads mode (the app's threads share the process) V8's defaults stay", async function() {
+    if (REFERENCE) this.skip();
+    const m = await spin({}, 'threads', { startMode: 'worker_threads', workers: 1 });
+    assert.match(m.output, traced('masterSpin'), m.tail());
+    m.kill('SIGTERM');
+    assert.strictEqual((await m.waitExit()).code, 0, m.tail());
+  });
 });
